@@ -1,0 +1,218 @@
+"""Fused Numba primitives shared by the iterative solvers (Chambolle, primal-dual, Bregman, ...).
+
+Layout convention (stable API, used by ``chambolle.py``, ``primal_dual.py``, ``bregman.py``,
+``gradient_descent.py`` and ``_gap.py``)
+-------------------------------------------------------------------------------------------------
+Every kernel works on a **padded 3-D view**: an image of ndim 1, 2 or 3 is seen as
+``f3 = as_3d(f)`` of shape ``(n0, n1, n2)`` with leading axes of length 1, and a field of
+gradients ``p`` of shape ``(ndim, *shape)`` as ``p4 = as_4d(p)`` of shape ``(ndim, n0, n1, n2)``.
+Component ``k`` of ``p`` belongs to padded axis ``a0 + k`` with ``a0 = 3 - ndim`` (padded axes
+of length 1 have no component: their differences vanish under both boundaries).
+
+Spacing enters as ``ih = inv_steps(spacing, ndim)``: float64 ``(3,)`` with ``ih[a0 + k] =
+1 / spacing[k]`` (0 on padded axes).  ``periodic`` is a bool (False: Neumann).
+
+Discretisation (the one of ``napari_tv.operators``, scheme ``"forward"``)::
+
+    (D_a f)_i = (f_{i+1} - f_i) * ih[a]        for i < n-1
+              = 0                              at i = n-1 (neumann)
+              = (f_0 - f_{n-1}) * ih[a]        at i = n-1 (periodic)
+    (div p)_i = sum_a ih[a] * ([i < n-1] p_{a,i} - [i > 0] p_{a,i-1})       (neumann)
+              = sum_a ih[a] * (p_{a,i} - p_{a,(i-1) mod n})                 (periodic)
+
+so that ``<D f, p> = -<f, div p>`` exactly.
+
+Per-voxel helpers (njit, inlined by LLVM; call them from your own kernels)
+    ``fdiff(f3, i0, i1, i2, axis, periodic) -> float``   unscaled forward difference of f3
+    ``bdiff(p4, k, i0, i1, i2, axis, periodic) -> float`` unscaled backward part of div for p4[k]
+    ``div_at(p4, a0, ih, periodic, i0, i1, i2) -> float`` (div p) at one voxel
+
+Whole-array kernels (parallel over the lines ``(i0, i1)``, i.e. ``prange(n0 * n1)``)
+    ``gradient_into(f3, p4, a0, ih, periodic)``           p4 <- D f3
+    ``divergence_into(p4, out3, a0, ih, periodic)``       out3 <- div p4
+    ``project_ball_into(p4, radius, isotropic)``          in place: |p_s|_2 <= r (isotropic)
+                                                          or |p_{k,s}| <= r (anisotropic)
+
+Python wrappers (allocate, accept arrays of the original shape)
+    ``gradient(f, spacing=None, periodic=False) -> (ndim, *f.shape)``
+    ``divergence(p, spacing=None, periodic=False) -> p.shape[1:]``
+    ``project_dual(p, radius=1.0, isotropic=True) -> p`` (in place, returns p)
+    ``dual_norm_bound(spacing, ndim) -> float``  ``L**2 = 4 * sum_a 1/h_a**2 >= ||D||**2``
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from napari_tv._config import jit
+
+__all__ = [
+    "as_3d",
+    "as_4d",
+    "inv_steps",
+    "dual_norm_bound",
+    "fdiff",
+    "bdiff",
+    "div_at",
+    "gradient_into",
+    "divergence_into",
+    "project_ball_into",
+    "gradient",
+    "divergence",
+    "project_dual",
+]
+
+
+def as_3d(f: np.ndarray) -> np.ndarray:
+    """View of a 1-, 2- or 3-D array as 3-D with leading axes of length 1."""
+    return f.reshape((1,) * (3 - f.ndim) + f.shape)
+
+
+def as_4d(p: np.ndarray) -> np.ndarray:
+    """View of a ``(ndim, *shape)`` field as ``(ndim, n0, n1, n2)``."""
+    return p.reshape((p.shape[0],) + (1,) * (4 - p.ndim) + p.shape[1:])
+
+
+def inv_steps(spacing, ndim: int) -> np.ndarray:
+    """float64 ``(3,)``: ``1/spacing`` on the real axes of the padded view, 0 on padded axes."""
+    ih = np.zeros(3)
+    steps = (1.0,) * ndim if spacing is None else tuple(float(s) for s in spacing)
+    ih[3 - ndim :] = [1.0 / s for s in steps]
+    return ih
+
+
+def dual_norm_bound(spacing, ndim: int) -> float:
+    """``L**2 = 4 * sum_a 1/h_a**2``, an upper bound of ``||D||**2 = ||div||**2``."""
+    return float(4.0 * np.sum(inv_steps(spacing, ndim) ** 2))
+
+
+@jit
+def fdiff(f, i0, i1, i2, axis, periodic):
+    """Unscaled forward difference ``f[x + e_axis] - f[x]`` (0 / wrap at the last index)."""
+    n0, n1, n2 = f.shape
+    if axis == 0:
+        j = i0 + 1
+        if j == n0:
+            if not periodic:
+                return 0.0
+            j = 0
+        return f[j, i1, i2] - f[i0, i1, i2]
+    if axis == 1:
+        j = i1 + 1
+        if j == n1:
+            if not periodic:
+                return 0.0
+            j = 0
+        return f[i0, j, i2] - f[i0, i1, i2]
+    j = i2 + 1
+    if j == n2:
+        if not periodic:
+            return 0.0
+        j = 0
+    return f[i0, i1, j] - f[i0, i1, i2]
+
+
+@jit
+def bdiff(p, k, i0, i1, i2, axis, periodic):
+    """Unscaled ``p_k[x] - p_k[x - e_axis]`` with the boundary rule of the forward scheme."""
+    n = p.shape[axis + 1]
+    i = i0 if axis == 0 else (i1 if axis == 1 else i2)
+    if periodic:
+        a = p[k, i0, i1, i2]
+        j = i - 1 if i > 0 else n - 1
+    else:
+        a = p[k, i0, i1, i2] if i < n - 1 else 0.0
+        if i == 0:
+            return a
+        j = i - 1
+    if axis == 0:
+        return a - p[k, j, i1, i2]
+    if axis == 1:
+        return a - p[k, i0, j, i2]
+    return a - p[k, i0, i1, j]
+
+
+@jit
+def div_at(p, a0, ih, periodic, i0, i1, i2):
+    """``(div p)`` at voxel ``(i0, i1, i2)`` of the padded view."""
+    d = 0.0
+    for k in range(p.shape[0]):
+        ax = a0 + k
+        d += ih[ax] * bdiff(p, k, i0, i1, i2, ax, periodic)
+    return d
+
+
+@jit(parallel=True)
+def gradient_into(f, p, a0, ih, periodic):
+    """``p[k] <- D_{a0+k} f`` on the padded views."""
+    n0, n1, n2 = f.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        for i2 in range(n2):
+            for k in range(p.shape[0]):
+                ax = a0 + k
+                p[k, i0, i1, i2] = ih[ax] * fdiff(f, i0, i1, i2, ax, periodic)
+
+
+@jit(parallel=True)
+def divergence_into(p, out, a0, ih, periodic):
+    """``out <- div p`` on the padded views."""
+    n0, n1, n2 = out.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        for i2 in range(n2):
+            out[i0, i1, i2] = div_at(p, a0, ih, periodic, i0, i1, i2)
+
+
+@jit(parallel=True)
+def project_ball_into(p, radius, isotropic):
+    """In place: project every ``p_s`` on the ball of ``radius`` (l2 if isotropic, else l-inf)."""
+    K, n0, n1, n2 = p.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        for i2 in range(n2):
+            if isotropic:
+                s = 0.0
+                for k in range(K):
+                    s += p[k, i0, i1, i2] ** 2
+                s = math.sqrt(s)
+                if s > radius:
+                    scale = radius / s
+                    for k in range(K):
+                        p[k, i0, i1, i2] *= scale
+            else:
+                for k in range(K):
+                    x = p[k, i0, i1, i2]
+                    if x > radius:
+                        p[k, i0, i1, i2] = radius
+                    elif x < -radius:
+                        p[k, i0, i1, i2] = -radius
+
+
+def gradient(f: np.ndarray, spacing=None, periodic: bool = False) -> np.ndarray:
+    """Forward-difference gradient ``(ndim, *f.shape)`` of a float32/float64 array."""
+    f = np.ascontiguousarray(f)
+    p = np.empty((f.ndim,) + f.shape, dtype=f.dtype)
+    gradient_into(as_3d(f), as_4d(p), 3 - f.ndim, inv_steps(spacing, f.ndim), bool(periodic))
+    return p
+
+
+def divergence(p: np.ndarray, spacing=None, periodic: bool = False) -> np.ndarray:
+    """Divergence (negative adjoint of :func:`gradient`) of a ``(ndim, *shape)`` field."""
+    p = np.ascontiguousarray(p)
+    ndim = p.shape[0]
+    out = np.empty(p.shape[1:], dtype=p.dtype)
+    divergence_into(as_4d(p), as_3d(out), 3 - ndim, inv_steps(spacing, ndim), bool(periodic))
+    return out
+
+
+def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> np.ndarray:
+    """Project a C-contiguous ``(ndim, *shape)`` field on the dual ball, in place; returns it."""
+    project_ball_into(as_4d(p), float(radius), bool(isotropic))
+    return p
