@@ -300,3 +300,64 @@ def test_coarea_off_the_grid_is_the_tv_of_the_rounded_image(rng):
     rounded = from_level_sets(level_sets(u, grid), grid)
     assert coarea_tv(u, grid) == pytest.approx(graph_tv(rounded), rel=1e-12)
     assert coarea_tv(u, grid) != pytest.approx(graph_tv(u))
+
+
+# ------------------------------------------------------------- dichotomy partition
+
+
+@pytest.mark.parametrize(
+    "shape, fidelity, connectivity, dtype",
+    [((11,), "l2", 1, np.uint8), ((6, 7), "l1", 2, np.uint8), ((6, 7), "l2", 1, np.float64),
+     ((3, 4, 5), "l2", 3, np.uint8)],
+)
+def test_dichotomy_partition_ends_at_the_exact_solution(rng, shape, fidelity, connectivity, dtype):
+    from napari_tv.levelsets import dichotomy_partition
+    from napari_tv.solvers.exact import solve_exact
+
+    image = rng.integers(0, 20, size=shape).astype(dtype)
+    levels = None if dtype == np.uint8 else 13
+    grid = level_grid(image, levels)
+    labels, intervals = dichotomy_partition(
+        image, 0.7, fidelity=fidelity, connectivity=connectivity, levels=levels
+    )
+    assert labels.shape == (int(np.ceil(np.log2(len(grid)))), *shape)
+    assert labels.dtype == np.int32 and len(intervals) == len(labels)
+    exact = solve_exact(image, 0.7, fidelity=fidelity, connectivity=connectivity, levels=grid)
+    last = intervals[-1][labels[-1]]
+    np.testing.assert_array_equal(last[..., 0], last[..., 1])  # single levels at the end
+    np.testing.assert_array_equal(grid[last[..., 0]], exact.u)
+    # the first round cuts [0, L-1] at its midpoint
+    mid = (len(grid) - 1) // 2
+    assert {tuple(iv) for iv in intervals[0]} <= {(0, mid), (mid + 1, len(grid) - 1)}
+
+
+def test_dichotomy_partition_refines_at_every_depth(rng):
+    from napari_tv.levelsets import dichotomy_partition
+
+    image = rng.normal(size=(12, 10)) + np.where(np.arange(10) < 5, 0.0, 3.0)
+    labels, intervals = dichotomy_partition(image, 0.4, levels=40)
+    for d in range(len(labels)):
+        iv = intervals[d]
+        # ordered by interval, disjoint, every label used
+        assert np.all(iv[:, 0] <= iv[:, 1]) and np.all(iv[1:, 0] > iv[:-1, 1])
+        np.testing.assert_array_equal(np.unique(labels[d]), np.arange(len(iv)))
+        if d == 0:
+            continue
+        parent, child = labels[d - 1].ravel(), labels[d].ravel()
+        for c in range(len(iv)):
+            parents = np.unique(parent[child == c])
+            assert len(parents) == 1  # nesting: a child interval lies in one parent
+            p_lo, p_hi = intervals[d - 1][parents[0]]
+            assert p_lo <= iv[c, 0] and iv[c, 1] <= p_hi
+            assert iv[c, 1] - iv[c, 0] <= (p_hi - p_lo) // 2  # halved (or a single level)
+
+
+def test_dichotomy_partition_validates_like_the_solver():
+    from napari_tv.levelsets import dichotomy_partition
+
+    with pytest.raises(ValueError, match="beta"):
+        dichotomy_partition(np.zeros((3, 3)), -1.0)
+    with pytest.raises(ValueError, match="fidelity"):
+        dichotomy_partition(np.zeros((3, 3)), 1.0, fidelity="l3")
+    with pytest.raises(ValueError, match="dimensions"):
+        dichotomy_partition(np.zeros((2, 2, 2, 2)), 1.0)

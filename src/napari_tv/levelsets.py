@@ -454,13 +454,15 @@ def dichotomy_partition(
     --------
     >>> import numpy as np
     >>> v = np.array([[0, 0, 7, 7], [0, 1, 6, 7]], dtype=np.uint8)
-    >>> labels, intervals = dichotomy_partition(v, beta=0.5)
-    >>> labels[0]
+    >>> labels, intervals = dichotomy_partition(v, beta=1.0)
+    >>> labels[0]  # after the first cut (at level 3): [0, 3] and [4, 7]
     array([[0, 0, 1, 1],
            [0, 0, 1, 1]], dtype=int32)
-    >>> intervals[-1][labels[-1]][..., 0]  # grid index of the exact minimiser
-    array([[0, 0, 7, 7],
-           [0, 1, 6, 7]])
+    >>> [iv.tolist() for iv in intervals]
+    [[[0, 3], [4, 7]], [[0, 1], [6, 7]], [[1, 1], [6, 6]]]
+    >>> intervals[-1][labels[-1], 0]  # grid index of the exact minimiser
+    array([[1, 1, 6, 6],
+           [1, 1, 6, 6]])
     """
     from napari_tv.solvers.exact import solve_exact  # the solver imports this module's peers
 
