@@ -9,6 +9,8 @@ API at a glance (what the widgets use)
     sweep = BetaSweep(image, method="chambolle", tol=1e-3)  # image validated once, never modified
     res = sweep.solve(beta)                  # TVResult; warm-started from the nearest cached β,
                                              # cached (LRU keyed by β): same β -> same object
+    res = sweep.solve(beta, time_budget=0.08)  # anytime: stops after 80 ms (cancelled=True);
+                                             # the partial iterate warm-starts the next call
     res = sweep.preview_slice(beta, index, axis=0)   # one 2D slice of a 3D volume (live preview)
     res.extra["beta"]                        # the β a result was computed for
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -81,7 +84,11 @@ def _result_nbytes(result: TVResult) -> int:
 
 
 class _ResultCache:
-    """LRU of TVResults keyed by β, bounded in entries and bytes (the newest is always kept)."""
+    """LRU of TVResults keyed by β, bounded in entries and bytes (the newest is always kept).
+
+    Cancelled (partial) results are kept as warm starts only: ``get`` ignores them, ``nearest``
+    considers them, and a final result replaces the partial one at its β.
+    """
 
     def __init__(self, size: int, max_bytes: int) -> None:
         self.size, self.max_bytes = size, max_bytes
@@ -90,12 +97,13 @@ class _ResultCache:
 
     def get(self, beta: float) -> TVResult | None:
         result = self._items.get(beta)
-        if result is not None:
-            self._items.move_to_end(beta)
+        if result is None or result.cancelled:
+            return None
+        self._items.move_to_end(beta)
         return result
 
     def nearest(self, beta: float) -> TVResult | None:
-        """The cached result whose β is nearest in log distance (β = 0 counts as tiny)."""
+        """The result whose β is nearest in log distance (β = 0 counts as tiny)."""
         if not self._items:
             return None
         logb = math.log(max(beta, 1e-300))
@@ -103,17 +111,35 @@ class _ResultCache:
         return self._items[key]
 
     def put(self, beta: float, result: TVResult) -> None:
+        old = self._items.get(beta)
+        if result.cancelled and old is not None and not old.cancelled:
+            return
         self._items[beta] = result
         self._items.move_to_end(beta)
         self._nbytes[beta] = _result_nbytes(result)
         while len(self._items) > 1 and (
             len(self._items) > self.size or sum(self._nbytes.values()) > self.max_bytes
         ):
-            old, _ = self._items.popitem(last=False)
-            del self._nbytes[old]
+            oldest, _ = self._items.popitem(last=False)
+            del self._nbytes[oldest]
 
     def betas(self) -> list[float]:
-        return sorted(self._items)
+        """The β of the final (not cancelled) results, ascending."""
+        return sorted(b for b, r in self._items.items() if not r.cancelled)
+
+
+def _with_time_budget(callback: Callback | None, time_budget: float | None) -> Callback | None:
+    """``callback`` that also returns True once ``time_budget`` seconds have passed."""
+    if time_budget is None:
+        return callback
+    budget = check_real("time_budget", time_budget, minimum=0.0)
+    start = time.perf_counter()
+
+    def budgeted(info: dict) -> bool:
+        stop = bool(callback(info)) if callback is not None else False
+        return stop or time.perf_counter() - start > budget
+
+    return budgeted
 
 
 class BetaSweep:
@@ -143,8 +169,10 @@ class BetaSweep:
     A solve at β starts from the cached result whose β is nearest in :math:`|\\log\\beta -
     \\log\\beta'|` (primal and dual, via ``denoise_tv(init=result)``), since the TV minimiser
     :math:`u_\\beta` depends continuously on β. ``method="exact"`` is not warm-started (its
-    dichotomy has no iterate to reuse) but is cached. Cancelled solves are returned but not
-    cached. The methods are thread-safe: the caches are guarded by a lock and the solves run
+    dichotomy has no iterate to reuse) but is cached. Cancelled solves (callback or
+    ``time_budget``) are returned and kept as warm starts, never as answers: an interactive
+    preview can call ``solve(beta, time_budget=0.1)`` repeatedly and see the iterate
+    converge. The methods are thread-safe: the caches are guarded by a lock and the solves run
     outside it. Results are shared with the cache: treat them as read-only.
 
     Examples
@@ -218,8 +246,10 @@ class BetaSweep:
         cache: _ResultCache,
         spacing: tuple[float, ...],
         callback: Callback | None,
+        time_budget: float | None,
     ) -> TVResult:
         beta = check_real("beta", beta, minimum=0.0)
+        callback = _with_time_budget(callback, time_budget)
         with self._lock:
             hit = cache.get(beta)
             if hit is not None:
@@ -230,27 +260,40 @@ class BetaSweep:
             kwargs["init"] = init
         _, result = self._solver(image, beta, callback=callback, **kwargs)
         result.extra["beta"] = beta
-        if not result.cancelled:
+        if not (result.cancelled and self.method == "exact"):
             with self._lock:
                 cache.put(beta, result)
         return result
 
-    def solve(self, beta: float, callback: Callback | None = None) -> TVResult:
+    def solve(
+        self, beta: float, callback: Callback | None = None, *, time_budget: float | None = None
+    ) -> TVResult:
         """The TV solution at ``beta`` (cached; warm-started from the nearest cached β).
 
-        ``callback(info) -> bool`` is passed to the solver (progress; True stops it, and the
-        cancelled result is returned but not cached).
+        ``callback(info) -> bool`` is passed to the solver (progress; True stops it).
+        ``time_budget`` (seconds) stops the solve once exceeded (checked at the solver's
+        reports). A stopped solve returns its current iterate with ``cancelled=True``; it is
+        kept as a warm start only, so a later call at the same β continues from it.
         """
-        return self._solve_cached(self.image, beta, self._cache, self.spacing, callback)
+        return self._solve_cached(
+            self.image, beta, self._cache, self.spacing, callback, time_budget
+        )
 
     def preview_slice(
-        self, beta: float, index: int, axis: int = 0, callback: Callback | None = None
+        self,
+        beta: float,
+        index: int,
+        axis: int = 0,
+        callback: Callback | None = None,
+        *,
+        time_budget: float | None = None,
     ) -> TVResult:
         """The 2D TV solution of slice ``index`` along ``axis`` of a 3D image at ``beta``.
 
         Each slice has its own warm-start cache (the last ``MAX_PREVIEW_SLICES`` slices are
         kept). The slice's spacing is the volume's without ``axis``. The 2D solution is a
-        preview: it differs from the same slice of the 3D solution.
+        preview: it differs from the same slice of the 3D solution. ``callback`` and
+        ``time_budget`` as in :meth:`solve`.
         """
         if self.image.ndim != 3:
             raise ValueError(
@@ -275,7 +318,7 @@ class BetaSweep:
                     self._slices.popitem(last=False)
             self._slices.move_to_end((axis, index))
         spacing = tuple(s for k, s in enumerate(self.spacing) if k != axis)
-        result = self._solve_cached(entry[0], beta, entry[1], spacing, callback)
+        result = self._solve_cached(entry[0], beta, entry[1], spacing, callback, time_budget)
         result.extra["slice"] = (axis, index)
         return result
 
@@ -473,6 +516,10 @@ class LatestWins:
                     self.last_error = error
             except Exception as exc:  # a failing handler must not kill the worker
                 self.last_error = exc
+
+    def is_alive(self) -> bool:
+        """Whether the worker thread is running (False after :meth:`close`)."""
+        return self._thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no request is pending or running; False on timeout."""
