@@ -22,17 +22,11 @@ def fidelity_naive(u, v, fidelity):
         return 0.5 * (u - v) ** 2
     if fidelity == "l1":
         return np.abs(u - v)
-    out = np.empty(np.broadcast(u, v).shape)
-    for idx in np.ndindex(out.shape):
-        uu = u[idx] if u.ndim else float(u)
-        vv = v[idx] if v.ndim else float(v)
-        if uu < 0 or (uu == 0 and vv > 0):
-            out[idx] = np.inf
-        elif vv == 0:
-            out[idx] = uu
-        else:
-            out[idx] = uu - vv * np.log(uu)
-    return out
+    u, v = np.broadcast_arrays(u, v)
+    undefined = (u < 0) | ((u == 0) & (v > 0))
+    safe_u = np.where(u > 0, u, 1.0)
+    out = np.where(v > 0, u - v * np.log(safe_u), u)  # 0 log 0 := 0
+    return np.where(undefined, np.inf, out)
 
 
 def graph_tv_naive(u, offsets, weights):
@@ -81,11 +75,15 @@ def level_cut_naive(v, beta, grid, k, fidelity, offsets, weights):
         c = (fidelity_naive(grid[k + 1], v, fidelity) - fidelity_naive(grid[k], v, fidelity)) / (
             grid[k + 1] - grid[k]
         )
+    up = c == -np.inf  # f(grid[k]) infinite: u must lie above grid[k]
+    down = c == np.inf
+    c = np.where(np.isfinite(c), c, 0.0)
     best, best_x = np.inf, None
     for bits in itertools.product((0, 1), repeat=v.size):
         x = np.array(bits, dtype=np.float64).reshape(v.shape)
-        with np.errstate(invalid="ignore"):
-            e = float(np.where(x > 0, c, 0.0).sum()) + beta * graph_tv_naive(x, offsets, weights)
+        if (x[up] == 0).any() or (x[down] == 1).any():
+            continue
+        e = float((c * x).sum()) + beta * graph_tv_naive(x, offsets, weights)
         if e < best - 1e-12 or (abs(e - best) <= 1e-12 and x.sum() < best_x.sum()):
             best, best_x = e, x
     return best_x == 0
