@@ -1,0 +1,518 @@
+r"""Accelerated gradient descent on the ε-smoothed TV energy (seed 000), with continuation in ε.
+
+The energy :math:`E(u) = \sum_s f(u_s, v_s) + \beta\,\mathrm{TV}(u)` is not differentiable where
+:math:`\nabla u` vanishes, so we descend on its smoothed version
+
+.. math::
+
+    E_\varepsilon(u) = \sum_s f_\varepsilon(u_s, v_s)
+        + \beta \sum_s \sqrt{\textstyle\sum_l (D_l u)_s^2 + \varepsilon^2},
+
+whose gradient is seed 000's :math:`\nabla f_\varepsilon + \beta \sum_l D_l^\top
+(D_l u / |\nabla u|_\varepsilon)`, and we let ε decrease geometrically (warm-started) until the
+*unsmoothed* problem's duality gap is below ``tol``.  Kernels work on the padded 3-D views of
+:mod:`napari_tv.solvers._kernels` (whose per-voxel differences and divergence they reuse), so
+one compiled kernel per dtype serves 1-D to 3-D.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numba import prange
+
+from .._config import jit
+from .._validation import as_float_array, check_choice, check_int, check_real, check_spacing
+from ..fidelity import FIDELITY_CODE, check_fidelity_data
+from ..operators import BOUNDARIES, TV_KINDS, tv_energy
+from ._gap import duality_gap, fidelity_floor
+from ._kernels import as_3d, as_4d, div_at, dual_norm_bound, fdiff, inv_steps
+from ._result import TVResult
+
+__all__ = ["solve_gradient_descent"]
+
+_FIDELITIES = ("l2", "l1", "poisson")
+_DEFAULT_MAX_ITER = 3000
+_CHECK_EVERY = 10
+_EPS_FACTOR = 0.2
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels (padded views of ``_kernels``: images (n0, n1, n2), fields (ndim, n0, n1, n2))
+# --------------------------------------------------------------------------------------------
+@jit
+def _grad_sq(u, a0, ih, periodic, i0, i1, i2):
+    """``|∇u|²`` at one voxel."""
+    s = 0.0
+    for k in range(3 - a0):
+        g = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic)
+        s += g * g
+    return s
+
+
+@jit(parallel=True)
+def _smoothed_flux(u, a0, ih, periodic, eps, aniso, q):
+    """``q = ∇u / |∇u|_ε`` (per component when ``aniso``); ``|q| < 1`` wherever ε > 0."""
+    n0, n1, n2 = u.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        for i2 in range(n2):
+            d = math.sqrt(_grad_sq(u, a0, ih, periodic, i0, i1, i2) + eps * eps)
+            for k in range(q.shape[0]):
+                g = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic)
+                if aniso:
+                    d = math.sqrt(g * g + eps * eps)
+                q[k, i0, i1, i2] = g / d if d > 0.0 else 0.0
+
+
+@jit
+def _fidelity_derivative(y, v, eps_f, code):
+    """``∂f_ε/∂y``: l2 ``y − v``; smoothed l1 ``(y−v)/√((y−v)²+ε_f²)``; Poisson ``1 − v/y``."""
+    if code == 0:
+        return y - v
+    if code == 1:
+        d = y - v
+        return d / math.sqrt(d * d + eps_f * eps_f)
+    if v > 0.0:
+        return 1.0 - v / y
+    return 1.0
+
+
+@jit(parallel=True)
+def _descent_step(y, q, v, a0, ih, periodic, beta, step, eps_f, code, out):
+    """``out = y − step·(∇f_ε(y) − β div q)``, projected on ``out ≥ 0`` for Poisson."""
+    n0, n1, n2 = y.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        for i2 in range(n2):
+            g = _fidelity_derivative(y[i0, i1, i2], v[i0, i1, i2], eps_f, code)
+            g -= beta * div_at(q, a0, ih, periodic, i0, i1, i2)
+            x = y[i0, i1, i2] - step * g
+            if code == 2 and x < 0.0:
+                x = 0.0
+            out[i0, i1, i2] = x
+
+
+@jit(parallel=True)
+def _extrapolate(x, x_prev, theta, code, out):
+    """``out = x + θ (x − x_prev)``; for Poisson kept ≥ x/2 so ``1 − v/y`` stays finite."""
+    n0, n1, n2 = x.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        for i2 in range(n2):
+            y = x[i0, i1, i2] + theta * (x[i0, i1, i2] - x_prev[i0, i1, i2])
+            if code == 2 and y < 0.5 * x[i0, i1, i2]:
+                y = 0.5 * x[i0, i1, i2]
+            out[i0, i1, i2] = y
+
+
+@jit
+def _fidelity_values(u, v, eps_f, code):
+    """``(f(u, v), f_ε(u, v))``; Poisson is +inf for ``u < 0`` or ``u = 0 < v``."""
+    d = u - v
+    if code == 0:
+        f = 0.5 * d * d
+        return f, f
+    if code == 1:
+        return abs(d), math.sqrt(d * d + eps_f * eps_f)
+    if u < 0.0 or (u == 0.0 and v > 0.0):
+        return np.inf, np.inf
+    f = u - v * math.log(u) if v > 0.0 else u
+    return f, f
+
+
+@jit(parallel=True)
+def _energy_terms(u, v, a0, ih, periodic, eps, eps_f, code, aniso):
+    """Sums ``(Σ f, Σ f_ε, Σ |∇u|, Σ |∇u|_ε, Σ |∇u|²/|∇u|_ε)`` (per component if aniso)."""
+    n0, n1, n2 = u.shape
+    parts = np.zeros((n0 * n1, 5))
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        for i2 in range(n2):
+            f, fe = _fidelity_values(u[i0, i1, i2], v[i0, i1, i2], eps_f, code)
+            parts[line, 0] += f
+            parts[line, 1] += fe
+            if aniso:
+                for k in range(3 - a0):
+                    g = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic)
+                    d = math.sqrt(g * g + eps * eps)
+                    parts[line, 2] += abs(g)
+                    parts[line, 3] += d
+                    parts[line, 4] += g * g / d if d > 0.0 else 0.0
+            else:
+                s = _grad_sq(u, a0, ih, periodic, i0, i1, i2)
+                d = math.sqrt(s + eps * eps)
+                parts[line, 2] += math.sqrt(s)
+                parts[line, 3] += d
+                parts[line, 4] += s / d if d > 0.0 else 0.0
+    return parts.sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Python side
+# --------------------------------------------------------------------------------------------
+class _Problem:
+    """Everything the iterations need, resolved once: padded views, flags, constants."""
+
+    def __init__(self, image, beta, fidelity, tv, spacing, boundary):
+        self.shape = image.shape
+        self.ndim = image.ndim
+        self.a0 = 3 - image.ndim
+        self.spacing = spacing
+        self.ih = inv_steps(spacing, image.ndim)
+        self.periodic = boundary == "periodic"
+        self.aniso = tv == "anisotropic"
+        self.code = FIDELITY_CODE[fidelity]
+        self.fidelity = fidelity
+        self.beta = float(beta)
+        self.v = image
+        self.v3 = as_3d(image)
+        self.norm_d = dual_norm_bound(spacing, image.ndim)  # >= ||D||^2
+        self.h_min = 1.0 / float(self.ih.max())
+        self.floor = fidelity_floor(image, fidelity)
+
+    def eps_f(self, eps):
+        """Smoothing of the L1 fidelity, in intensity units (ε times the smallest step)."""
+        return eps * self.h_min if self.code == 1 else 0.0
+
+    def lipschitz(self, eps):
+        """Lipschitz constant of ∇E_ε: f_ε'' ≤ 1 (l2), 1/ε_f (l1); TV_ε'' ≤ ‖D‖²/ε."""
+        fid = 1.0 if self.code == 0 else (1.0 / self.eps_f(eps) if self.code == 1 else 1.0)
+        return fid + self.beta * self.norm_d / eps
+
+    def terms(self, x3, eps):
+        """``(Σf, Σf_ε, TV, TV_ε, Σ|∇u|²/|∇u|_ε)`` of the padded iterate ``x3``."""
+        return _energy_terms(
+            x3, self.v3, self.a0, self.ih, self.periodic, eps, self.eps_f(eps), self.code,
+            self.aniso,
+        )
+
+    def smoothed_energy(self, x3, eps):
+        t = self.terms(x3, eps)
+        return float(t[1] + self.beta * t[3])
+
+    def flux(self, x3, eps, q4):
+        _smoothed_flux(x3, self.a0, self.ih, self.periodic, eps, self.aniso, q4)
+
+    def step(self, y3, q4, step, eps, out3):
+        _descent_step(
+            y3, q4, self.v3, self.a0, self.ih, self.periodic, self.beta, step, self.eps_f(eps),
+            self.code, out3,
+        )
+
+
+def _initial_iterate(image: np.ndarray, init, fidelity: str) -> tuple[np.ndarray, dict]:
+    """A fresh copy of the warm start (``image`` by default), in the image's dtype."""
+    extra: dict = {}
+    if init is None:
+        x = image
+    elif isinstance(init, TVResult):
+        x, extra = init.u, dict(init.extra)
+    else:
+        x = init
+    x = as_float_array(x, "init")
+    if x.shape != image.shape:
+        raise ValueError(f"init must have the image's shape {image.shape}, got {x.shape}")
+    x = np.array(x, dtype=image.dtype, order="C", copy=True)
+    if fidelity == "poisson":  # the iterate must lie in the domain: u >= 0, u > 0 where v > 0
+        np.maximum(x, 0, out=x)
+        bad = (x <= 0) & (image > 0)
+        x[bad] = image[bad]
+    return x, extra
+
+
+def _progress(it: int, max_iter: int, gap: float, gap0: float, tol: float) -> float:
+    """Progress in [0, 1]: iterations used, or log-distance of the gap to ``tol`` if further."""
+    frac = it / max_iter if max_iter else 1.0
+    if tol > 0 and gap0 > tol and gap > 0:
+        frac = max(frac, math.log(gap0 / gap) / math.log(gap0 / tol))
+    return float(min(max(frac, 0.0), 1.0))
+
+
+class _Iterates:
+    """Buffers of the monotone accelerated scheme (padded views of C-contiguous arrays)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.x_prev = x.copy()
+        self.y = np.empty_like(x)
+        self.z = np.empty_like(x)
+        self.q = np.zeros((x.ndim,) + x.shape, dtype=x.dtype)
+
+    def accept(self):
+        """``z`` becomes the iterate, the old iterate the previous one."""
+        self.x_prev, self.x, self.z = self.x, self.z, self.x_prev
+
+    def restart(self):
+        """Forget the momentum."""
+        np.copyto(self.x_prev, self.x)
+
+
+def _momentum_step(prob: _Problem, it: _Iterates, theta: float, L: float, eps: float) -> float:
+    """FISTA candidate ``z = y − ∇E_ε(y)/L`` at ``y = x + θ(x − x_prev)``; returns ``E_ε(z)``."""
+    _extrapolate(as_3d(it.x), as_3d(it.x_prev), theta, prob.code, as_3d(it.y))
+    prob.flux(as_3d(it.y), eps, as_4d(it.q))
+    prob.step(as_3d(it.y), as_4d(it.q), 1.0 / L, eps, as_3d(it.z))
+    return prob.smoothed_energy(as_3d(it.z), eps)
+
+
+def _descent_from_x(prob: _Problem, it: _Iterates, L: float, eps: float, e_x: float):
+    """Plain (projected) gradient step from ``x`` with Armijo backtracking on ``L``.
+
+    Accepts ``z = P(x − ∇E_ε(x)/L)`` once ``E_ε(z) ≤ E_ε(x) − (L/2)‖z − x‖²`` (sufficient
+    decrease; true at once for l2/l1, whose L is a proven Lipschitz bound).  Returns
+    ``(E_ε(z), L)``, or ``(None, L)`` when rounding leaves no decrease to make.
+    """
+    x3, z3, q4 = as_3d(it.x), as_3d(it.z), as_4d(it.q)
+    prob.flux(x3, eps, q4)
+    for _ in range(60):
+        prob.step(x3, q4, 1.0 / L, eps, z3)
+        e_z = prob.smoothed_energy(z3, eps)
+        d = it.z.astype(np.float64) - it.x
+        d2 = float(np.vdot(d, d))
+        if e_z <= e_x - 0.5 * L * d2 or (prob.code != 2 and e_z <= e_x):
+            return e_z, L
+        if prob.code != 2:  # a proven L: only rounding can make the step fail
+            return None, L
+        L *= 2.0
+    return None, L
+
+
+def solve_gradient_descent(
+    image: np.ndarray,
+    beta: float,
+    *,
+    fidelity: str = "l2",
+    tv: str = "isotropic",
+    spacing: float | Sequence[float] | None = None,
+    boundary: str = "neumann",
+    max_num_iter: int | None = None,
+    tol: float = 1e-4,
+    init: np.ndarray | TVResult | None = None,
+    callback: Callable[[dict], bool] | None = None,
+    eps: float | None = None,
+    check_every: int = _CHECK_EVERY,
+) -> TVResult:
+    r"""Minimise the TV energy by accelerated gradient descent on its ε-smoothed version.
+
+    Parameters
+    ----------
+    image : ndarray
+        The data ``v``: a validated float32/float64 array, 1-D to 3-D (not modified).
+    beta : float
+        Regularisation weight ``β ≥ 0``.
+    fidelity : {"l2", "l1", "poisson"}
+        ``½(u−v)²``; ``|u−v|`` (smoothed as :math:`\sqrt{(u−v)^2 + ε_f^2}`, ``ε_f = ε·min h``);
+        ``u − v log u`` (not smoothed; the iterate is kept ``≥ 0`` by projection and ``> 0``
+        where ``v > 0`` by backtracking).
+    tv : {"isotropic", "anisotropic"}
+        :math:`\sum_s |\nabla u|_s` or :math:`\sum_s \sum_l |D_l u|_s`.
+    spacing : float or sequence of float, optional
+        Voxel step per axis (default 1).
+    boundary : {"neumann", "periodic"}
+        Boundary of the forward differences (as in :func:`napari_tv.operators.gradient`).
+    max_num_iter : int, optional
+        Iteration cap (default 3000).  One iteration costs about four passes over the image.
+    tol : float
+        Stop when the relative duality gap of the **unsmoothed** problem (see Notes) is
+        ``< tol``.  With a fixed ``eps`` instead: when the relative duality gap of the smoothed
+        problem is ``< tol``.  ``tol=0`` runs exactly ``max_num_iter`` iterations (unless
+        rounding leaves no decrease to make, reported as ``extra["stalled"]``).
+    init : ndarray or TVResult, optional
+        Warm start (default ``image``).  A ``TVResult`` of this method also passes its final
+        ε (``extra["eps"]``), so continuation resumes where it stopped.
+    callback : callable, optional
+        ``callback(info) -> bool`` every ``check_every`` iterations and at the end, with
+        ``info = {"method", "iter", "max_iter", "energy", "gap", "elapsed", "fraction", "eps",
+        "smoothed_energy", "smoothed_gap"}``; returning True stops (``cancelled=True``).
+    eps : float, optional
+        A fixed smoothing ε > 0 (gradient units): minimise :math:`E_ε` itself, no
+        continuation.  Default: continuation from ``0.1·ptp(v)/min h`` down by factors of 5.
+    check_every : int
+        Iterations between gap evaluations and callbacks (default 10).
+
+    Returns
+    -------
+    TVResult
+        ``u`` (image dtype), ``energy = tv_energy(u, image, beta, ...)`` (unsmoothed), ``gap``
+        (relative, unsmoothed), ``history`` (one dict per check: ``iter, energy, gap, elapsed,
+        eps, smoothed_energy``), ``extra = {"eps", "p", "lipschitz", "stalled",
+        "smoothed_gap"}`` with ``p = ∇u/|∇u|_ε`` the dual candidate (``|p| < 1``).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``fidelity`` (supported: "l2", "l1", "poisson"), ``tv`` or ``boundary``;
+        ``beta < 0``, ``tol < 0``, ``eps <= 0``; negative data with ``fidelity="poisson"``;
+        ``init`` of another shape.
+    TypeError
+        ``image`` not float32/float64.
+
+    Notes
+    -----
+    **Smoothed energy and its gradient** (seed 000).  With forward differences :math:`D_l`,
+
+    .. math::
+
+        E_ε(u) = \sum_s f_ε(u_s, v_s) + β \sum_s |\nabla u|_{ε,s},\qquad
+        \nabla E_ε(u) = f_ε'(u, v) + β \sum_l D_l^\top \frac{D_l u}{|\nabla u|_ε},
+
+    :math:`|\nabla u|_ε = \sqrt{\sum_l (D_l u)^2 + ε^2}` (anisotropic: per component).
+    Since :math:`|a| \le \sqrt{a^2+ε^2} \le |a| + ε`, :math:`E \le E_ε \le E + βNε`, and
+    :math:`E_ε(u)` decreases when ε does.
+
+    **Step rule.**  The Hessian of :math:`\sqrt{|g|^2+ε^2}` has norm :math:`\le 1/ε` and
+    :math:`\|D\|^2 \le 4\sum_l h_l^{-2}`, so :math:`\nabla E_ε` is Lipschitz with
+    :math:`L = c_f + 4β\sum_l h_l^{-2}/ε`, :math:`c_f = 1` (l2) or :math:`1/ε_f` (l1); the
+    step :math:`1/L` decreases :math:`E_ε` by at least :math:`\|\nabla E_ε\|^2/(2L)`.  Poisson
+    has no global L: its projected step is accepted by Armijo backtracking
+    (:math:`E_ε(z) \le E_ε(x) - \tfrac L2\|z-x\|^2`, doubling L), and L shrinks by 0.9 per
+    iteration.  Acceleration is **monotone FISTA with restart**: the accelerated candidate
+    :math:`z = y - \nabla E_ε(y)/L`, :math:`y = x_k + θ_k(x_k - x_{k-1})`, is taken only if
+    :math:`E_ε(z) \le E_ε(x_k)`; otherwise the momentum restarts with the plain step from
+    :math:`x_k` above.  So :math:`E_ε(x_k)` never increases, at a fixed ε and — because
+    :math:`E_ε` decreases with ε — across the continuation too.
+
+    **Stopping rule and continuation.**  Every ``check_every`` iterations the dual candidate
+    :math:`p = \nabla u/|\nabla u|_ε` (:math:`|p_s| < 1`, feasible; scaled for l1/Poisson as
+    in :mod:`napari_tv.solvers._gap`) gives the unsmoothed duality gap
+    :math:`G = P(u) - D(p) \ge P(u) - P^\star`, reported relative to
+    :math:`P(u) - \sum_s f(v_s, v_s)`; the run stops when it is ``< tol``.  For l2,
+    :math:`G = \tfrac12\|\nabla E_ε(u)\|^2 + S` exactly, with the smoothing part
+    :math:`S = β\sum_s (|\nabla u| - |\nabla u|^2/|\nabla u|_ε) \ge 0` (plus
+    :math:`\sum_s (f_ε - f)` for l1); :math:`G - S` is the duality gap of the smoothed problem
+    (exactly for l2, an estimate for l1/Poisson).  When :math:`G \le 2S`, i.e. the smoothing
+    error dominates, ε is divided by 5 (warm start, momentum restart).
+
+    References
+    ----------
+    .. [1] A. Beck, M. Teboulle, "Fast gradient-based algorithms for constrained total
+           variation image denoising and deblurring problems", IEEE TIP 18 (2009) 2419–2434
+           (monotone FISTA).
+    .. [2] B. O'Donoghue, E. Candès, "Adaptive restart for accelerated gradient schemes",
+           Found. Comput. Math. 15 (2015) 715–732.
+    .. [3] Y. Nesterov, "Smooth minimization of non-smooth functions", Math. Program. 103
+           (2005) 127–152 (smoothing and continuation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = np.array([0.0, 0.0, 1.0, 1.0])
+    >>> r = solve_gradient_descent(v, 0.25, tol=1e-4)
+    >>> np.round(r.u, 2)
+    array([0.12, 0.12, 0.88, 0.88])
+    >>> bool(r.converged), r.gap < 1e-4
+    (True, True)
+    """
+    t_start = time.perf_counter()
+    check_choice("fidelity", fidelity, _FIDELITIES)
+    check_choice("tv", tv, TV_KINDS)
+    check_choice("boundary", boundary, BOUNDARIES)
+    beta = check_real("beta", beta, minimum=0.0)
+    tol = check_real("tol", tol, minimum=0.0)
+    max_iter = (
+        _DEFAULT_MAX_ITER if max_num_iter is None
+        else check_int("max_num_iter", max_num_iter, minimum=0)
+    )
+    check_every = check_int("check_every", check_every, minimum=1)
+    fixed = eps is not None
+    if fixed:
+        eps = check_real("eps", eps, minimum=0.0, strict=True)
+    if image.dtype not in (np.float32, np.float64):
+        raise TypeError(f"image must be float32 or float64, got {image.dtype}")
+    steps = check_spacing(spacing, image.ndim)
+    check_fidelity_data(image, fidelity)
+    prob = _Problem(image, beta, fidelity, tv, steps, boundary)
+    x, init_extra = _initial_iterate(image, init, fidelity)
+    scale = float(np.ptp(image)) / prob.h_min  # the largest jump of the data, as a gradient
+    if beta == 0.0 or scale == 0.0:  # u = v minimises the fidelity and has TV = 0
+        np.copyto(x, image)
+        scale = 1.0
+    if not fixed:
+        eps = float(init_extra.get("eps", 0.1 * scale))
+    eps_min = 1e-9 * scale
+    it = _Iterates(x)
+    state = {"gap0": None, "history": [], "cancelled": False}
+
+    def check(n_iter: int, eps: float):
+        """Gap, history and callback at the current iterate; True when the run must stop."""
+        prob.flux(as_3d(it.x), eps, as_4d(it.q))
+        gap = duality_gap(
+            it.x, image, it.q, beta, fidelity=fidelity, isotropic=not prob.aniso,
+            spacing=steps, periodic=prob.periodic, floor=prob.floor,
+        )
+        t = prob.terms(as_3d(it.x), eps)
+        smoothing = beta * (t[2] - t[4]) + (t[1] - t[0])  # ≥ 0: the part ε costs the gap
+        denom = max(gap.primal - prob.floor, 1e-300)
+        smoothed_gap = max(gap.abs - smoothing, 0.0) / denom
+        if state["gap0"] is None:
+            state["gap0"] = gap.rel
+        info = {
+            "method": "gradient_descent", "iter": n_iter, "max_iter": max_iter,
+            "energy": gap.primal, "gap": gap.rel, "elapsed": time.perf_counter() - t_start,
+            "fraction": _progress(n_iter, max_iter, gap.rel, state["gap0"], tol),
+            "eps": eps, "smoothed_energy": float(t[1] + beta * t[3]),
+            "smoothed_gap": smoothed_gap,
+        }
+        state["history"].append({k: info[k] for k in ("iter", "energy", "gap", "elapsed", "eps",
+                                                      "smoothed_energy")})
+        state.update(gap=gap.rel, smoothed_gap=smoothed_gap, stage_done=gap.abs <= 2 * smoothing)
+        if callback is not None and callback(info):
+            state["cancelled"] = True
+        return state["cancelled"] or (smoothed_gap if fixed else gap.rel) < tol
+
+    # a warm start may already be better than the first smoothing levels can resolve
+    done = check(0, eps)
+    while not done and not fixed and state["stage_done"] and eps > eps_min:
+        eps *= _EPS_FACTOR
+        state["history"].pop()
+        done = check(0, eps)
+    L = prob.lipschitz(eps)
+    e_x = prob.smoothed_energy(as_3d(it.x), eps)
+    t_mom, n_iter, stalled = 1.0, 0, False
+    while not done and n_iter < max_iter:
+        n_iter += 1
+        t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t_mom * t_mom))
+        theta = (t_mom - 1.0) / t_next
+        e_z = _momentum_step(prob, it, theta, L, eps) if theta > 0 else np.inf
+        if e_z <= e_x:  # monotone: the accelerated candidate is kept only if it decreases E_ε
+            it.accept()
+            t_mom, e_x = t_next, e_z
+        else:  # (re)start the momentum with a guaranteed-decrease step from x
+            e_z, L = _descent_from_x(prob, it, L, eps, e_x)
+            if e_z is None:
+                stalled = True
+            else:
+                it.accept()
+                e_x = e_z
+            t_mom = 0.5 * (1.0 + math.sqrt(5.0))  # FISTA's t_1 after the plain step
+        if prob.code == 2:
+            L = max(0.9 * L, prob.lipschitz(eps) * 1e-3)
+        if stalled or n_iter % check_every == 0 or n_iter == max_iter:
+            done = check(n_iter, eps) or stalled
+            if not done and not fixed and state["stage_done"] and eps > eps_min:
+                eps *= _EPS_FACTOR  # E_ε(x) only decreases when ε does
+                L = prob.lipschitz(eps) if prob.code != 2 else L / _EPS_FACTOR
+                e_x = prob.smoothed_energy(as_3d(it.x), eps)
+                it.restart()
+                t_mom = 1.0
+    if n_iter % check_every != 0 and not done:
+        check(n_iter, eps)
+    u = it.x
+    converged = (state["smoothed_gap"] if fixed else state["gap"]) < tol
+    energy = tv_energy(u, image, beta, fidelity=fidelity, tv=tv, boundary=boundary, spacing=steps)
+    return TVResult(
+        u=u, energy=energy, n_iter=n_iter, converged=bool(converged and not state["cancelled"]),
+        gap=float(state["gap"]), history=state["history"],
+        elapsed=time.perf_counter() - t_start, method="gradient_descent",
+        cancelled=state["cancelled"],
+        extra={"eps": eps, "p": it.q, "lipschitz": L, "stalled": stalled,
+               "smoothed_gap": state["smoothed_gap"]},
+    )
