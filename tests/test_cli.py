@@ -7,11 +7,8 @@ Numba imports).
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import tifffile
 from napari_tv import cli
 from napari_tv.cli import main
 from napari_tv.levelsets import level_sets
-from napari_tv.operators import level_grid, tv_gradient
+from napari_tv.operators import tv_gradient
 
 SCRIPT = Path(sys.executable).with_name("napari-tv")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "napari_tv.cli"]
@@ -61,8 +58,13 @@ def volume(rng):
 def imagej_tif(tmp_path, volume):
     path = tmp_path / "vol.tif"
     z, y, x = IJ_SPACING
-    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / x, 1 / y),
-                     metadata={"axes": "ZYX", "spacing": z, "unit": "micron"})  # fmt: skip
+    tifffile.imwrite(
+        path,
+        volume,
+        imagej=True,
+        resolution=(1 / x, 1 / y),
+        metadata={"axes": "ZYX", "spacing": z, "unit": "micron"},
+    )
     return path
 
 
@@ -113,8 +115,12 @@ def test_imagej_metadata_is_read(imagej_tif, volume):
 def test_ome_metadata_is_read(tmp_path, rng):
     path = tmp_path / "img.ome.tif"
     data = rng.random((3, 8, 9))
-    tifffile.imwrite(path, data, ome=True, metadata={
-        "axes": "ZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.4, "PhysicalSizeZ": 1.5})  # fmt: skip
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={"axes": "ZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.4, "PhysicalSizeZ": 1.5},
+    )
     img = cli.read_image(path)
     assert img.flavour == "ome"
     assert cli.metadata_spacing(img) == pytest.approx((1.5, 0.4, 0.3))
@@ -125,8 +131,9 @@ def test_ome_metadata_is_read(tmp_path, rng):
 
 def test_gradient_in_process_keeps_imagej_metadata(capsys, imagej_tif, volume, tmp_path):
     out = tmp_path / "grad.tif"
-    rc, stdout, err = call(capsys, "gradient", imagej_tif, out, "--kind", "anisotropic",
-                           "--eps", "0.1")  # fmt: skip
+    rc, stdout, err = call(
+        capsys, "gradient", imagej_tif, out, "--kind", "anisotropic", "--eps", "0.1"
+    )
     assert rc == 0, err
     expected = tv_gradient(volume, kind="anisotropic", spacing=IJ_SPACING, eps=0.1)
     got, axes, meta, res = read_tif(out)
@@ -146,8 +153,9 @@ def test_explicit_spacing_overrides_the_metadata(capsys, imagej_tif, volume, tmp
 def test_ome_metadata_is_written_back(capsys, tmp_path, rng):
     src, out = tmp_path / "in.ome.tif", tmp_path / "out.tif"
     data = rng.random((9, 7))
-    tifffile.imwrite(src, data, ome=True, metadata={
-        "axes": "YX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.6})  # fmt: skip
+    tifffile.imwrite(
+        src, data, ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.6}
+    )
     rc, _, err = call(capsys, "gradient", src, out)
     assert rc == 0, err
     back = cli.read_image(out)
@@ -268,8 +276,13 @@ def test_errors_are_one_line_and_write_nothing(capsys, tmp_path, rng, image_npy,
     (tmp_path / "img.tif").write_bytes(b"existing output")
     paths = _bad_inputs(tmp_path, rng)
     out = tmp_path / "out.npy"
-    fmt = {"missing": tmp_path / "missing.tif", "out": out, "npy": image_npy, "tmp": tmp_path,
-           **paths}  # fmt: skip
+    fmt = {
+        "missing": tmp_path / "missing.tif",
+        "out": out,
+        "npy": image_npy,
+        "tmp": tmp_path,
+        **paths,
+    }
     rc, stdout, err = call(capsys, *[a.format(**fmt) for a in argv])
     assert_clean_error(rc, err, out, match)
     assert (tmp_path / "img.tif").read_bytes() == b"existing output"
@@ -330,9 +343,15 @@ def test_script_sample_levels_gradient(tmp_path):
 
 @pytest.mark.parametrize(
     "case, match",
-    [("missing", "no such file"), ("garbage", "cannot read"), ("four_d", "dimensions"),
-     ("bad_parameter", "boundary"), ("exists", "exists"), ("same", "must not be IN"),
-     ("view_missing", "no such file")],
+    [
+        ("missing", "no such file"),
+        ("garbage", "cannot read"),
+        ("four_d", "dimensions"),
+        ("bad_parameter", "boundary"),
+        ("exists", "exists"),
+        ("same", "must not be IN"),
+        ("view_missing", "no such file"),
+    ],
 )
 def test_script_errors(tmp_path, rng, image_npy, case, match):
     paths = _bad_inputs(tmp_path, rng)
