@@ -109,7 +109,7 @@ def _stencil_table(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     counts = np.diff(mat.indptr)
     if counts.max(initial=0) > 3:  # cannot happen for first-order differences
         raise AssertionError("difference stencil wider than 3")
-    idx = np.zeros((n, 3), dtype=np.int64)
+    idx = np.repeat(np.arange(n, dtype=np.int64)[:, None], 3, axis=1)  # padding: self, coef 0
     coef = np.zeros((n, 3), dtype=np.float64)
     for r in range(n):
         lo, hi = mat.indptr[r], mat.indptr[r + 1]
@@ -124,66 +124,75 @@ def _tables(n: int, scheme: str, boundary: str, h: float, adjoint: bool):
     return _stencil_table(-d.T if adjoint else d)
 
 
+@lru_cache(maxsize=64)
+def _band(n: int, scheme: str, boundary: str, h: float, adjoint: bool):
+    """The interior rows ``j0 <= j < j1`` where the table is one constant stencil
+    (``idx[j] = j + off``, ``coef[j] = bc``), so kernels can run them without gathers."""
+    idx, coef = _tables(n, scheme, boundary, h, adjoint)
+    m = n // 2
+    off, bc = idx[m] - m, coef[m]
+    same = np.all((idx - np.arange(n)[:, None] == off) & (coef == bc), axis=1)
+    j0, j1 = m, m
+    while j0 > 0 and same[j0 - 1]:
+        j0 -= 1
+    while j1 < n and same[j1]:
+        j1 += 1
+    return off, bc, j0, j1
+
+
 # --------------------------------------------------------------------------------------------
-# The kernel: out[..., j along axis, ...] = Σ_m coef[j, m] · inp[..., idx[j, m], ...]
+# Kernels: out[..., j, ...] (+)= Σ_m coef[j, m] · inp[..., idx[j, m], ...] along one axis
 # --------------------------------------------------------------------------------------------
 @jit(parallel=True)
-def _apply_along_axis(inp, axis, idx, coef, out):
-    n0, n1, n2 = inp.shape
-    if axis == 0:
-        for j in prange(n0):
-            for b in range(n1):
-                for c in range(n2):
-                    acc = 0.0
-                    for m in range(3):
-                        acc += coef[j, m] * inp[idx[j, m], b, c]
-                    out[j, b, c] = acc
-    elif axis == 1:
-        for a in prange(n0):
-            for j in range(n1):
-                for c in range(n2):
-                    acc = 0.0
-                    for m in range(3):
-                        acc += coef[j, m] * inp[a, idx[j, m], c]
-                    out[a, j, c] = acc
+def _apply_last_axis(inp, idx, coef, off, bc, j0, j1, out, accumulate):
+    """Along the last, contiguous axis of a 2-D ``(lines, n)`` view."""
+    lines, n = inp.shape
+    o0, o1, o2 = off[0], off[1], off[2]
+    b0, b1, b2 = bc[0], bc[1], bc[2]
+    m = j1 - j0
+    for a in prange(lines):
+        src, dst = inp[a], out[a]
+        # banded interior: constant stencil on shifted slices (non-negative indices vectorise)
+        s0, s1, s2 = src[j0 + o0 : j1 + o0], src[j0 + o1 : j1 + o1], src[j0 + o2 : j1 + o2]
+        d = dst[j0:j1]
+        if accumulate:
+            for k in range(m):
+                d[k] += b0 * s0[k] + b1 * s1[k] + b2 * s2[k]
+        else:
+            for k in range(m):
+                d[k] = b0 * s0[k] + b1 * s1[k] + b2 * s2[k]
+        for t in range(n - m):  # the few boundary rows, from the table
+            j = t if t < j0 else t + m
+            val = coef[j, 0] * src[idx[j, 0]] + coef[j, 1] * src[idx[j, 1]]
+            val += coef[j, 2] * src[idx[j, 2]]
+            dst[j] = dst[j] + val if accumulate else val
+
+
+@jit
+def _apply_row(inp, a, j, idx, coef, out, accumulate):
+    c0, c1, c2 = coef[j, 0], coef[j, 1], coef[j, 2]
+    src0, src1, src2 = inp[a, idx[j, 0]], inp[a, idx[j, 1]], inp[a, idx[j, 2]]
+    dst = out[a, j]
+    if accumulate:
+        for c in range(dst.shape[0]):
+            dst[c] += c0 * src0[c] + c1 * src1[c] + c2 * src2[c]
     else:
-        for a in prange(n0):
-            for b in range(n1):
-                for j in range(n2):
-                    acc = 0.0
-                    for m in range(3):
-                        acc += coef[j, m] * inp[a, b, idx[j, m]]
-                    out[a, b, j] = acc
+        for c in range(dst.shape[0]):
+            dst[c] = c0 * src0[c] + c1 * src1[c] + c2 * src2[c]
 
 
 @jit(parallel=True)
-def _add_along_axis(inp, axis, idx, coef, out):
-    """``out += table(inp)`` along ``axis`` (accumulating form of ``_apply_along_axis``)."""
-    n0, n1, n2 = inp.shape
-    if axis == 0:
-        for j in prange(n0):
-            for b in range(n1):
-                for c in range(n2):
-                    acc = 0.0
-                    for m in range(3):
-                        acc += coef[j, m] * inp[idx[j, m], b, c]
-                    out[j, b, c] += acc
-    elif axis == 1:
-        for a in prange(n0):
-            for j in range(n1):
-                for c in range(n2):
-                    acc = 0.0
-                    for m in range(3):
-                        acc += coef[j, m] * inp[a, idx[j, m], c]
-                    out[a, j, c] += acc
+def _apply_inner_axis(inp, idx, coef, out, accumulate):
+    """Along the middle axis of a 3-D ``(pre, n, post)`` view: whole contiguous rows."""
+    pre, n, _ = inp.shape
+    if pre >= n:
+        for a in prange(pre):
+            for j in range(n):
+                _apply_row(inp, a, j, idx, coef, out, accumulate)
     else:
-        for a in prange(n0):
-            for b in range(n1):
-                for j in range(n2):
-                    acc = 0.0
-                    for m in range(3):
-                        acc += coef[j, m] * inp[a, b, idx[j, m]]
-                    out[a, b, j] += acc
+        for j in prange(n):
+            for a in range(pre):
+                _apply_row(inp, a, j, idx, coef, out, accumulate)
 
 
 def _as3d(a: np.ndarray) -> np.ndarray:
@@ -196,16 +205,62 @@ def _check_op_args(scheme, boundary, spacing, ndim):
     return check_spacing(spacing, ndim)
 
 
-def _apply_axis(f: np.ndarray, axis: int, scheme, boundary, h, *, adjoint=False, out=None):
-    """One axis's differences (or their negated transpose) of ``f``, as an array like f."""
-    idx, coef = _tables(f.shape[axis], scheme, boundary, float(h), adjoint)
+def _apply_axis(f: np.ndarray, axis: int, scheme, boundary, h, out, *, adjoint=False,
+                accumulate=False) -> None:
+    """Write (or, with ``accumulate``, add) one axis's differences of ``f`` into ``out``;
+    with ``adjoint``, their negated transpose (one term of the divergence)."""
+    n = f.shape[axis]
+    key = (n, scheme, boundary, float(h), adjoint)
+    idx, coef = _tables(*key)
     coef = coef.astype(f.dtype)
-    if out is None:
-        out = np.empty_like(f)
-        _apply_along_axis(_as3d(f), axis + 3 - f.ndim, idx, coef, _as3d(out))
+    pre, post = math.prod(f.shape[:axis]), math.prod(f.shape[axis + 1 :])
+    if post == 1:
+        off, bc, j0, j1 = _band(*key)
+        _apply_last_axis(
+            f.reshape(pre, n), idx, coef, off, bc.astype(f.dtype), j0, j1,
+            out.reshape(pre, n), accumulate,
+        )
     else:
-        _add_along_axis(_as3d(f), axis + 3 - f.ndim, idx, coef, _as3d(out))
-    return out
+        _apply_inner_axis(
+            f.reshape(pre, n, post), idx, coef, out.reshape(pre, n, post), accumulate
+        )
+
+
+@jit(parallel=True)
+def _norm_sum(g, isotropic, eps):
+    """Σ_s |∇f|_ε over a (d, N) gradient, accumulated in float64."""
+    d, n = g.shape
+    total = 0.0
+    e2 = eps * eps
+    for s in prange(n):
+        if isotropic:
+            acc = e2
+            for l in range(d):
+                acc += np.float64(g[l, s]) ** 2
+            total += np.sqrt(acc)
+        else:
+            for l in range(d):
+                total += np.sqrt(np.float64(g[l, s]) ** 2 + e2)
+    return total
+
+
+@jit(parallel=True)
+def _normalise(g, isotropic, eps):
+    """In place: g ← g / |∇f|_ε, and 0 where the norm vanishes."""
+    d, n = g.shape
+    e2 = eps * eps
+    for s in prange(n):
+        if isotropic:
+            acc = e2
+            for l in range(d):
+                acc += np.float64(g[l, s]) ** 2
+            inv = 1.0 / np.sqrt(acc) if acc > 0 else 0.0
+            for l in range(d):
+                g[l, s] = g[l, s] * inv
+        else:
+            for l in range(d):
+                nrm = np.sqrt(np.float64(g[l, s]) ** 2 + e2)
+                g[l, s] = g[l, s] / nrm if nrm > 0 else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +320,7 @@ def gradient(
     steps = _check_op_args(scheme, boundary, spacing, f.ndim)
     out = np.empty((f.ndim, *f.shape), dtype=f.dtype)
     for axis in range(f.ndim):
-        out[axis] = _apply_axis(f, axis, scheme, boundary, steps[axis])
+        _apply_axis(f, axis, scheme, boundary, steps[axis], out[axis])
     return out
 
 
@@ -312,7 +367,8 @@ def divergence(
     out = np.zeros(p.shape[1:], dtype=p.dtype)
     for axis in range(ndim):
         comp = np.ascontiguousarray(p[axis])
-        _apply_axis(comp, axis, scheme, boundary, steps[axis], adjoint=True, out=out)
+        _apply_axis(comp, axis, scheme, boundary, steps[axis], out, adjoint=True,
+                    accumulate=True)
     return out
 
 
@@ -377,14 +433,6 @@ def difference_matrix(
     return sp.vstack(blocks, format="csr")
 
 
-def _gradient_norm(g: np.ndarray, kind: str, eps: float) -> np.ndarray:
-    """Per-voxel ``|∇f|_ε`` (isotropic, shape f) or per-component (anisotropic, shape g)."""
-    g64 = g.astype(np.float64, copy=False)
-    if kind == "isotropic":
-        return np.sqrt(np.einsum("l...,l...->...", g64, g64) + eps * eps)
-    return np.sqrt(g64 * g64 + eps * eps)
-
-
 def tv_norm(
     f,
     *,
@@ -427,7 +475,7 @@ def tv_norm(
     check_choice("kind", kind, TV_KINDS)
     eps = check_real("eps", eps, minimum=0.0)
     g = gradient(f, scheme=scheme, boundary=boundary, spacing=spacing)
-    return float(_gradient_norm(g, kind, eps).sum())
+    return float(_norm_sum(g.reshape(f.ndim, -1), kind == "isotropic", eps))
 
 
 def tv_gradient(
@@ -471,10 +519,8 @@ def tv_gradient(
     check_choice("kind", kind, TV_KINDS)
     eps = check_real("eps", eps, minimum=0.0)
     g = gradient(f, scheme=scheme, boundary=boundary, spacing=spacing)
-    norm = _gradient_norm(g, kind, eps)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(norm > 0, g / norm, 0.0).astype(f.dtype)
-    out = divergence(q, scheme=scheme, boundary=boundary, spacing=spacing)
+    _normalise(g.reshape(f.ndim, -1), kind == "isotropic", eps)
+    out = divergence(g, scheme=scheme, boundary=boundary, spacing=spacing)
     np.negative(out, out=out)
     out += 0.0  # no signed zeros
     return out
