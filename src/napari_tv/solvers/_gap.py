@@ -1,0 +1,260 @@
+r"""Duality gaps of TV denoising, shared by the iterative solvers.
+
+Stable API (used by ``chambolle.py``, ``primal_dual.py``, ``bregman.py``, ``gradient_descent.py``)
+-------------------------------------------------------------------------------------------------
+``duality_gap(u, v, p, beta, *, fidelity="l2", isotropic=True, spacing=None, periodic=False,
+project=False) -> Gap``
+    ``u``, ``v``: arrays of the image's shape (float32/float64, C-contiguous); ``p``: a dual field
+    ``(ndim, *shape)`` of the same dtype (not modified; with ``project=True`` a projected copy
+    is used, so any field is accepted, e.g. a scaled Bregman variable).
+    Returns ``Gap(rel, abs, primal, dual, scale)`` (floats, float64 accumulation).
+``fidelity_floor(v, fidelity) -> float``  ``Σ_s min_u f(u, v_s) = Σ_s f(v_s, v_s)``.
+
+The mathematics
+---------------
+Primal :math:`P(u) = \sum_s f(u_s, v_s) + \beta\,\mathrm{TV}(u)` with
+:math:`\mathrm{TV}(u) = \sum_s |(Du)_s|_2` (isotropic) or :math:`\sum_s |(Du)_s|_1`
+(anisotropic), :math:`D` the forward differences of ``_kernels``.  Since
+:math:`\mathrm{TV}(u) = \max_{p \in B} \langle Du, p\rangle = \max_{p\in B} -\langle u,
+\operatorname{div} p\rangle` with :math:`B = \{|p_s|_2 \le 1\}` (isotropic) or
+:math:`\{|p_{k,s}| \le 1\}` (anisotropic), the dual is
+
+.. math:: D(p) = -\sum_s f^*\big(z_s, v_s\big),\qquad z = \beta \operatorname{div} p,\ p \in B,
+
+with the convex conjugates :math:`f^*(z) = zv + z^2/2` (L2, so
+:math:`D = \tfrac12\|v\|^2 - \tfrac12\|v + \beta\operatorname{div}p\|^2`),
+:math:`f^*(z) = zv` for :math:`|z|\le 1` (L1; :math:`+\infty` otherwise) and
+:math:`f^*(z) = -v + v\log v - v\log(1-z)` for :math:`z < 1` (Poisson, :math:`v>0`;
+:math:`f^*(z) = 0` for :math:`z \le 1` when :math:`v = 0`).  For L1 and Poisson the iterate is
+first scaled, :math:`p \to c\,p` with the largest :math:`c \in (0, 1]` making :math:`z` feasible
+(:math:`c = \min(1, 1/\max_s|z_s|)` for L1, :math:`c = \min(1, (1 - 10^{-3})/\max_s z_s)` for
+Poisson), which keeps :math:`cp \in B`.  The gap is accumulated as a sum of non-negative terms
+(no cancellation), by Fenchel–Young and Cauchy–Schwarz:
+
+.. math::
+    P(u) - D(cp) = \sum_s \big[f(u_s) + f^*(z_s) - z_s u_s\big]
+                 + \beta \sum_s \big[|(Du)_s| - c\,\langle (Du)_s, p_s\rangle\big] \ \ge 0 .
+
+The **relative gap** reported by every iterative solver is
+
+.. math:: \mathrm{gap} = \frac{P(u) - D(cp)}{\max\big(P(u) - \sum_s f(v_s, v_s),\ 10^{-300}\big)},
+
+i.e. the absolute gap over the primal energy measured from its fidelity floor
+(:math:`\sum_s f(v_s, v_s) = \sum_s \min_u f(u, v_s)`: 0 for L2 and L1,
+:math:`\sum_s (v_s - v_s\log v_s)` for Poisson, which makes the ratio invariant to the constant
+dropped from the Poisson likelihood).  It bounds the relative suboptimality:
+:math:`P(u) - P^\star \le \mathrm{gap}\cdot(P(u) - \sum_s f(v_s, v_s))`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import prange
+
+from napari_tv.fidelity import FIDELITY_CODE, fidelity_value, value_scalar
+from napari_tv.solvers._kernels import (
+    as_3d,
+    as_4d,
+    div_at,
+    fdiff,
+    inv_steps,
+    jit,
+    project_dual,
+)
+
+__all__ = ["Gap", "duality_gap", "fidelity_floor"]
+
+#: margin that keeps the scaled Poisson dual strictly inside its domain (z < 1)
+POISSON_MARGIN = 1e-3
+
+
+class Gap(NamedTuple):
+    """Relative gap, absolute gap, primal ``P(u)``, dual ``D(cp)``, dual scale ``c``."""
+
+    rel: float
+    abs: float
+    primal: float
+    dual: float
+    scale: float
+
+
+@jit
+def fenchel_young(u, v, z, code):
+    """``f(u, v) + f*(z, v) - z u >= 0`` for a feasible ``z`` (``inf`` outside the domain)."""
+    if code == 0:
+        d = u - v - z
+        return 0.5 * d * d
+    if code == 1:
+        return abs(u - v) - z * (u - v)
+    if v > 0.0:
+        if u <= 0.0 or z >= 1.0:
+            return np.inf
+        t = (1.0 - z) * u / v
+        return v * (t - 1.0 - math.log(t))
+    if u < 0.0 or z > 1.0:
+        return np.inf
+    return (1.0 - z) * u
+
+
+@jit(parallel=True)
+def _gap_terms(u, v, p, a0, ih, periodic, isotropic, beta, c, code, out):
+    """Per line ``(i0, i1)``: out[line] = (Σ f(u,v), Σ |Du|, Σ Fenchel-Young, Σ |Du| - c<Du,p>)."""
+    n0, n1, n2 = u.shape
+    K = p.shape[0]
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        fid = 0.0
+        tv = 0.0
+        fy = 0.0
+        tg = 0.0
+        for i2 in range(n2):
+            us = u[i0, i1, i2]
+            vs = v[i0, i1, i2]
+            z = c * beta * div_at(p, a0, ih, periodic, i0, i1, i2)
+            fid += value_scalar(us, vs, code)
+            fy += fenchel_young(us, vs, z, code)
+            nrm = 0.0
+            dot = 0.0
+            for k in range(K):
+                g = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic)
+                nrm += g * g if isotropic else abs(g)
+                dot += g * p[k, i0, i1, i2]
+            if isotropic:
+                nrm = math.sqrt(nrm)
+            tv += nrm
+            tg += nrm - c * dot
+        out[line, 0] = fid
+        out[line, 1] = tv
+        out[line, 2] = fy
+        out[line, 3] = tg
+
+
+@jit(parallel=True)
+def _max_slope(v, p, a0, ih, periodic, beta, code, out):
+    """Per line: max |z| (L1) or max z (Poisson) of ``z = beta div p``."""
+    n0, n1, n2 = v.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        m = -np.inf
+        for i2 in range(n2):
+            z = beta * div_at(p, a0, ih, periodic, i0, i1, i2)
+            if code == 1:
+                z = abs(z)
+            m = max(m, z)
+        out[line] = m
+
+
+def fidelity_floor(v: np.ndarray, fidelity: str) -> float:
+    """``Σ_s min_u f(u, v_s) = Σ_s f(v_s, v_s)`` (0 for L2 and L1)."""
+    return 0.0 if fidelity in ("l2", "l1") else fidelity_value(v, v, fidelity)
+
+
+def _dual_scale(v3, p4, a0, ih, periodic, beta, code) -> float:
+    if code == 0 or beta == 0.0:
+        return 1.0
+    lines = np.empty(v3.shape[0] * v3.shape[1])
+    _max_slope(v3, p4, a0, ih, periodic, float(beta), code, lines)
+    zmax = float(lines.max())
+    if code == 1:
+        return 1.0 if zmax <= 1.0 else 1.0 / zmax
+    return 1.0 if zmax < 1.0 else (1.0 - POISSON_MARGIN) / zmax
+
+
+def duality_gap(
+    u: np.ndarray,
+    v: np.ndarray,
+    p: np.ndarray,
+    beta: float,
+    *,
+    fidelity: str = "l2",
+    isotropic: bool = True,
+    spacing=None,
+    periodic: bool = False,
+    project: bool = False,
+    floor: float | None = None,
+) -> Gap:
+    """Duality gap of ``(u, p)`` for ``Σ f(u, v) + beta TV(u)`` (see the module docstring).
+
+    ``floor`` (optional) is ``fidelity_floor(v, fidelity)``, passed by solvers that evaluate
+    the gap repeatedly.
+    """
+    ndim = u.ndim
+    a0 = 3 - ndim
+    ih = inv_steps(spacing, ndim)
+    if project:
+        p = project_dual(np.array(p, dtype=u.dtype, order="C"), 1.0, isotropic)
+    u3, v3, p4 = as_3d(u), as_3d(v), as_4d(p)
+    code = FIDELITY_CODE[fidelity]
+    c = _dual_scale(v3, p4, a0, ih, bool(periodic), beta, code)
+    terms = np.empty((u3.shape[0] * u3.shape[1], 4))
+    _gap_terms(u3, v3, p4, a0, ih, bool(periodic), bool(isotropic), float(beta), c, code, terms)
+    fid, tv, fy, tg = terms.sum(axis=0)
+    primal = float(fid + beta * tv)
+    gap_abs = float(max(fy + beta * tg, 0.0))
+    if floor is None:
+        floor = fidelity_floor(v, fidelity)
+    denom = max(primal - floor, 1e-300)
+    rel = 0.0 if gap_abs == 0.0 else gap_abs / denom
+    return Gap(float(rel), gap_abs, primal, primal - gap_abs, c)
+
+
+#: iterations between two gap evaluations (one evaluation costs about one iteration)
+CHECK_EVERY = 10
+
+
+class Monitor:
+    """Bookkeeping shared by the iterative solvers: history, callback, stopping rule.
+
+    ``monitor.check(n_iter, gap)`` records ``{"iter", "energy", "gap", "elapsed"}``, calls
+    ``callback(info)`` with ``{"method", "iter", "max_iter", "energy", "gap", "elapsed",
+    "fraction"}`` and returns True when the solver must stop (``gap.rel < tol`` with ``tol > 0``
+    -> ``converged``; callback returned True -> ``cancelled``).  ``monitor.elapsed()`` gives the
+    wall-clock seconds since construction.
+    """
+
+    def __init__(self, method: str, max_iter: int, tol: float, callback=None):
+        import time
+
+        self._clock = time.perf_counter
+        self._t0 = self._clock()
+        self.method = method
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.callback = callback
+        self.history: list[dict] = []
+        self.converged = False
+        self.cancelled = False
+
+    def elapsed(self) -> float:
+        return self._clock() - self._t0
+
+    def wants_gap(self, n_iter: int) -> bool:
+        """Whether a gap evaluation is needed after ``n_iter`` iterations."""
+        return self.tol > 0 or self.callback is not None or n_iter >= self.max_iter
+
+    def check(self, n_iter: int, gap: Gap) -> bool:
+        elapsed = self.elapsed()
+        self.history.append(
+            {"iter": int(n_iter), "energy": gap.primal, "gap": gap.rel, "elapsed": elapsed}
+        )
+        if self.tol > 0 and gap.rel < self.tol:
+            self.converged = True
+        if self.callback is not None:
+            info = {
+                "method": self.method,
+                "iter": int(n_iter),
+                "max_iter": self.max_iter,
+                "energy": gap.primal,
+                "gap": gap.rel,
+                "elapsed": elapsed,
+                "fraction": min(1.0, n_iter / max(self.max_iter, 1)),
+            }
+            if self.callback(info):
+                self.cancelled = True
+                return True
+        return self.converged
