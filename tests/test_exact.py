@@ -9,7 +9,13 @@ import pytest
 
 from napari_tv.operators import level_grid, neighbour_offsets, resolve_weights, tv_energy
 from napari_tv.solvers.exact import solve_exact, solve_level
-from reference.exact import brute_force_tv, energy_naive, level_cut_naive, naive_dichotomy
+from reference.exact import (
+    brute_force_tv,
+    energy_naive,
+    level_cut_naive,
+    level_energy_naive,
+    naive_dichotomy,
+)
 
 FIDELITIES = ["l2", "l1", "poisson"]
 # (shape, connectivity, L): L**N labelings stay <= 6561
@@ -81,18 +87,32 @@ def test_naive_dichotomy_counter_example():
 
 @pytest.mark.parametrize("fidelity", FIDELITIES)
 @pytest.mark.parametrize("shape, connectivity", [((12, 10), 1), ((12, 10), 2), ((5, 4, 6), 3)])
-def test_level_sets_nest_and_match_solution(fidelity, shape, connectivity):
+def test_level_sets_nest_and_solve_the_level_problems(fidelity, shape, connectivity):
     rng = np.random.default_rng(11)
     v = _data(rng, shape, fidelity) * 3
     grid = level_grid(v, 9)
+    off = neighbour_offsets(len(shape), connectivity)
+    w = resolve_weights(len(shape), connectivity)
     kw = {"fidelity": fidelity, "connectivity": connectivity, "levels": grid}
     u = solve_exact(v, 0.8, **kw).u
     prev = np.zeros(shape, dtype=bool)
-    for k in range(len(grid)):
+    for k in range(len(grid) - 1):
         below = solve_level(v, 0.8, k, **kw)
         assert (prev <= below).all()  # monotone in the level
-        np.testing.assert_array_equal(below, u <= grid[k])
         prev = below
+        # u's level set solves the same binary problem (ties may pick another minimiser)
+        e_cut = level_energy_naive(below, v, 0.8, grid, k, fidelity, off, w)
+        e_u = level_energy_naive(u <= grid[k], v, 0.8, grid, k, fidelity, off, w)
+        assert e_u == pytest.approx(e_cut, rel=1e-9, abs=1e-9)
+
+
+def test_level_sets_match_solution_without_ties():
+    rng = np.random.default_rng(13)
+    v = rng.normal(size=(15, 14))
+    grid = np.sort(rng.uniform(-2, 2, 12))
+    u = solve_exact(v, 0.37, levels=grid).u
+    for k in range(len(grid)):
+        np.testing.assert_array_equal(solve_level(v, 0.37, k, levels=grid), u <= grid[k])
 
 
 @pytest.mark.parametrize("fidelity", FIDELITIES)

@@ -142,3 +142,17 @@ def pymaxflow_grid(capacities, source_caps, sink_caps, offsets):
     g.add_grid_tedges(ids, src, np.asarray(sink_caps, dtype=np.float64))
     flow = g.maxflow()
     return float(flow), ~g.get_grid_segments(ids)
+
+
+def level_energy_naive(below, v, beta, grid, k, fidelity, offsets, weights):
+    """E^k(x) = sum_s c_s(k) x_s + beta sum w |x_s - x_t| for x = 1 - below (finite part;
+    inf if a forced pixel (c = ±inf) is on the wrong side)."""
+    x = 1.0 - np.asarray(below, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        c = (fidelity_naive(grid[k + 1], v, fidelity) - fidelity_naive(grid[k], v, fidelity)) / (
+            grid[k + 1] - grid[k]
+        )
+    if ((c == -np.inf) & (x == 0)).any() or ((c == np.inf) & (x == 1)).any():
+        return np.inf
+    c = np.where(np.isfinite(c), c, 0.0)
+    return float((c * x).sum()) + beta * graph_tv_naive(x, offsets, weights)
