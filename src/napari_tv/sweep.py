@@ -811,10 +811,11 @@ def suggest_beta(
     :math:`r(\\beta) = \\|u_\\beta - v\\|^2` is non-decreasing, from 0 at β = 0 to
     :math:`\\|v - \\bar v\\|^2` for β large. Morozov's discrepancy principle picks the β
     where the residual equals the expected noise energy :math:`N\\sigma^2`. The root is
-    bracketed from β = σ by factors of 4, then bisected in log β; each solve is
-    warm-started from the nearest β already solved. For L1 or Poisson data the residual
-    has another expectation (:math:`N\\sigma\\sqrt{2/\\pi}`, a deviance of about N/2), not
-    implemented.
+    bracketed from β = σ by factors of 2, then found by a safeguarded secant on
+    :math:`\\log r` against :math:`\\log\\beta` (bisection when the same end of the bracket
+    moves twice in a row); each solve is warm-started from the nearest β already solved.
+    For L1 or Poisson data the residual has another expectation
+    (:math:`N\\sigma\\sqrt{2/\\pi}`, a deviance of about N/2), not implemented.
 
     References
     ----------
@@ -847,23 +848,37 @@ def suggest_beta(
             f"sigma={sigma:g} is too large: N*sigma^2 = {target:g} >= ||v - mean(v)||^2 = "
             f"{far:g}, so no beta reaches the discrepancy"
         )
-    lo, hi = 0.0, math.inf
-    beta = sigma
+    lo: tuple[float, float] | None = None  # (log beta, log(r / target)) with r < target
+    hi: tuple[float, float] | None = None  # ... with r > target
+    beta, last_side = sigma, None
     for step in range(max_steps):
         r = _residual(sweep, beta)
         info = {"beta": beta, "residual": r, "target": target, "step": step}
-        if abs(r / target - 1.0) <= rtol or (callback is not None and callback(info)):
+        stop = callback is not None and bool(callback(info))
+        if stop or abs(r / target - 1.0) <= rtol:
             return beta
-        if r < target:
-            lo = beta
+        point = (math.log(beta), math.log(max(r, 1e-300) / target))
+        side = point[1] < 0.0
+        if side:
+            lo = point
         else:
-            hi = beta
-        if math.isinf(hi):
-            beta = 4.0 * lo
-        elif lo == 0.0:
-            beta = hi / 4.0
-        else:
-            if hi / lo <= 1.0 + 1e-9:
-                return math.sqrt(lo * hi)
-            beta = math.sqrt(lo * hi)
+            hi = point
+        beta = math.exp(_next_log_beta(lo, hi, bisect=side == last_side))
+        last_side = side
+        if lo is not None and hi is not None and hi[0] - lo[0] <= 1e-9:
+            return beta
     return beta
+
+
+def _next_log_beta(
+    lo: tuple[float, float] | None, hi: tuple[float, float] | None, bisect: bool
+) -> float:
+    """Next trial log β: doubling/halving until the root is bracketed, then the secant of
+    log r against log β (r grows roughly like a power of β) kept in the middle 80 % of the
+    bracket, or bisection when asked (the same end moved twice in a row)."""
+    if hi is None:
+        return lo[0] + math.log(2.0)
+    if lo is None:
+        return hi[0] - math.log(2.0)
+    t = 0.5 if bisect else min(max(-lo[1] / (hi[1] - lo[1]), 0.1), 0.9)
+    return lo[0] + t * (hi[0] - lo[0])
