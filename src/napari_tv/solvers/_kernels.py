@@ -37,6 +37,13 @@ Whole-array kernels (parallel over the lines ``(i0, i1)``, i.e. ``prange(n0 * n1
     ``divergence_into(p4, out3, a0, ih, periodic)``       out3 <- div p4
     ``project_ball_into(p4, radius, isotropic)``          in place: |p_s|_2 <= r (isotropic)
                                                           or |p_{k,s}| <= r (anisotropic)
+    ``dual_ascent_step(p4, w3, ih, periodic, tau, mode)`` in place, g = D w (one fused pass):
+        mode CHAMBOLLE: p <- (p + tau g) / (1 + tau |g|)     (Chambolle 2004, isotropic)
+        mode CLIP:      p <- clip(p + tau g, -1, 1)           (anisotropic projection)
+        mode PROJECT:   p <- (p + tau g) / max(1, |p + tau g|) (isotropic projection)
+    ``rescaled_divergence(p4, v3, w3, ih, periodic, s)``  w3 <- div p4 + s * v3
+    (these two are vectorised by LLVM: the component count is dispatched per line as a
+    constant and ``error_model="numpy"`` removes the division check)
 
 Python wrappers (allocate, accept arrays of the original shape)
     ``gradient(f, spacing=None, periodic=False) -> (ndim, *f.shape)``
@@ -89,6 +96,11 @@ __all__ = [
     "back_terms",
     "inline",
     "jit",
+    "CHAMBOLLE",
+    "CLIP",
+    "PROJECT",
+    "dual_ascent_step",
+    "rescaled_divergence",
     "gradient_into",
     "divergence_into",
     "project_ball_into",
@@ -259,6 +271,158 @@ def project_ball_into(p, radius, isotropic):
                         p[k, i0, i1, i2] = radius
                     elif x < -radius:
                         p[k, i0, i1, i2] = -radius
+
+
+#: modes of ``dual_ascent_step``
+CHAMBOLLE, CLIP, PROJECT = 0, 1, 2
+
+
+@inline
+def _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
+    """Chambolle's semi-implicit step at one voxel.  Components ``(k0, k1, k2)`` pair with the
+    padded axes; a padded axis repeats the next component index and has ``g = 0``: all new
+    values are computed before writing, and the real component is written last."""
+    s = 1.0 / (1.0 + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
+    q0 = (p[k0, i0, i1, i2] + tau * g0) * s
+    q1 = (p[k1, i0, i1, i2] + tau * g1) * s
+    q2 = (p[k2, i0, i1, i2] + tau * g2) * s
+    p[k0, i0, i1, i2] = q0
+    p[k1, i0, i1, i2] = q1
+    p[k2, i0, i1, i2] = q2
+
+
+@inline
+def _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
+    """Projected-gradient step ``(p + tau g) / max(1, |p + tau g|)`` (see ``_iso_update``)."""
+    q0 = p[k0, i0, i1, i2] + tau * g0
+    q1 = p[k1, i0, i1, i2] + tau * g1
+    q2 = p[k2, i0, i1, i2] + tau * g2
+    s = 1.0 / max(1.0, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
+    p[k0, i0, i1, i2] = q0 * s
+    p[k1, i0, i1, i2] = q1 * s
+    p[k2, i0, i1, i2] = q2 * s
+
+
+@inline
+def _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
+    """Projected-gradient step ``clip(p + tau g, -1, 1)`` at one voxel (see ``_iso_update``)."""
+    q0 = min(1.0, max(-1.0, p[k0, i0, i1, i2] + tau * g0))
+    q1 = min(1.0, max(-1.0, p[k1, i0, i1, i2] + tau * g1))
+    q2 = min(1.0, max(-1.0, p[k2, i0, i1, i2] + tau * g2))
+    p[k0, i0, i1, i2] = q0
+    p[k1, i0, i1, i2] = q1
+    p[k2, i0, i1, i2] = q2
+
+
+@inline
+def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K):
+    """One dual update at ``(i0, i1, i2)``; ``j*`` are the forward neighbours."""
+    k2 = K - 1
+    k1 = max(K - 2, 0)
+    k0 = max(K - 3, 0)
+    c = w[i0, i1, i2]
+    g0 = h0 * (w[j0, i1, i2] - c)
+    g1 = h1 * (w[i0, j1, i2] - c)
+    g2 = h2 * (w[i0, i1, j2] - c)
+    if mode == CHAMBOLLE:
+        _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau)
+    elif mode == CLIP:
+        _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau)
+    else:
+        _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau)
+
+
+@inline
+def _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K):
+    """``dual_ascent_step`` on the line ``(i0, i1)``.  ``mode`` and ``K`` (the number of
+    components) are passed as constants so that the branches and component indices fold and
+    LLVM vectorises the interior loop."""
+    n2 = w.shape[2]
+    for i2 in range(n2 - 1):
+        _dual_voxel(p, w, i0, i1, i2, j0, j1, i2 + 1, h0, h1, h2, tau, mode, K)
+    i2 = n2 - 1
+    _dual_voxel(p, w, i0, i1, i2, j0, j1, fwd_index(i2, n2, periodic), h0, h1, h2, tau, mode, K)
+
+
+@inline
+def _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K):
+    """Call ``_dual_line`` with ``mode`` as a compile-time constant."""
+    if mode == CHAMBOLLE:
+        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 0, K)
+    elif mode == CLIP:
+        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 1, K)
+    else:
+        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 2, K)
+
+
+@jit(parallel=True)
+def dual_ascent_step(p, w, ih, periodic, tau, mode):
+    """In place on padded views, with ``g = D w``: ``mode == CHAMBOLLE``:
+    ``p <- (p + tau g) / (1 + tau |g|)`` (Chambolle's semi-implicit step); ``CLIP``:
+    ``p <- clip(p + tau g, -1, 1)``; ``PROJECT``: ``p <- (p + tau g) / max(1, |p + tau g|)``."""
+    K = p.shape[0]
+    n0, n1, n2 = w.shape
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        j0 = fwd_index(i0, n0, periodic)
+        j1 = fwd_index(i1, n1, periodic)
+        h0, h1, h2 = ih[0], ih[1], ih[2]
+        if K == 3:
+            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 3)
+        elif K == 2:
+            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 2)
+        else:
+            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 1)
+
+
+@inline
+def _div_line_term(p, k, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K):
+    """The axis-0 and axis-1 parts of ``div p`` at ``(i0, i1, i2)`` (padded views)."""
+    d = 0.0
+    if K == 3:
+        d += h0 * (a0 * p[0, i0, i1, i2] - b0 * p[0, im0, i1, i2])
+    if K >= 2:
+        d += h1 * (a1 * p[K - 2, i0, i1, i2] - b1 * p[K - 2, i0, im1, i2])
+    return d
+
+
+@jit(parallel=True)
+def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
+    """``w <- div p + inv_beta * v`` on padded views (Chambolle: ``u = v + beta div p =
+    beta w``; primal-dual: ``u + tau beta div p = tau beta w`` with ``inv_beta = 1/(tau beta)``)."""
+    K = p.shape[0]
+    n0, n1, n2 = v.shape
+    h0, h1, h2 = ih[0], ih[1], ih[2]
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        im0, a0, b0 = back_terms(i0, n0, periodic)
+        im1, a1, b1 = back_terms(i1, n1, periodic)
+        terms = (i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic)
+        if K == 3:
+            _rescaled_divergence_line(p, v, w, terms, 3)
+        elif K == 2:
+            _rescaled_divergence_line(p, v, w, terms, 2)
+        else:
+            _rescaled_divergence_line(p, v, w, terms, 1)
+
+
+@inline
+def _rescaled_divergence_line(p, v, w, terms, K):
+    """``_rescaled_divergence`` on one line (``K`` a constant, see ``_dual_line``)."""
+    i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic = terms
+    n2 = v.shape[2]
+    k2 = K - 1
+    for i2 in range(1, n2 - 1):
+        d = _div_line_term(p, 0, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
+        d += h2 * (p[k2, i0, i1, i2] - p[k2, i0, i1, i2 - 1])
+        w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
+    for i2 in (0, n2 - 1):
+        im2, a2, b2 = back_terms(i2, n2, periodic)
+        d = _div_line_term(p, 0, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
+        d += h2 * (a2 * p[k2, i0, i1, i2] - b2 * p[k2, i0, i1, im2])
+        w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
 
 
 def gradient(f: np.ndarray, spacing=None, periodic: bool = False) -> np.ndarray:
