@@ -38,6 +38,7 @@ _FIDELITIES = ("l2", "l1", "poisson")
 _DEFAULT_MAX_ITER = 3000
 _CHECK_EVERY = 10
 _EPS_FACTOR = 0.2
+_PATIENCE = 20  # checks without a 1 % gap improvement before ε is decreased anyway
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +390,8 @@ def solve_gradient_descent(
     :math:`S = β\sum_s (|\nabla u| - |\nabla u|^2/|\nabla u|_ε) \ge 0` (plus
     :math:`\sum_s (f_ε - f)` for l1); :math:`G - S` is the duality gap of the smoothed problem
     (exactly for l2, an estimate for l1/Poisson).  When :math:`G \le 2S`, i.e. the smoothing
-    error dominates, ε is divided by 5 (warm start, momentum restart).
+    error dominates (or when the gap has not improved by 1 % over 20 checks at this ε), ε is
+    divided by 5 (warm start, momentum restart).
 
     References
     ----------
@@ -439,7 +441,7 @@ def solve_gradient_descent(
         eps = float(init_extra.get("eps", 0.1 * scale))
     eps_min = 1e-9 * scale
     it = _Iterates(x)
-    state = {"gap0": None, "history": [], "cancelled": False}
+    state = {"gap0": None, "history": [], "cancelled": False, "best_gap": np.inf, "since_best": 0}
 
     def check(n_iter: int, eps: float):
         """Gap, history and callback at the current iterate; True when the run must stop."""
@@ -463,7 +465,15 @@ def solve_gradient_descent(
         }
         state["history"].append({k: info[k] for k in ("iter", "energy", "gap", "elapsed", "eps",
                                                       "smoothed_energy")})
-        state.update(gap=gap.rel, smoothed_gap=smoothed_gap, stage_done=gap.abs <= 2 * smoothing)
+        # the stage at this ε is done when the smoothing error dominates the gap, or when the
+        # gap has stopped improving at this ε (it may have a floor of its own, e.g. from the
+        # scaling that makes an l1/Poisson dual candidate feasible)
+        if gap.rel < 0.99 * state["best_gap"]:
+            state.update(best_gap=gap.rel, since_best=0)
+        else:
+            state["since_best"] += 1
+        state.update(gap=gap.rel, smoothed_gap=smoothed_gap,
+                     stage_done=gap.abs <= 2 * smoothing or state["since_best"] >= _PATIENCE)
         if callback is not None and callback(info):
             state["cancelled"] = True
         return state["cancelled"] or (smoothed_gap if fixed else gap.rel) < tol
@@ -473,6 +483,7 @@ def solve_gradient_descent(
     while not done and not fixed and state["stage_done"] and eps > eps_min:
         eps *= _EPS_FACTOR
         state["history"].pop()
+        state.update(best_gap=np.inf, since_best=0)
         done = check(0, eps)
     L = prob.lipschitz(eps)
     e_x = prob.smoothed_energy(as_3d(it.x), eps)
@@ -501,6 +512,7 @@ def solve_gradient_descent(
                 eps *= _EPS_FACTOR  # E_ε(x) only decreases when ε does
                 L = prob.lipschitz(eps) if prob.code != 2 else L / _EPS_FACTOR
                 e_x = prob.smoothed_energy(as_3d(it.x), eps)
+                state.update(best_gap=np.inf, since_best=0)
                 it.restart()
                 t_mom = 1.0
     if n_iter % check_every != 0 and not done:
