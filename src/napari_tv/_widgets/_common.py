@@ -1,0 +1,755 @@
+"""Pieces shared by the four dock widgets.
+
+* :class:`TaskRunner` runs one library call at a time on a napari worker thread, turns the
+  solvers' ``callback(info) -> bool`` into a progress bar and a Cancel button, and turns
+  exceptions into napari notifications (never tracebacks);
+* :func:`image_layer_info` checks a layer (RGB, Labels, 4D without a time axis, ... are
+  refused with a message naming the layer) and reads its spacing from ``layer.scale``;
+* :func:`show_output` creates the output layer once and updates it in place afterwards;
+* :class:`LogSlider` (a log-scale slider with a numeric box and markers), :class:`LayerCombo`
+  and :class:`PlotWidget` (a dependency-free line plot) are the small Qt controls.
+
+Nothing here computes anything: the maths lives in the Qt-free library.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from napari.utils import notifications
+from qtpy.QtCore import QObject, QPointF, Qt, Signal
+from qtpy.QtGui import QColor, QDoubleValidator, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QStyle,
+    QStyleOptionSlider,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+TIME_LABELS = ("t", "time", "frame", "frames", "timepoint")
+
+
+# --------------------------------------------------------------------------------------------
+# notifications
+
+
+def notify_error(message: str) -> None:
+    """Show ``message`` as a napari error notification (looked up at call time: patchable)."""
+    notifications.show_error(message)
+
+
+def notify_warning(message: str) -> None:
+    """Show ``message`` as a napari warning notification."""
+    notifications.show_warning(message)
+
+
+def notify_info(message: str) -> None:
+    """Show ``message`` as a napari info notification."""
+    notifications.show_info(message)
+
+
+class LayerError(ValueError):
+    """A layer the widget cannot work on; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# layers
+
+
+@dataclass
+class ImageInfo:
+    """What a widget needs to know about an input layer.
+
+    ``time_axis`` is 0 for a time series (2D+t or 3D+t) and None otherwise; ``spatial_ndim``
+    counts the remaining axes (2 or 3); ``spacing`` is ``layer.scale`` on the spatial axes.
+    """
+
+    layer: Any
+    time_axis: int | None
+    spatial_ndim: int
+    spacing: tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def n_times(self) -> int:
+        return int(self.layer.data.shape[0]) if self.time_axis is not None else 1
+
+    def frame(self, t: int | None = None) -> np.ndarray:
+        """The spatial array at time ``t`` (the whole array when there is no time axis).
+
+        A view or a read-only copy of the layer's data: never write into it.
+        """
+        data = self.layer.data
+        if self.time_axis is not None:
+            data = data[int(t or 0)]
+        return np.asarray(data)
+
+
+def has_time_label(layer) -> bool:
+    """True when the layer's first axis label names a time axis (``t``, ``time``, ...)."""
+    labels = getattr(layer, "axis_labels", None) or ()
+    return bool(labels) and str(labels[0]).strip().lower() in TIME_LABELS
+
+
+def image_layer_info(layer, *, time_series: bool = False) -> ImageInfo:
+    """Check ``layer`` for a TV widget and describe it.
+
+    Parameters
+    ----------
+    layer : napari layer or None
+    time_series : bool
+        The user says the first axis is time (a 3D layer is then 2D+t).  A layer whose first
+        axis label is ``t``/``time`` is a time series when it has 4 dimensions, whatever this
+        flag says.
+
+    Raises
+    ------
+    LayerError
+        For no layer, a non-Image layer (Labels, Points, ...), RGB(A), multiscale, complex or
+        non-numeric data, or a dimensionality that is not 2D, 3D, 2D+t or 3D+t.
+    """
+    from napari.layers import Image
+
+    if layer is None:
+        raise LayerError("no image layer selected: open an image or a sample first")
+    kind = type(layer).__name__
+    if not isinstance(layer, Image):
+        raise LayerError(
+            f"layer {layer.name!r} is a {kind} layer; TV works on Image layers"
+            + (" (a Labels layer is a segmentation, not an intensity image)" if kind == "Labels"
+               else "")
+        )
+    if getattr(layer, "rgb", False):
+        raise LayerError(
+            f"layer {layer.name!r} is an RGB(A) image (shape {tuple(layer.data.shape)}); "
+            "split its channels (layer context menu > Split RGB) and denoise one channel"
+        )
+    if getattr(layer, "multiscale", False):
+        raise LayerError(f"layer {layer.name!r} is multiscale; TV widgets need a single array")
+    dtype = np.dtype(layer.data.dtype)
+    if dtype.kind not in "biuf":
+        raise LayerError(f"layer {layer.name!r} has dtype {dtype}; a real-valued image is needed")
+    ndim = int(layer.ndim)
+    shape = tuple(layer.data.shape)
+    timed = has_time_label(layer) or (time_series and ndim in (3, 4))
+    if ndim == 4 and not timed:
+        raise LayerError(
+            f"layer {layer.name!r} is 4D (shape {shape}) without a time axis; tick "
+            "'first axis is time' or set layer.axis_labels[0] = 't' for a 3D+t series"
+        )
+    if ndim not in (2, 3, 4) or (ndim == 2 and timed):
+        raise LayerError(
+            f"layer {layer.name!r} has {ndim} dimension(s) (shape {shape}); "
+            "TV widgets take 2D, 3D, 2D+t or 3D+t images"
+        )
+    time_axis = 0 if timed else None
+    spatial = ndim - (1 if timed else 0)
+    spacing = tuple(float(s) for s in layer.scale[ndim - spatial:])
+    return ImageInfo(layer=layer, time_axis=time_axis, spatial_ndim=spatial, spacing=spacing)
+
+
+def layer_index(viewer, layer, axis: int = 0) -> int:
+    """The layer's data index on ``axis`` at the viewer's current dims position."""
+    offset = viewer.dims.ndim - layer.ndim
+    world = float(viewer.dims.point[offset + axis])
+    idx = round((world - float(layer.translate[axis])) / float(layer.scale[axis]))
+    return int(min(max(idx, 0), layer.data.shape[axis] - 1))
+
+
+def show_output(
+    viewer,
+    name: str,
+    data,
+    *,
+    like=None,
+    layer_type: str = "image",
+    metadata: dict | None = None,
+    scale: Sequence[float] | None = None,
+    translate: Sequence[float] | None = None,
+    axis_labels: Sequence[str] | None = None,
+    **kwargs,
+):
+    """Put ``data`` in the layer called ``name``: updated in place if it exists, else added.
+
+    The layer takes ``scale``/``translate`` (default: those of ``like``) so it overlays its
+    input.  Extra keyword arguments (colormap, contrast_limits, opacity, ...) are set on the
+    layer.  The layer that is active before the call stays active.
+    """
+    ndim = np.ndim(data) if layer_type != "vectors" else np.shape(data)[-1]
+    if scale is None:
+        scale = tuple(like.scale)[-ndim:] if like is not None else (1.0,) * ndim
+    if translate is None:
+        translate = tuple(like.translate)[-ndim:] if like is not None else (0.0,) * ndim
+    if axis_labels is None and like is not None and like.ndim == ndim:
+        axis_labels = tuple(like.axis_labels)
+    active = viewer.layers.selection.active
+    layer = viewer.layers[name] if name in viewer.layers else None
+    if layer is not None and (
+        type(layer).__name__.lower() != layer_type or layer.ndim != ndim
+    ):
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        adder = getattr(viewer, f"add_{layer_type}")
+        layer = adder(data, name=name, scale=scale, translate=translate, **kwargs)
+    else:
+        layer.scale = scale
+        layer.translate = translate
+        layer.data = data
+        for key, value in kwargs.items():
+            setattr(layer, key, value)
+        if layer_type == "image" and "contrast_limits" not in kwargs:
+            layer.reset_contrast_limits()
+    if axis_labels is not None:
+        try:
+            layer.axis_labels = axis_labels
+        except (ValueError, TypeError):  # pragma: no cover - napari version differences
+            pass
+    if metadata is not None:
+        layer.metadata = dict(metadata)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    return layer
+
+
+def parse_spacing(text: str, ndim: int) -> tuple[float, ...]:
+    """Parse the spacing box: ``"2, 0.5, 0.5"`` or a single number for every axis."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        steps = [float(p) for p in parts]
+    except ValueError:
+        raise LayerError(f"spacing must be numbers separated by commas, got {text!r}") from None
+    if len(steps) == 1:
+        steps = steps * ndim
+    if len(steps) != ndim or not all(math.isfinite(s) and s > 0 for s in steps):
+        raise LayerError(f"spacing needs {ndim} positive numbers (one per axis), got {text!r}")
+    return tuple(steps)
+
+
+def format_spacing(spacing: Sequence[float]) -> str:
+    return ", ".join(f"{s:g}" for s in spacing)
+
+
+class LayerCombo(QComboBox):
+    """A combo box of the viewer's layers, kept in sync with ``viewer.layers``.
+
+    Lists Image and Labels layers (a Labels layer is refused with a notification when run, so
+    users learn why).  The current choice survives layers being added or removed; the first
+    fill picks the active layer.
+    """
+
+    layer_changed = Signal(object)
+
+    def __init__(self, viewer, *, exclude_suffixes: Sequence[str] = (), parent=None) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self._exclude = tuple(exclude_suffixes)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        events = viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.changed):
+            ev.connect(self.refresh)
+        self.currentIndexChanged.connect(lambda _i: self.layer_changed.emit(self.layer()))
+        self.refresh()
+        active = viewer.layers.selection.active
+        if active is not None and self.findText(active.name) >= 0:
+            self.setCurrentIndex(self.findText(active.name))
+
+    def _candidates(self) -> list:
+        from napari.layers import Image, Labels
+
+        return [
+            ly
+            for ly in self._viewer.layers
+            if isinstance(ly, Image | Labels) and not ly.name.endswith(self._exclude)
+        ]
+
+    def refresh(self, *_args) -> None:
+        current = self.currentText()
+        names = [ly.name for ly in self._candidates()]
+        if names == [self.itemText(i) for i in range(self.count())]:
+            return
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentIndex(names.index(current))
+        self.blockSignals(False)
+        if current not in names:
+            self.layer_changed.emit(self.layer())
+
+    def layer(self):
+        """The chosen layer, or None."""
+        name = self.currentText()
+        return self._viewer.layers[name] if name and name in self._viewer.layers else None
+
+    def set_layer(self, layer) -> None:
+        self.refresh()
+        idx = self.findText(layer.name)
+        if idx >= 0:
+            self.setCurrentIndex(idx)
+
+
+# --------------------------------------------------------------------------------------------
+# running library calls off the GUI thread
+
+
+class Cancelled(Exception):
+    """Raised inside a worker function to stop it quietly (treated like a Cancel)."""
+
+
+class TaskRunner(QObject):
+    """Run one cancellable library call at a time on a napari worker thread.
+
+    ``start(func, ..., on_result=...)`` calls ``func(*args, callback=cb, **kwargs)`` in a
+    thread; ``cb(info)`` relays ``info["fraction"]`` to the progress bar and returns True once
+    Cancel was pressed, which is the solvers' way of stopping cleanly.  ``on_result`` runs in the
+    GUI thread with the return value, unless the run was cancelled (the layers are then left
+    as they were) or raised (the message becomes a napari error notification).
+
+    Attributes
+    ----------
+    worker : the current (or last) napari FunctionWorker; tests wait on ``worker.finished``.
+    """
+
+    progressed = Signal(float, str)
+    done = Signal()  # after every run, whatever its outcome
+
+    def __init__(
+        self,
+        title: str,
+        progress_bar: QProgressBar | None = None,
+        cancel_button: QPushButton | None = None,
+        status: QLabel | None = None,
+        busy_widgets: Sequence[QWidget] = (),
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.bar = progress_bar
+        self.cancel_button = cancel_button
+        self.status = status
+        self.busy_widgets = tuple(busy_widgets)
+        self.worker = None
+        self._cancel = threading.Event()
+        self._last_emit = 0.0
+        self.progressed.connect(self._on_progress)
+        if cancel_button is not None:
+            cancel_button.clicked.connect(self.cancel)
+            cancel_button.setEnabled(False)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def cancel(self) -> None:
+        """Ask the running call to stop (its callback returns True from now on)."""
+        self._cancel.set()
+        if self.status is not None and self.running:
+            self.status.setText("cancelling…")
+
+    def callback_for(self, cancel: threading.Event) -> Callable[[dict], bool]:
+        """The ``callback(info) -> bool`` handed to the solvers (called in the worker thread)."""
+
+        def callback(info: dict) -> bool:
+            now = time.monotonic()
+            fraction = info.get("fraction")
+            if fraction is not None and (now - self._last_emit > 0.05 or fraction >= 1.0):
+                self._last_emit = now
+                self.progressed.emit(float(fraction), _describe(info))
+            return cancel.is_set()
+
+        return callback
+
+    def start(
+        self,
+        func: Callable,
+        *args,
+        on_result: Callable[[Any], None],
+        on_cancel: Callable[[], None] | None = None,
+        description: str = "",
+        **kwargs,
+    ):
+        """Start ``func`` in a worker thread; refused (with a warning) while one is running."""
+        from napari.qt.threading import create_worker
+
+        if self.running:
+            notify_warning(f"{self.title}: still running; press Cancel first")
+            return None
+        cancel = self._cancel = threading.Event()
+        callback = self.callback_for(cancel)
+
+        def call():
+            try:
+                return ("ok", func(*args, callback=callback, **kwargs))
+            except Cancelled:
+                return ("cancelled", None)
+            except Exception as exc:  # becomes a notification in the GUI thread
+                log.debug("%s failed", self.title, exc_info=True)
+                return ("error", exc)
+
+        def returned(outcome):
+            status, value = outcome
+            self.worker = None  # the layer update below may start the next run
+            if status == "error":
+                self._set_status(f"failed: {value}")
+                notify_error(f"{self.title}: {_message(value)}")
+            elif status == "cancelled" or cancel.is_set():
+                self._set_status("cancelled; layers unchanged")
+                if on_cancel is not None:
+                    on_cancel()
+            else:
+                try:
+                    on_result(value)
+                except Exception as exc:  # a bug or a layer removed meanwhile
+                    log.debug("%s: showing the result failed", self.title, exc_info=True)
+                    notify_error(f"{self.title}: {_message(exc)}")
+
+        worker = create_worker(call, _ignore_errors=True)
+        worker.returned.connect(returned)
+        worker.finished.connect(lambda w=worker: self._finished(w))
+        self.worker = worker
+        self._busy(True)
+        self._set_status(description or "running…")
+        if self.bar is not None:
+            self.bar.setValue(0)
+        worker.start()
+        return worker
+
+    def _finished(self, worker) -> None:
+        if self.worker is worker:
+            self.worker = None
+        self._busy(self.running)
+        if self.bar is not None and not self.running:
+            self.bar.setValue(self.bar.maximum() if not self._cancel.is_set() else 0)
+        self.done.emit()
+
+    def _busy(self, busy: bool) -> None:
+        for w in self.busy_widgets:
+            w.setEnabled(not busy)
+        if self.cancel_button is not None:
+            self.cancel_button.setEnabled(busy)
+
+    def _set_status(self, text: str) -> None:
+        if self.status is not None:
+            self.status.setText(text)
+
+    def _on_progress(self, fraction: float, text: str) -> None:
+        if self.bar is not None:
+            self.bar.setValue(int(round(1000 * min(max(fraction, 0.0), 1.0))))
+        if text and self.running and not self._cancel.is_set():
+            self._set_status(text)
+
+
+def _describe(info: dict) -> str:
+    parts = []
+    if "iter" in info:
+        total = info.get("max_iter")
+        parts.append(f"{'round' if info.get('method') == 'exact' else 'iter'} {info['iter']}"
+                     + (f"/{total}" if total else ""))
+    gap = info.get("gap")
+    if gap is not None and info.get("method") != "exact" and np.isfinite(gap):
+        parts.append(f"gap {gap:.2e}")
+    if "elapsed" in info:
+        parts.append(f"{info['elapsed']:.1f} s")
+    return ", ".join(parts)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, ValueError | TypeError | LayerError):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def make_progress_row(parent: QWidget | None = None) -> tuple[QWidget, QProgressBar, QPushButton]:
+    """A progress bar with a Cancel button beside it."""
+    row = QWidget(parent)
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    bar = QProgressBar(row)
+    bar.setRange(0, 1000)
+    bar.setValue(0)
+    bar.setTextVisible(True)
+    bar.setFormat("%p%")
+    cancel = QPushButton("Cancel", row)
+    lay.addWidget(bar, 1)
+    lay.addWidget(cancel)
+    return row, bar, cancel
+
+
+# --------------------------------------------------------------------------------------------
+# controls
+
+
+class _MarkedSlider(QSlider):
+    """A horizontal QSlider that paints coloured ticks at marked positions."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(Qt.Orientation.Horizontal, parent)
+        self.markers: dict[str, tuple[int, QColor]] = {}
+        self.setMinimumHeight(26)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().paintEvent(event)
+        if not self.markers:
+            return
+        opt = QStyleOptionSlider()
+        self.initStyleOption(opt)
+        groove = self.style().subControlRect(
+            QStyle.ComplexControl.CC_Slider, opt, QStyle.SubControl.SC_SliderGroove, self
+        )
+        handle = self.style().subControlRect(
+            QStyle.ComplexControl.CC_Slider, opt, QStyle.SubControl.SC_SliderHandle, self
+        )
+        span = max(groove.width() - handle.width(), 1)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        for pos, color in self.markers.values():
+            frac = (pos - self.minimum()) / max(self.maximum() - self.minimum(), 1)
+            x = groove.left() + handle.width() / 2 + frac * span
+            y = self.height() - 1
+            painter.setPen(QPen(color, 1))
+            painter.setBrush(color)
+            painter.drawPolygon(
+                QPolygonF([QPointF(x, y - 7), QPointF(x - 5, y), QPointF(x + 5, y)])
+            )
+        painter.end()
+
+
+class LogSlider(QWidget):
+    """A logarithmic slider with a numeric box, for β and friends.
+
+    Signals
+    -------
+    valueChanged(float)
+        On every slider move (also while dragging) and on a typed value.
+    valueCommitted(float)
+        When the user lets go of the slider, types a value, or moves it with the keyboard.
+    """
+
+    valueChanged = Signal(float)
+    valueCommitted = Signal(float)
+
+    def __init__(
+        self,
+        minimum: float = 1e-3,
+        maximum: float = 1e2,
+        value: float = 0.1,
+        *,
+        steps: int = 400,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._lo = math.log10(minimum)
+        self._hi = math.log10(maximum)
+        self._value = float(value)
+        self.slider = _MarkedSlider(self)
+        self.slider.setRange(0, steps)
+        self.slider.setPageStep(max(steps // 20, 1))
+        self.box = QLineEdit(self)
+        self.box.setValidator(QDoubleValidator(0.0, 1e300, 12, self.box))
+        self.box.setFixedWidth(80)
+        self.box.setAlignment(Qt.AlignmentFlag.AlignRight)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.slider, 1)
+        lay.addWidget(self.box)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.slider.valueChanged.connect(self._on_slider)
+        self.slider.sliderReleased.connect(lambda: self.valueCommitted.emit(self._value))
+        self.box.editingFinished.connect(self._on_box)
+        self.setValue(value, emit=False)
+
+    # mapping
+    def _to_pos(self, value: float) -> int:
+        x = (math.log10(max(value, 1e-300)) - self._lo) / (self._hi - self._lo)
+        return int(round(min(max(x, 0.0), 1.0) * self.slider.maximum()))
+
+    def _from_pos(self, pos: int) -> float:
+        return 10.0 ** (self._lo + (self._hi - self._lo) * pos / self.slider.maximum())
+
+    def value(self) -> float:
+        return self._value
+
+    def minimum(self) -> float:
+        return 10.0**self._lo
+
+    def maximum(self) -> float:
+        return 10.0**self._hi
+
+    def setRange(self, minimum: float, maximum: float) -> None:  # noqa: N802 - Qt style
+        if not (0 < minimum < maximum):
+            raise ValueError(f"LogSlider range must satisfy 0 < minimum < maximum, got "
+                             f"{minimum!r}, {maximum!r}")
+        self._lo, self._hi = math.log10(minimum), math.log10(maximum)
+        self.setValue(min(max(self._value, minimum), maximum), emit=False)
+
+    def setValue(self, value: float, *, emit: bool = True) -> None:  # noqa: N802
+        value = float(value)
+        self._value = min(max(value, self.minimum()), self.maximum())
+        self.slider.blockSignals(True)
+        self.slider.setValue(self._to_pos(self._value))
+        self.slider.blockSignals(False)
+        self.box.setText(f"{self._value:.4g}")
+        if emit:
+            self.valueChanged.emit(self._value)
+            self.valueCommitted.emit(self._value)
+
+    def setMarker(self, key: str, value: float | None, color: str = "#ff9f1c") -> None:  # noqa: N802
+        """Mark ``value`` under the slider (None removes the mark)."""
+        if value is None or not np.isfinite(value) or value <= 0:
+            self.slider.markers.pop(key, None)
+        else:
+            self.slider.markers[key] = (self._to_pos(value), QColor(color))
+        self.slider.update()
+
+    def _on_slider(self, pos: int) -> None:
+        self._value = self._from_pos(pos)
+        self.box.setText(f"{self._value:.4g}")
+        self.valueChanged.emit(self._value)
+        if not self.slider.isSliderDown():  # keyboard, wheel, click on the groove
+            self.valueCommitted.emit(self._value)
+
+    def _on_box(self) -> None:
+        try:
+            value = float(self.box.text())
+        except ValueError:
+            self.box.setText(f"{self._value:.4g}")
+            return
+        if value <= 0:
+            self.box.setText(f"{self._value:.4g}")
+            return
+        if abs(value - self._value) <= 1e-12 * max(abs(value), 1.0):
+            return
+        if value < self.minimum() or value > self.maximum():
+            self.setRange(min(value / 10, self.minimum()), max(value * 10, self.maximum()))
+        self.setValue(value)
+
+
+class PlotWidget(QWidget):
+    """A small line plot painted with QPainter (no matplotlib).
+
+    Each series is drawn against a shared x axis (optionally logarithmic) and scaled to its
+    own y range (listed in the legend), which is what a two-term L-curve or a perimeter
+    profile needs.  Vertical markers show the current value and a suggestion.
+    """
+
+    COLORS = ("#4fc3f7", "#ff8a65", "#aed581", "#ba68c8")
+
+    def __init__(self, title: str = "", *, log_x: bool = False, parent=None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.log_x = log_x
+        self.series: list[tuple[str, np.ndarray, np.ndarray, QColor, bool]] = []
+        self.markers: dict[str, tuple[float, QColor]] = {}
+        self.x_label = ""
+        self.setMinimumHeight(130)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+    def clear(self) -> None:
+        self.series = []
+        self.update()
+
+    def add_series(self, name: str, x, y, color: str | None = None, *, log_y: bool = False):
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        color = QColor(color or self.COLORS[len(self.series) % len(self.COLORS)])
+        self.series.append((name, x, y, color, log_y))
+        self.update()
+
+    def set_marker(self, key: str, x: float | None, color: str = "#ffffff") -> None:
+        if x is None or not np.isfinite(x):
+            self.markers.pop(key, None)
+        else:
+            self.markers[key] = (float(x), QColor(color))
+        self.update()
+
+    def _fx(self, x: np.ndarray) -> np.ndarray:
+        if self.log_x:
+            return np.log10(np.maximum(x, 1e-300))
+        return x
+
+    def x_range(self) -> tuple[float, float] | None:
+        xs = [self._fx(x[np.isfinite(x)]) for _, x, _, _, _ in self.series if x.size]
+        xs = [x for x in xs if x.size]
+        if not xs:
+            return None
+        lo = min(float(x.min()) for x in xs)
+        hi = max(float(x.max()) for x in xs)
+        return (lo, hi if hi > lo else lo + 1.0)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        fg = self.palette().color(self.foregroundRole())
+        w, h = self.width(), self.height()
+        left, right, top, bottom = 8, 8, 18, 30
+        pw, ph = max(w - left - right, 10), max(h - top - bottom, 10)
+        p.setPen(QPen(fg, 1))
+        p.drawText(left, 13, self.title)
+        p.drawRect(left, top, pw, ph)
+        xr = self.x_range()
+        if xr is None:
+            p.drawText(left + 6, top + ph // 2, "no data yet")
+            p.end()
+            return
+        x0, x1 = xr
+
+        def px(x):
+            return left + (np.asarray(x) - x0) / (x1 - x0) * pw
+
+        legend_x = left
+        for name, x, y, color, log_y in self.series:
+            ok = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log_y else True)
+            if not ok.any():
+                continue
+            yy = np.log10(y[ok]) if log_y else y[ok]
+            lo, hi = float(yy.min()), float(yy.max())
+            span = hi - lo if hi > lo else 1.0
+            xs = px(self._fx(x[ok]))
+            ys = top + ph - (yy - lo) / span * ph
+            p.setPen(QPen(color, 1.6))
+            if xs.size == 1:
+                p.drawEllipse(QPointF(float(xs[0]), float(ys[0])), 2.5, 2.5)
+            else:
+                points = [QPointF(float(a), float(b)) for a, b in zip(xs, ys, strict=True)]
+                p.drawPolyline(QPolygonF(points))
+            ymin, ymax = float(y[ok].min()), float(y[ok].max())
+            text = f"{name} [{ymin:.3g}, {ymax:.3g}]"
+            p.drawText(int(legend_x), h - 4, text)
+            legend_x += p.fontMetrics().horizontalAdvance(text) + 12
+        for x, color in self.markers.values():
+            xv = float(px(self._fx(np.array([x])))[0])
+            if left <= xv <= left + pw:
+                p.setPen(QPen(color, 1.2, Qt.PenStyle.DashLine))
+                p.drawLine(QPointF(xv, top), QPointF(xv, top + ph))
+        p.setPen(QPen(fg, 1))
+        lo_txt = f"{10**x0:.3g}" if self.log_x else f"{x0:.3g}"
+        hi_txt = f"{10**x1:.3g}" if self.log_x else f"{x1:.3g}"
+        p.drawText(left, top + ph + 12, lo_txt)
+        fm = p.fontMetrics()
+        p.drawText(left + pw - fm.horizontalAdvance(hi_txt), top + ph + 12, hi_txt)
+        if self.x_label:
+            p.drawText(int(left + pw / 2 - fm.horizontalAdvance(self.x_label) / 2), top + ph + 12,
+                       self.x_label)
+        p.end()
