@@ -27,9 +27,11 @@ with the convex conjugates :math:`f^*(z) = zv + z^2/2` (L2, so
 :math:`f^*(z) = -v + v\log v - v\log(1-z)` for :math:`z < 1` (Poisson, :math:`v>0`;
 :math:`f^*(z) = 0` for :math:`z \le 1` when :math:`v = 0`).  For L1 and Poisson the iterate is
 first scaled, :math:`p \to c\,p` with the largest :math:`c \in (0, 1]` making :math:`z` feasible
-(:math:`c = \min(1, 1/\max_s|z_s|)` for L1, :math:`c = \min(1, (1 - 10^{-3})/\max_s z_s)` for
-Poisson), which keeps :math:`cp \in B`.  The gap is accumulated as a sum of non-negative terms
-(no cancellation), by Fenchel–Young and Cauchy–Schwarz:
+(:math:`c = \min(1, 1/\max_s|z_s|)` for L1; for Poisson :math:`c = 1` if
+:math:`\max_{v_s>0} z_s < 1`, else :math:`(1 - 10^{-3})/\max_{v_s>0} z_s`, then lowered to
+:math:`1/\max_{v_s=0} z_s` if that is smaller), which keeps :math:`cp \in B`.  The gap is
+accumulated as a sum of non-negative terms (no cancellation), by Fenchel–Young and
+Cauchy–Schwarz:
 
 .. math::
     P(u) - D(cp) = \sum_s \big[f(u_s) + f^*(z_s) - z_s u_s\big]
@@ -135,18 +137,24 @@ def _gap_terms(u, v, p, a0, ih, periodic, isotropic, beta, c, code, out):
 
 @jit(parallel=True)
 def _max_slope(v, p, a0, ih, periodic, beta, code, out):
-    """Per line: max |z| (L1) or max z (Poisson) of ``z = beta div p``."""
+    """Per line, of ``z = beta div p``: ``out[line, 0]`` = max |z| (L1) or max z over v > 0
+    (Poisson, where z < 1 is needed); ``out[line, 1]`` = max z over v == 0 (Poisson, z <= 1)."""
     n0, n1, n2 = v.shape
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
-        m = -np.inf
+        m_pos = -np.inf
+        m_zero = -np.inf
         for i2 in range(n2):
             z = beta * div_at(p, a0, ih, periodic, i0, i1, i2)
             if code == 1:
-                z = abs(z)
-            m = max(m, z)
-        out[line] = m
+                m_pos = max(m_pos, abs(z))
+            elif v[i0, i1, i2] > 0.0:
+                m_pos = max(m_pos, z)
+            else:
+                m_zero = max(m_zero, z)
+        out[line, 0] = m_pos
+        out[line, 1] = m_zero
 
 
 def fidelity_floor(v: np.ndarray, fidelity: str) -> float:
@@ -157,12 +165,13 @@ def fidelity_floor(v: np.ndarray, fidelity: str) -> float:
 def _dual_scale(v3, p4, a0, ih, periodic, beta, code) -> float:
     if code == 0 or beta == 0.0:
         return 1.0
-    lines = np.empty(v3.shape[0] * v3.shape[1])
+    lines = np.empty((v3.shape[0] * v3.shape[1], 2))
     _max_slope(v3, p4, a0, ih, periodic, float(beta), code, lines)
-    zmax = float(lines.max())
+    z_pos, z_zero = (float(x) for x in lines.max(axis=0))
     if code == 1:
-        return 1.0 if zmax <= 1.0 else 1.0 / zmax
-    return 1.0 if zmax < 1.0 else (1.0 - POISSON_MARGIN) / zmax
+        return 1.0 if z_pos <= 1.0 else 1.0 / z_pos
+    c = 1.0 if z_pos < 1.0 else (1.0 - POISSON_MARGIN) / z_pos
+    return c if z_zero * c <= 1.0 else 1.0 / z_zero
 
 
 def duality_gap(

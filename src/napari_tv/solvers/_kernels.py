@@ -78,6 +78,7 @@ def jit(fn=None, *, parallel: bool = False):
 
     return wrap(fn) if fn is not None else wrap
 
+
 #: per-voxel helpers are inlined into their callers at Numba-IR level (they are never called
 #: from Python, so they need no cache of their own; the callers carry the _config flags)
 inline = njit(inline="always")
@@ -292,10 +293,11 @@ def _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
 
 
 @inline
-def _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
+def _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K):
     """Projected-gradient step ``(p + tau g) / max(1, |p + tau g|)`` (see ``_iso_update``)."""
-    q0 = p[k0, i0, i1, i2] + tau * g0
-    q1 = p[k1, i0, i1, i2] + tau * g1
+    # a padded axis (k0 when K < 3, k1 when K == 1) repeats a real component: count it as 0
+    q0 = p[k0, i0, i1, i2] + tau * g0 if K == 3 else 0.0
+    q1 = p[k1, i0, i1, i2] + tau * g1 if K >= 2 else 0.0
     q2 = p[k2, i0, i1, i2] + tau * g2
     s = 1.0 / max(1.0, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
     p[k0, i0, i1, i2] = q0 * s
@@ -329,7 +331,7 @@ def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K):
     elif mode == CLIP:
         _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau)
     else:
-        _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau)
+        _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K)
 
 
 @inline
