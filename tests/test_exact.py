@@ -275,7 +275,7 @@ def test_l1_integer_data_matches_continuous_optimum():
     rng = np.random.default_rng(12)
     v = rng.integers(0, 8, size=(16, 16)).astype(np.float64)
     beta = 0.7
-    exact = solve_exact(v, beta, fidelity="l1", connectivity=1, weights=1.0)
+    exact = solve_exact(v, beta, fidelity="l1", connectivity=1, weights=1.0, levels=np.arange(8))
     cont = pd.solve_primal_dual(v, beta, fidelity="l1", tv="anisotropic", spacing=None,
                                 boundary="neumann", max_num_iter=20000, tol=1e-7, init=None,
                                 callback=None)  # fmt: skip
@@ -284,3 +284,26 @@ def test_l1_integer_data_matches_continuous_optimum():
     # and the converged iterative solver reaches it
     assert exact.energy <= e_cont + 1e-9
     assert e_cont == pytest.approx(exact.energy, rel=2e-3)
+
+
+@pytest.mark.parametrize("fidelity", ["l1", "poisson"])
+def test_two_threads_give_the_serial_result(monkeypatch, fidelity):
+    import napari_tv.solvers.exact as exact_mod
+
+    rng = np.random.default_rng(14)
+    v = rng.poisson(4.0, size=(40, 36)).astype(np.float64)
+    serial = solve_exact(v, 0.6, fidelity=fidelity, connectivity=2, levels=32)
+    monkeypatch.setattr(exact_mod, "THREADS", 2)
+    monkeypatch.setattr(exact_mod, "MIN_PARALLEL_VOXELS", 100)
+    calls = []
+    real_run_two = exact_mod.GridFlowState.run_two
+
+    def spy(self, *args):
+        calls.append(len(args[2]) + len(args[3]))
+        return real_run_two(self, *args)
+
+    monkeypatch.setattr(exact_mod.GridFlowState, "run_two", spy)
+    both = solve_exact(v, 0.6, fidelity=fidelity, connectivity=2, levels=32)
+    assert len(calls) >= 2 and min(calls) > 0  # some rounds ran in two threads
+    np.testing.assert_array_equal(both.u, serial.u)
+    assert both.energy == serial.energy

@@ -110,6 +110,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -121,6 +122,11 @@ from napari_tv.solvers._result import TVResult
 from napari_tv.solvers.maxflow import GridFlowState, interior, padded_geometry
 
 __all__ = ["solve_exact", "solve_level"]
+
+#: threads for the max-flows of one round (independent groups); 1 = serial
+THREADS = 1
+#: below this many undecided voxels a round runs in one thread
+MIN_PARALLEL_VOXELS = 20_000
 
 
 @jit
@@ -218,6 +224,31 @@ def _split_intervals(lo, hi, parent, is_sink, seen):
 
 
 @jit
+def _group_sizes(lo, hi, counts):
+    """counts[k] = number of undecided voxels whose interval starts at k."""
+    counts[:] = 0
+    for i in range(lo.shape[0]):
+        if lo[i] >= 0 and lo[i] < hi[i]:
+            counts[lo[i]] += 1
+
+
+@jit
+def _split_nodes(lo, hi, threshold, nodes_a, nodes_b):
+    """Undecided voxels with lo <= threshold into nodes_a, the others into nodes_b."""
+    na = 0
+    nb = 0
+    for i in range(lo.shape[0]):
+        if lo[i] >= 0 and lo[i] < hi[i]:
+            if lo[i] <= threshold:
+                nodes_a[na] = i
+                na += 1
+            else:
+                nodes_b[nb] = i
+                nb += 1
+    return na, nb
+
+
+@jit
 def _finite_slope_bound(v, grid, code):
     """sum_s max_k |c_s(k)| over the finite slopes (monotone in k: check both ends)."""
     n_lev = grid.shape[0]
@@ -270,6 +301,9 @@ class _Dichotomy:
         self.big = _infinity_stand_in(np.asarray(image, dtype=np.float64).ravel(), grid,
                                       self.code, self.bw)  # fmt: skip
         self.seen = np.zeros(len(grid), dtype=np.bool_)
+        self.counts = np.zeros(len(grid), dtype=np.int64)
+        self.nodes_a = np.empty(int(np.prod(shape)), dtype=np.int64)
+        self.nodes_b = np.empty(int(np.prod(shape)), dtype=np.int64)
         self.fresh = True
 
     def set_interval(self, lo: int, hi: int) -> None:
@@ -277,8 +311,11 @@ class _Dichotomy:
         self.hi.reshape(self.pshape)[self.inner] = hi
         self.fresh = True
 
-    def round(self) -> int:
-        """Cut every undecided interval at its midpoint; returns the number of groups cut."""
+    def round(self, pool=None) -> int:
+        """Cut every undecided interval at its midpoint; returns the number of groups cut.
+
+        With a thread ``pool`` and at least two groups, the groups are dealt into two sets of
+        about equal size whose flows run in two threads."""
         st = self.flow
         args = (self.v, self.lo, self.hi, self.grid, self.code, self.big)
         if self.fresh:
@@ -286,7 +323,17 @@ class _Dichotomy:
             self.fresh = False
         else:
             _reparametrise(*args, self.nbr, st.rc, st.tr, self.slope)
-        st.run(self.nbr, self.rev)
+        _group_sizes(self.lo, self.hi, self.counts)
+        cum = np.cumsum(self.counts)
+        total = int(cum[-1])
+        threshold = len(self.grid)  # everything in one set
+        if pool is not None and total >= MIN_PARALLEL_VOXELS:
+            threshold = int(np.searchsorted(cum, total // 2))
+        na, nb = _split_nodes(self.lo, self.hi, threshold, self.nodes_a, self.nodes_b)
+        if na and nb:
+            st.run_two(self.nbr, self.rev, self.nodes_a[:na], self.nodes_b[:nb], pool)
+        else:
+            st.run(self.nbr, self.rev, self.nodes_a[:na] if na else self.nodes_b[:nb])
         return _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.seen)
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
@@ -303,6 +350,28 @@ def _check_common(image, beta, fidelity, connectivity, weights, spacing, levels)
     resolve_weights(arr.ndim, connectivity, weights, spacing)  # validates both
     grid = level_grid(image, levels)  # the raw dtype decides the default grid
     return arr, beta, grid
+
+
+def _run_rounds(dic, n_rounds, extra, history, callback, t0, pool) -> bool:
+    """The dichotomy's rounds; fills ``extra``/``history``; True if the callback cancelled."""
+    for r in range(1, n_rounds + 1):
+        tr0 = time.perf_counter()
+        groups = dic.round(pool)
+        extra["round_times"].append(time.perf_counter() - tr0)
+        extra["rounds"] = r
+        extra["cuts"] += 1 if groups else 0
+        extra["groups"] += groups
+        elapsed = time.perf_counter() - t0
+        history.append({"round": r, "cuts": extra["cuts"], "elapsed": elapsed})
+        if "trace" in extra:
+            extra["trace"].append(dic.interval())
+        if callback is not None and r < n_rounds:
+            info = {"method": "exact", "iter": r, "max_iter": n_rounds,
+                    "fraction": r / n_rounds, "elapsed": elapsed, "groups": groups,
+                    "energy": float("nan"), "gap": float("nan")}  # fmt: skip
+            if callback(info):
+                return True
+    return False
 
 
 def solve_exact(
@@ -386,31 +455,17 @@ def solve_exact(
     if trace:
         extra["trace"] = []
     history: list[dict] = []
+    cancelled = False
     if n_levels == 1:
         lo = np.zeros(arr.shape, dtype=np.int32)
-        cancelled = False
     else:
         dic = _Dichotomy(arr, beta, fidelity, connectivity, weights, spacing, grid)
         dic.set_interval(0, n_levels - 1)
-        cancelled = False
-        for r in range(1, n_rounds + 1):
-            tr0 = time.perf_counter()
-            groups = dic.round()
-            extra["round_times"].append(time.perf_counter() - tr0)
-            extra["rounds"] = r
-            extra["cuts"] += 1 if groups else 0
-            extra["groups"] += groups
-            elapsed = time.perf_counter() - t0
-            history.append({"round": r, "cuts": extra["cuts"], "elapsed": elapsed})
-            if trace:
-                extra["trace"].append(dic.interval())
-            if callback is not None and r < n_rounds:
-                info = {"method": "exact", "iter": r, "max_iter": n_rounds,
-                        "fraction": r / n_rounds, "elapsed": elapsed, "groups": groups,
-                        "energy": float("nan"), "gap": float("nan")}  # fmt: skip
-                if callback(info):
-                    cancelled = True
-                    break
+        if THREADS > 1 and arr.size >= MIN_PARALLEL_VOXELS:
+            with ThreadPoolExecutor(max_workers=THREADS - 1) as pool:
+                cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, pool)
+        else:
+            cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, None)
         lo = dic.interval()[0]
     u = grid[lo].astype(out_dtype)
     energy = tv_energy(u, arr, beta, fidelity=fidelity, connectivity=connectivity,

@@ -77,7 +77,7 @@ class GridFlowState:
     def __init__(self, n: int, nd: int):
         self.rc = np.zeros((n, nd), dtype=np.float64)
         self.tr = np.zeros(n, dtype=np.float64)
-        self.parent = np.empty(n, dtype=np.int8)
+        self.parent = np.full(n, FREE, dtype=np.int8)
         self.is_sink = np.zeros(n, dtype=np.bool_)
         self.ts = np.zeros(n, dtype=np.int32)
         self.dist = np.zeros(n, dtype=np.int32)
@@ -86,11 +86,31 @@ class GridFlowState:
         self.orphans = np.empty(n, dtype=np.int64)
         self.qstate = np.zeros(4, dtype=np.int64)  # active head, count; orphan head, count
 
-    def run(self, nbr: np.ndarray, rev: np.ndarray) -> float:
-        """Max-flow from the current ``rc``/``tr``; leaves the search trees in place."""
+    def run(self, nbr: np.ndarray, rev: np.ndarray, nodes: np.ndarray | None = None) -> float:
+        """Max-flow from the current ``rc``/``tr`` over ``nodes`` (default: all).
+
+        Only ``nodes`` are (re)initialised and searched: every arc with positive capacity
+        must join two of them.  Leaves the search trees in place."""
+        if nodes is None:
+            nodes = np.arange(len(self.tr), dtype=np.int64)
+        return self._run(nbr, rev, nodes, self.active, self.orphans, self.qstate)
+
+    def run_two(self, nbr, rev, nodes_a, nodes_b, pool) -> float:
+        """Two independent max-flows on node sets that no arc joins, in two threads.
+
+        The kernels release the GIL; they share the per-voxel arrays (each touches only its
+        own voxels and reads a neighbour's state only across an arc of positive capacity) and
+        have their own queues."""
+        fut = pool.submit(self._run, nbr, rev, nodes_a, np.empty(len(nodes_a), np.int64),
+                          np.empty(len(nodes_a), np.int64), np.zeros(4, np.int64))  # fmt: skip
+        flow_b = self._run(nbr, rev, nodes_b, np.empty(len(nodes_b), np.int64),
+                           np.empty(len(nodes_b), np.int64), np.zeros(4, np.int64))  # fmt: skip
+        return fut.result() + flow_b
+
+    def _run(self, nbr, rev, nodes, active, orphans, qstate) -> float:
         return _bk_maxflow(
-            self.rc, self.tr, nbr, rev, self.parent, self.is_sink, self.ts, self.dist,
-            self.active, self.in_active, self.orphans, self.qstate,
+            nodes, self.rc, self.tr, nbr, rev, self.parent, self.is_sink, self.ts, self.dist,
+            active, self.in_active, orphans, qstate,
         )  # fmt: skip
 
     def source_set(self) -> np.ndarray:
@@ -280,11 +300,12 @@ def _grow(i, rc, nbr, rev, parent, is_sink, ts, dist, active, in_active, qstate)
 
 
 @jit
-def _bk_maxflow(rc, tr, nbr, rev, parent, is_sink, ts, dist, active, in_active, orphans, qstate):
-    """Boykov–Kolmogorov max-flow; returns the flow pushed (terminal constants excluded)."""
-    n = tr.shape[0]
+def _bk_maxflow(nodes, rc, tr, nbr, rev, parent, is_sink, ts, dist, active, in_active, orphans,
+                qstate):  # fmt: skip
+    """Boykov–Kolmogorov max-flow over ``nodes``; returns the flow pushed (terminal constants
+    excluded).  ``active`` and ``orphans`` are queues of at least ``len(nodes)`` entries."""
     qstate[:] = 0
-    for i in range(n):
+    for i in nodes:
         in_active[i] = False
         ts[i] = 0
         if tr[i] != 0.0:
