@@ -17,6 +17,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_tv.fidelity import FIDELITIES
+from napari_tv.solvers.api import METHODS, SUPPORTED
+
 from ._common import (
     ImageInfo,
     LayerCombo,
@@ -24,6 +27,7 @@ from ._common import (
     LogSlider,
     TaskRunner,
     format_spacing,
+    has_time_label,
     image_layer_info,
     layer_index,
     make_progress_row,
@@ -32,9 +36,6 @@ from ._common import (
     show_output,
 )
 
-#: solver methods offered, in the order shown (``denoise_tv(method=...)``)
-METHODS = ("chambolle", "primal_dual", "bregman", "gradient_descent", "exact")
-FIDELITIES = ("l2", "l1", "poisson")
 TV_KINDS = ("isotropic", "anisotropic")
 OUTPUT_SUFFIX = " TV"
 
@@ -159,32 +160,50 @@ class DenoiseWidget(QWidget):
         self._beta_set = False
         self.beta_slider.valueChanged.connect(lambda _v: setattr(self, "_beta_set", True))
         self.run_button.clicked.connect(self.run)
-        self.method_combo.currentTextChanged.connect(self._update_enabled)
-        self.time_check.toggled.connect(self._update_enabled)
+        self.method_combo.currentTextChanged.connect(self._on_method)
+        self.time_check.toggled.connect(self._refresh_spacing)
         self.layer_combo.layer_changed.connect(self._on_layer)
         self._on_layer(self.layer_combo.layer())
 
     # -- controls ------------------------------------------------------------------------
     def _on_layer(self, layer) -> None:
-        """Adopt the new layer's scale as spacing and its intensity range for β."""
+        """Adopt the new layer's time axis, scale (as spacing) and intensity range (for β)."""
         if layer is None:
             return
-        from ._common import has_time_label
-
+        self.time_check.blockSignals(True)
         self.time_check.setChecked(has_time_label(layer))
+        self.time_check.blockSignals(False)
+        info = self._refresh_spacing()
+        if info is not None:
+            lo, hi = (float(c) for c in layer.contrast_limits)
+            span = hi - lo if hi > lo else 1.0
+            value = self.beta_slider.value()
+            self.beta_slider.setRange(span * 1e-4, span * 10.0)
+            if not span * 1e-4 <= value <= span * 10.0 or not self._beta_set:
+                self.beta_slider.setValue(0.1 * span, emit=False)
+
+    def _refresh_spacing(self, *_args) -> ImageInfo | None:
+        """Spacing box and connectivity range from the layer (and the time-axis choice)."""
+        self._update_enabled()
         try:
-            info = image_layer_info(layer, time_series=self.time_check.isChecked())
+            info = image_layer_info(self.layer_combo.layer(),
+                                    time_series=self.time_check.isChecked())
         except LayerError:
-            self._update_enabled()
-            return
+            return None
         self.spacing_edit.setText(format_spacing(info.spacing))
-        lo, hi = (float(c) for c in layer.contrast_limits)
-        span = hi - lo if hi > lo else 1.0
-        value = self.beta_slider.value()
-        self.beta_slider.setRange(span * 1e-4, span * 10.0)
-        if not span * 1e-4 <= value <= span * 10.0 or not self._beta_set:
-            self.beta_slider.setValue(0.1 * span, emit=False)
         self.connectivity_spin.setMaximum(info.spatial_ndim)
+        return info
+
+    def _on_method(self, method: str) -> None:
+        """Offer only the fidelities the method supports."""
+        current = self.fidelity_combo.currentText()
+        allowed = SUPPORTED.get(method, {}).get("fidelity", FIDELITIES)
+        self.fidelity_combo.blockSignals(True)
+        self.fidelity_combo.clear()
+        self.fidelity_combo.addItems(list(allowed))
+        if current in allowed:
+            self.fidelity_combo.setCurrentText(current)
+        self.fidelity_combo.blockSignals(False)
         self._update_enabled()
 
     def _update_enabled(self, *_args) -> None:
@@ -201,6 +220,8 @@ class DenoiseWidget(QWidget):
         ``levels``, ``max_num_iter``, ``tol``, ``spacing``, ``time_series``, ``all_frames``)."""
         combos = {"method": self.method_combo, "fidelity": self.fidelity_combo,
                   "tv": self.tv_combo}
+        if "method" in values:  # first: it decides the fidelities offered
+            values = {"method": values.pop("method"), **values}
         for key, value in values.items():
             if key in combos:
                 idx = combos[key].findText(value)

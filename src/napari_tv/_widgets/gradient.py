@@ -160,18 +160,31 @@ class GradientWidget(QWidget):
         self.compute_button.clicked.connect(self.run)
         self.step_spin.valueChanged.connect(lambda _v: self._update_vectors())
         self.layer_combo.layer_changed.connect(self._on_layer)
+        self.time_check.toggled.connect(self._refresh_spacing)
         self.viewer.dims.events.current_step.connect(self._on_dims)
         self._on_layer(self.layer_combo.layer())
 
     def _on_layer(self, layer) -> None:
         if layer is None:
             return
+        self.time_check.blockSignals(True)
         self.time_check.setChecked(has_time_label(layer))
-        try:
-            info = image_layer_info(layer, time_series=self.time_check.isChecked())
-        except LayerError:
+        self.time_check.blockSignals(False)
+        info = self._refresh_spacing()
+        if info is None:
             return
+
+    def _refresh_spacing(self, *_args) -> ImageInfo | None:
+        """Spacing box (and connectivity range) from the layer and the time-axis choice."""
+        try:
+            info = image_layer_info(self.layer_combo.layer(),
+                                    time_series=self.time_check.isChecked())
+        except LayerError:
+            return None
         self.spacing_edit.setText(format_spacing(info.spacing))
+        if hasattr(self, "connectivity_spin"):
+            self.connectivity_spin.setMaximum(info.spatial_ndim)
+        return info
 
     def set_parameters(self, **values) -> None:
         """Set controls by name: ``scheme``, ``boundary``, ``kind``, ``eps``, ``step``,

@@ -1,0 +1,164 @@
+"""The "TV denoise" widget: same values as the API, one output layer, cancel, bad layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tv.solvers.api import denoise_tv
+
+
+def _widget(make_napari_viewer, data, **layer_kw):
+    from napari_tv._widgets.denoise import DenoiseWidget
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="img", **layer_kw)
+    widget = DenoiseWidget(viewer)
+    return viewer, layer, widget
+
+
+@pytest.mark.parametrize(
+    ("method", "fidelity"), [("chambolle", "l2"), ("primal_dual", "l1")]
+)
+def test_run_2d_matches_api_and_updates_in_place(
+    make_napari_viewer, wait_done, blobs_2d, method, fidelity
+):
+    original = blobs_2d.copy()
+    viewer, layer, w = _widget(make_napari_viewer, blobs_2d, scale=(0.5, 0.25),
+                               translate=(3.0, -1.0))
+    assert w.spacing_edit.text() == "0.5, 0.25"  # spacing defaults to the layer's scale
+    w.set_parameters(method=method, fidelity=fidelity, beta=0.05, tol=1e-3, max_num_iter=200)
+    w.run()
+    wait_done(w.runner)
+    expected, info = denoise_tv(blobs_2d, 0.05, method=method, fidelity=fidelity,
+                                spacing=(0.5, 0.25), tol=1e-3, max_num_iter=200,
+                                return_info=True)
+    out = viewer.layers["img TV"]
+    np.testing.assert_allclose(out.data, expected, rtol=1e-6, atol=1e-6)
+    assert tuple(out.scale) == (0.5, 0.25) and tuple(out.translate) == (3.0, -1.0)
+    meta = out.metadata
+    assert meta["parameters"]["beta"] == pytest.approx(0.05)
+    assert meta["parameters"]["method"] == method
+    assert meta["parameters"]["fidelity"] == fidelity
+    assert meta["parameters"]["spacing"] == [0.5, 0.25]
+    assert meta["energy"] == pytest.approx(info.energy, rel=1e-6)
+    assert meta["gap"] == pytest.approx(info.gap, rel=1e-3, abs=1e-9)
+    assert "duality gap" in meta["certificate"] and meta["elapsed"] > 0
+    # a second run with another β updates the same layer
+    n_layers = len(viewer.layers)
+    w.set_parameters(beta=0.2)
+    w.run()
+    wait_done(w.runner)
+    assert len(viewer.layers) == n_layers and viewer.layers["img TV"] is out
+    assert out.metadata["parameters"]["beta"] == pytest.approx(0.2)
+    assert not np.allclose(out.data, expected)
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_run_3d_exact_uses_the_layer_scale(make_napari_viewer, wait_done, blobs_3d):
+    original = blobs_3d.copy()
+    viewer, layer, w = _widget(make_napari_viewer, blobs_3d, scale=(2.0, 0.5, 0.5))
+    w.set_parameters(method="exact", beta=0.1, levels=16, connectivity=1)
+    w.run()
+    wait_done(w.runner)
+    expected, info = denoise_tv(blobs_3d, 0.1, method="exact", levels=16,
+                                spacing=(2.0, 0.5, 0.5), return_info=True)
+    out = viewer.layers["img TV"]
+    np.testing.assert_array_equal(out.data, expected)
+    assert out.metadata["energy"] == pytest.approx(info.energy)
+    assert "exact minimiser on a 16-level grid" in out.metadata["certificate"]
+    assert tuple(out.scale) == (2.0, 0.5, 0.5)
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_time_series_current_and_all_time_points(make_napari_viewer, wait_done, blobs_2d):
+    rng = np.random.default_rng(3)
+    movie = np.stack([blobs_2d[:32, :32] + 0.1 * rng.standard_normal((32, 32))
+                      for _ in range(3)])
+    original = movie.copy()
+    viewer, layer, w = _widget(make_napari_viewer, movie)
+    w.set_parameters(time_series=True, beta=0.1, tol=1e-3)
+    viewer.dims.set_current_step(0, 1)
+    w.run()
+    wait_done(w.runner)
+    out = viewer.layers["img TV"]
+    assert out.data.shape == movie.shape
+    np.testing.assert_allclose(out.data[1], denoise_tv(movie[1], 0.1, tol=1e-3), atol=1e-6)
+    assert np.all(out.data[0] == 0) and out.metadata["time_points_solved"] == [1]
+    w.set_parameters(all_frames=True)
+    w.run()
+    wait_done(w.runner)
+    for t in range(3):
+        np.testing.assert_allclose(out.data[t], denoise_tv(movie[t], 0.1, tol=1e-3), atol=1e-6)
+    assert out.metadata["time_points_solved"] == [0, 1, 2]
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_cancel_leaves_layers_intact_and_viewer_usable(make_napari_viewer, qtbot, wait_done):
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((64, 64))
+    viewer, layer, w = _widget(make_napari_viewer, data)
+    w.set_parameters(method="gradient_descent", beta=0.5, tol=1e-14, max_num_iter=10**7)
+    with qtbot.waitSignal(w.runner.progressed, timeout=60_000):
+        worker = w.run()
+    assert worker is not None and w.cancel_button.isEnabled()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        w.cancel()
+    wait_done(w.runner)
+    assert [ly.name for ly in viewer.layers] == ["img"]  # nothing half-done was shown
+    assert "cancel" in w.status.text()
+    np.testing.assert_array_equal(layer.data, data)
+    # the widget and the viewer still work
+    w.set_parameters(method="chambolle", tol=1e-3, max_num_iter=100)
+    w.run()
+    wait_done(w.runner)
+    assert "img TV" in viewer.layers
+    np.testing.assert_array_equal(layer.data, data)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "labels", "4d", "points"])
+def test_bad_layers_give_a_notification(make_napari_viewer, errors, kind):
+    from napari_tv._widgets.denoise import DenoiseWidget
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    if kind == "rgb":
+        layer = viewer.add_image(rng.random((16, 16, 3)), rgb=True, name="bad")
+    elif kind == "labels":
+        layer = viewer.add_labels(rng.integers(0, 3, (16, 16)), name="bad")
+    elif kind == "4d":
+        layer = viewer.add_image(rng.random((2, 3, 8, 8)), name="bad")
+    else:
+        layer = viewer.add_points(rng.random((4, 2)), name="bad")
+    before = np.array(layer.data, copy=True)
+    w = DenoiseWidget(viewer)
+    if kind == "points":  # not offered at all: the combo lists images and labels only
+        assert w.layer_combo.count() == 0
+    assert w.run() is None
+    assert len(errors["error"]) == 1
+    assert "bad" in errors["error"][0] or "no image layer" in errors["error"][0]
+    assert [ly.name for ly in viewer.layers] == ["bad"]
+    np.testing.assert_array_equal(layer.data, before)
+
+
+def test_4d_with_a_time_axis_is_accepted(make_napari_viewer, wait_done, errors):
+    rng = np.random.default_rng(2)
+    data = rng.random((2, 3, 8, 8))
+    viewer, layer, w = _widget(make_napari_viewer, data, axis_labels=("t", "z", "y", "x"))
+    assert w.time_check.isChecked()
+    w.set_parameters(beta=0.1, tol=1e-3, all_frames=True)
+    w.run()
+    wait_done(w.runner)
+    assert not errors["error"]
+    np.testing.assert_allclose(viewer.layers["img TV"].data[1],
+                               denoise_tv(data[1], 0.1, tol=1e-3), atol=1e-6)
+
+
+def test_library_errors_become_notifications(make_napari_viewer, wait_done, errors):
+    data = -np.ones((16, 16))  # Poisson needs data >= 0
+    viewer, layer, w = _widget(make_napari_viewer, data)
+    w.set_parameters(method="primal_dual", fidelity="poisson", beta=0.1)
+    w.run()
+    wait_done(w.runner)
+    assert len(errors["error"]) == 1 and "TV denoise" in errors["error"][0]
+    assert "img TV" not in viewer.layers

@@ -1,0 +1,94 @@
+"""The "Level sets" widget: u^λ, the λ stack, perimeters and coarea, the dichotomy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tv.levelsets import (
+    coarea_tv,
+    dichotomy_partition,
+    level_perimeters,
+    level_set,
+    level_sets,
+)
+from napari_tv.operators import graph_tv
+
+
+@pytest.fixture
+def steps_u8():
+    """A 24x20 uint8 image with 4 grey levels (0, 2, 5, 7) and a little noise."""
+    rng = np.random.default_rng(4)
+    u = np.zeros((24, 20), np.uint8)
+    u[4:16, 3:12] = 5
+    u[10:22, 8:18] = 7
+    u[18:, :6] = 2
+    flip = rng.random(u.shape) < 0.05
+    u[flip] = rng.integers(0, 8, flip.sum())
+    return u
+
+
+def _widget(make_napari_viewer, data, **layer_kw):
+    from napari_tv._widgets.levelsets import LevelSetsWidget
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="img", **layer_kw)
+    widget = LevelSetsWidget(viewer)
+    return viewer, layer, widget
+
+
+def test_level_slider_stack_perimeters_and_coarea(make_napari_viewer, wait_done, steps_u8):
+    original = steps_u8.copy()
+    viewer, layer, w = _widget(make_napari_viewer, steps_u8, scale=(0.5, 0.5))
+    w.set_parameters(connectivity=2)
+    w.run()
+    wait_done(w.runner)
+    lambdas, perims = level_perimeters(steps_u8, connectivity=2, spacing=(0.5, 0.5))
+    name, x, y = w.plot.series[0][:3]
+    np.testing.assert_array_equal(x, lambdas)
+    np.testing.assert_allclose(y, perims)
+    coarea = coarea_tv(steps_u8, connectivity=2, spacing=(0.5, 0.5))
+    assert coarea == pytest.approx(graph_tv(steps_u8, connectivity=2, spacing=(0.5, 0.5)))
+    assert f"{coarea:.6g}" in w.coarea_label.text()
+    for k in (0, 3, 6):
+        w.set_level_index(k)
+        out = viewer.layers["img u^λ"]
+        np.testing.assert_array_equal(out.data, level_set(steps_u8, float(lambdas[k])))
+        assert out.metadata["lambda"] == lambdas[k] and tuple(out.scale) == (0.5, 0.5)
+    stack_layer = w.add_stack()
+    np.testing.assert_array_equal(stack_layer.data, level_sets(steps_u8))
+    assert stack_layer.ndim == 3 and tuple(stack_layer.scale) == (1.0, 0.5, 0.5)
+    assert stack_layer.axis_labels[0] == "λ"
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_dichotomy_depth_slider(make_napari_viewer, wait_done, steps_u8):
+    original = steps_u8.copy()
+    viewer, layer, w = _widget(make_napari_viewer, steps_u8)
+    w.set_parameters(beta=1.5, fidelity="l2")
+    w.run_dichotomy()
+    wait_done(w.runner)
+    labels, intervals = dichotomy_partition(steps_u8, 1.5)
+    assert w.depth_slider.maximum() == len(intervals)
+    for depth in range(1, len(intervals) + 1):
+        w.set_depth(depth)
+        out = viewer.layers["img dichotomy"]
+        np.testing.assert_array_equal(out.data, labels[depth - 1] + 1)
+        assert out.metadata["round"] == depth
+        assert out.metadata["n_intervals"] == len(intervals[depth - 1])
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_3d_float_and_bad_layers(make_napari_viewer, wait_done, errors, blobs_3d):
+    viewer, layer, w = _widget(make_napari_viewer, blobs_3d, scale=(2.0, 0.5, 0.5))
+    w.set_parameters(levels=8)
+    w.run()
+    wait_done(w.runner)
+    lambdas, _ = level_perimeters(blobs_3d, 8, spacing=(2.0, 0.5, 0.5))
+    w.set_level_index(4)
+    np.testing.assert_array_equal(viewer.layers["img u^λ"].data,
+                                  level_set(blobs_3d, float(lambdas[4])))
+    viewer.add_labels(np.zeros((4, 4), np.int32), name="seg")
+    w.layer_combo.set_layer(viewer.layers["seg"])
+    assert w.run() is None and w.run_dichotomy() is None
+    assert len(errors["error"]) == 2 and "Labels" in errors["error"][0]
