@@ -443,7 +443,7 @@ def solve_gradient_descent(
     it = _Iterates(x)
     state = {"gap0": None, "history": [], "cancelled": False, "best_gap": np.inf, "since_best": 0}
 
-    def check(n_iter: int, eps: float):
+    def check(n_iter: int, eps: float, quiet: bool = False):
         """Gap, history and callback at the current iterate; True when the run must stop."""
         prob.flux(as_3d(it.x), eps, as_4d(it.q))
         gap = duality_gap(
@@ -463,8 +463,9 @@ def solve_gradient_descent(
             "eps": eps, "smoothed_energy": float(t[1] + beta * t[3]),
             "smoothed_gap": smoothed_gap,
         }
-        state["history"].append({k: info[k] for k in ("iter", "energy", "gap", "elapsed", "eps",
-                                                      "smoothed_energy")})
+        if not quiet:
+            state["history"].append({k: info[k] for k in ("iter", "energy", "gap", "elapsed",
+                                                          "eps", "smoothed_energy")})
         # the stage at this ε is done when the smoothing error dominates the gap, or when the
         # gap has stopped improving at this ε (it may have a floor of its own, e.g. from the
         # scaling that makes an l1/Poisson dual candidate feasible)
@@ -474,17 +475,18 @@ def solve_gradient_descent(
             state["since_best"] += 1
         state.update(gap=gap.rel, smoothed_gap=smoothed_gap,
                      stage_done=gap.abs <= 2 * smoothing or state["since_best"] >= _PATIENCE)
-        if callback is not None and callback(info):
+        if not quiet and callback is not None and callback(info):
             state["cancelled"] = True
         return state["cancelled"] or (smoothed_gap if fixed else gap.rel) < tol
 
     # a warm start may already be better than the first smoothing levels can resolve
-    done = check(0, eps)
+    done = check(0, eps, quiet=True)
     while not done and not fixed and state["stage_done"] and eps > eps_min:
         eps *= _EPS_FACTOR
-        state["history"].pop()
         state.update(best_gap=np.inf, since_best=0)
-        done = check(0, eps)
+        done = check(0, eps, quiet=True)
+    state.update(gap0=None, best_gap=np.inf, since_best=0)
+    done = check(0, eps)
     L = prob.lipschitz(eps)
     e_x = prob.smoothed_energy(as_3d(it.x), eps)
     t_mom, n_iter, stalled = 1.0, 0, False
