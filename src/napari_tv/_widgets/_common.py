@@ -231,6 +231,26 @@ def show_output(
     return layer
 
 
+def compose_frames(viewer, name: str, layer, frames: dict[int, np.ndarray]):
+    """The full-length data of a time-series output layer with ``frames`` written in.
+
+    Reuses the existing output layer's data (copied) when its shape and dtype fit, so time
+    points solved earlier stay; others are 0.  Returns ``(data, solved time points)``.
+    """
+    dtype = next(iter(frames.values())).dtype
+    old = viewer.layers[name] if name in viewer.layers else None
+    if old is not None and old.data.shape == layer.data.shape and old.data.dtype == dtype:
+        data = np.array(old.data, copy=True)
+        solved = set(old.metadata.get("time_points_solved", []))
+    else:
+        data = np.zeros(layer.data.shape, dtype=dtype)
+        solved = set()
+    for t, u in frames.items():
+        data[t] = u
+        solved.add(int(t))
+    return data, sorted(solved)
+
+
 def parse_spacing(text: str, ndim: int) -> tuple[float, ...]:
     """Parse the spacing box: ``"2, 0.5, 0.5"`` or a single number for every axis."""
     parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,6 +25,7 @@ from ._common import (
     LayerError,
     LogSlider,
     TaskRunner,
+    compose_frames,
     format_spacing,
     has_time_label,
     image_layer_info,
@@ -317,21 +317,11 @@ class DenoiseWidget(QWidget):
         name = f"{layer.name}{OUTPUT_SUFFIX}"
         us, results, frames = out["u"], out["results"], out["frames"]
         if info.time_axis is None:
-            data = us[0]
-            solved = None
+            data, solved = us[0], None
         else:
-            old = self.viewer.layers[name] if name in self.viewer.layers else None
-            dtype = us[0].dtype
-            if old is not None and old.data.shape == layer.data.shape and old.data.dtype == dtype:
-                data = np.array(old.data, copy=True)
-                solved = set(old.metadata.get("time_points_solved", []))
-            else:
-                data = np.zeros(layer.data.shape, dtype=dtype)
-                solved = set()
-            for t, u in zip(frames, us, strict=False):
-                data[t] = u
-                solved.add(int(t))
-            solved = sorted(solved)
+            data, solved = compose_frames(
+                self.viewer, name, layer, dict(zip(frames, us, strict=False))
+            )
         params = dict(out["params"])
         params["spacing"] = list(params["spacing"])
         energy = float(sum(r.energy for r in results))

@@ -1,0 +1,128 @@
+"""The "β sweep" widget: latest wins, slice previews, β stack, L-curve and suggested β."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tv.operators import level_grid
+from napari_tv.solvers.api import denoise_tv
+
+
+def _widget(make_napari_viewer, data, **layer_kw):
+    from napari_tv._widgets.sweep import SweepWidget
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="img", **layer_kw)
+    widget = SweepWidget(viewer)
+    return viewer, layer, widget
+
+
+@pytest.mark.parametrize("method", ["exact", "chambolle"])
+def test_twenty_quick_moves_give_the_last_beta(
+    make_napari_viewer, qtbot, errors, blobs_2d, method
+):
+    original = blobs_2d.copy()
+    viewer, layer, w = _widget(make_napari_viewer, blobs_2d, scale=(0.5, 0.5))
+    w.set_parameters(method=method, tol=1e-4)
+    betas = np.geomspace(0.02, 0.3, 20)[np.random.default_rng(0).permutation(20)]
+    for beta in betas:  # no event processing in between: a burst of slider moves
+        w.beta_slider.setValue(float(beta))
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
+    last = float(w.beta_slider.value())
+    assert last == pytest.approx(betas[-1], rel=0.02)  # the slider's log grid
+    out = viewer.layers["img TV"]
+    assert out.metadata["parameters"]["beta"] == last
+    expected, info = denoise_tv(blobs_2d, last, method=method, spacing=(0.5, 0.5), tol=1e-4,
+                                return_info=True)
+    if method == "exact":
+        np.testing.assert_array_equal(out.data, expected)
+    else:  # warm-started from another β: the same minimiser within the tolerance
+        np.testing.assert_allclose(out.data, expected, atol=2e-2)
+        assert out.metadata["energy"] == pytest.approx(info.energy, rel=1e-3)
+    assert w.latest.n_delivered <= w.latest.n_run <= 20
+    assert not errors["error"] and not errors["warning"]
+    assert [ly.name for ly in viewer.layers] == ["img", "img TV"]
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_3d_previews_the_slice_then_solves_the_volume_on_release(
+    make_napari_viewer, qtbot, errors, blobs_3d
+):
+    original = blobs_3d.copy()
+    spacing = (2.0, 0.5, 0.5)
+    viewer, layer, w = _widget(make_napari_viewer, blobs_3d, scale=spacing)
+    w.set_parameters(method="exact")
+    viewer.dims.set_current_step(0, 3)
+    slider = w.beta_slider.slider
+    slider.setSliderDown(True)  # dragging: previews only
+    slider.setValue(slider.value() - 40)
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
+    beta = w.beta_slider.value()
+    out = viewer.layers["img TV"]
+    assert out.metadata["preview_plane"] == 3
+    grid = level_grid(blobs_3d)  # the preview keeps the volume's grey levels
+    np.testing.assert_array_equal(
+        out.data[3],
+        denoise_tv(blobs_3d[3], beta, method="exact", spacing=spacing[1:], levels=grid),
+    )
+    assert np.all(out.data[0] == 0)
+    slider.setSliderDown(False)  # release: the whole volume
+    qtbot.waitUntil(lambda: w.idle and "preview_plane" not in out.metadata, timeout=60_000)
+    out = viewer.layers["img TV"]
+    np.testing.assert_array_equal(out.data, denoise_tv(blobs_3d, beta, method="exact",
+                                                       spacing=spacing))
+    assert tuple(out.scale) == spacing
+    assert not errors["error"]
+    np.testing.assert_array_equal(layer.data, original)
+
+
+def test_beta_stack_has_beta_as_a_dims_axis(make_napari_viewer, wait_done, blobs_2d):
+    viewer, layer, w = _widget(make_napari_viewer, blobs_2d[:32, :32])
+    w.set_parameters(method="exact", k=3, beta_range=(0.05, 0.5))
+    w.run_stack()
+    wait_done(w.runner)
+    out = viewer.layers["img β stack"]
+    betas = np.geomspace(0.05, 0.5, 3)
+    assert out.data.shape == (3, 32, 32)
+    assert out.axis_labels[0] == "log10 β"
+    np.testing.assert_allclose(out.metadata["betas"], betas)
+    np.testing.assert_allclose(out.scale[0], 0.5) and np.testing.assert_allclose(
+        out.translate[0], np.log10(0.05))
+    for k, beta in enumerate(betas):
+        np.testing.assert_array_equal(out.data[k],
+                                      denoise_tv(blobs_2d[:32, :32], beta, method="exact"))
+
+
+def test_suggested_beta_and_l_curve(make_napari_viewer, qtbot, wait_done, blobs_2d):
+    from napari_tv.sweep import estimate_noise_sigma, suggest_beta
+
+    viewer, layer, w = _widget(make_napari_viewer, blobs_2d)
+    w.set_parameters(method="chambolle", k=5, beta_range=(0.01, 1.0))
+    w.run_curve(suggest=True)
+    wait_done(w.runner)
+    sigma = estimate_noise_sigma(blobs_2d)
+    expected = suggest_beta(blobs_2d, sigma, method="chambolle", tv="isotropic", tol=1e-3)
+    assert w._suggested == pytest.approx(expected, rel=0.05)
+    assert "suggested" in w.beta_slider.slider.markers
+    names = [s[0] for s in w.plot.series]
+    assert names == ["fidelity", "TV"]
+    fid, tv = w.plot.series[0][2], w.plot.series[1][2]
+    assert np.all(np.diff(fid) > 0) and np.all(np.diff(tv) < 0)  # the L-curve trade-off
+    w.use_suggested.click()
+    assert w.beta_slider.value() == pytest.approx(w._suggested, rel=0.02)
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
+    assert viewer.layers["img TV"].metadata["parameters"]["beta"] == w.beta_slider.value()
+
+
+def test_bad_layer_and_bad_fidelity(make_napari_viewer, errors, wait_done):
+    viewer, layer, w = _widget(make_napari_viewer, np.random.default_rng(0).random((2, 3, 8, 8)))
+    assert w.request(0.1) is None
+    assert len(errors["error"]) == 1 and "4D" in errors["error"][0]
+    viewer.layers.clear()
+    viewer.add_image(np.random.default_rng(1).random((16, 16)), name="ok")
+    w.layer_combo.set_layer(viewer.layers["ok"])
+    w.set_parameters(method="primal_dual", fidelity="l1", k=2, beta_range=(0.1, 1.0))
+    w.run_curve(suggest=True)
+    assert any("l2" in m for m in errors["warning"])
+    wait_done(w.runner)
