@@ -19,6 +19,8 @@ API at a glance (what the widgets use)
                                              # stop the running solve early through its callback
     # on_result(result) runs on the worker thread, only for the newest request's result
     runner.wait(timeout); runner.close()
+    # progressive preview: a first result within ~80 ms, then refined ones until converged
+    runner = LatestWins(partial(sweep.solve, time_budget=0.08), on_result, refine=100)
 
     # with napari's thread_worker instead of LatestWins, the same staleness check:
     gen = Generation(); token = gen.next()
@@ -78,6 +80,11 @@ def _default_solver() -> Callable[..., Any]:
     return denoise_tv
 
 
+def _is_partial(result) -> bool:
+    """A solve stopped by its callback before meeting its tolerance (a warm start only)."""
+    return bool(getattr(result, "cancelled", False)) and not getattr(result, "converged", False)
+
+
 def _result_nbytes(result: TVResult) -> int:
     arrays = [result.u, *(v for v in result.extra.values() if isinstance(v, np.ndarray))]
     return int(sum(a.nbytes for a in arrays))
@@ -86,8 +93,8 @@ def _result_nbytes(result: TVResult) -> int:
 class _ResultCache:
     """LRU of TVResults keyed by β, bounded in entries and bytes (the newest is always kept).
 
-    Cancelled (partial) results are kept as warm starts only: ``get`` ignores them, ``nearest``
-    considers them, and a final result replaces the partial one at its β.
+    Partial results (cancelled before converging) are kept as warm starts only: ``get``
+    ignores them, ``nearest`` considers them, and a final result replaces the partial one.
     """
 
     def __init__(self, size: int, max_bytes: int) -> None:
@@ -97,7 +104,7 @@ class _ResultCache:
 
     def get(self, beta: float) -> TVResult | None:
         result = self._items.get(beta)
-        if result is None or result.cancelled:
+        if result is None or _is_partial(result):
             return None
         self._items.move_to_end(beta)
         return result
@@ -112,7 +119,7 @@ class _ResultCache:
 
     def put(self, beta: float, result: TVResult) -> None:
         old = self._items.get(beta)
-        if result.cancelled and old is not None and not old.cancelled:
+        if _is_partial(result) and old is not None and not _is_partial(old):
             return
         self._items[beta] = result
         self._items.move_to_end(beta)
@@ -124,8 +131,8 @@ class _ResultCache:
             del self._nbytes[oldest]
 
     def betas(self) -> list[float]:
-        """The β of the final (not cancelled) results, ascending."""
-        return sorted(b for b, r in self._items.items() if not r.cancelled)
+        """The β of the final (not partial) results, ascending."""
+        return sorted(b for b, r in self._items.items() if not _is_partial(r))
 
 
 def _with_time_budget(callback: Callback | None, time_budget: float | None) -> Callback | None:
@@ -260,7 +267,7 @@ class BetaSweep:
             kwargs["init"] = init
         _, result = self._solver(image, beta, callback=callback, **kwargs)
         result.extra["beta"] = beta
-        if not (result.cancelled and self.method == "exact"):
+        if not (_is_partial(result) and self.method == "exact"):
             with self._lock:
                 cache.put(beta, result)
         return result
@@ -272,8 +279,9 @@ class BetaSweep:
 
         ``callback(info) -> bool`` is passed to the solver (progress; True stops it).
         ``time_budget`` (seconds) stops the solve once exceeded (checked at the solver's
-        reports). A stopped solve returns its current iterate with ``cancelled=True``; it is
-        kept as a warm start only, so a later call at the same β continues from it.
+        reports). A stopped solve returns its current iterate with ``cancelled=True``; unless
+        it had met ``tol`` (``converged=True``) it is kept as a warm start only, so a later
+        call at the same β continues from it.
         """
         return self._solve_cached(
             self.image, beta, self._cache, self.spacing, callback, time_budget
@@ -420,6 +428,12 @@ class LatestWins:
         ``progress(info)`` for every solver report of the running request.
     pass_callback : bool, default True
         Whether ``fn`` takes the ``callback`` keyword.
+    refine : int, default 0
+        Progressive refinement: when the newest request's delivered result has
+        ``cancelled=True`` (e.g. ``fn = partial(sweep.solve, time_budget=0.08)``) and nothing
+        newer is pending, run the same request again, up to ``refine`` times; with
+        :class:`BetaSweep` each run continues from the previous partial iterate, so the user
+        sees a preview within the budget, then better ones until the solve converges.
 
     Notes
     -----
@@ -447,10 +461,12 @@ class LatestWins:
         *,
         progress: Callable[[dict], Any] | None = None,
         pass_callback: bool = True,
+        refine: int = 0,
         name: str = "napari-tv-latest-wins",
     ) -> None:
         self._fn, self._on_result, self._on_error = fn, on_result, on_error
         self._progress, self._pass_callback = progress, pass_callback
+        self._refine = check_int("refine", refine, minimum=0)
         self.generation = Generation()
         self._cond = threading.Condition()
         self._pending: tuple[int, tuple, dict] | None = None
@@ -479,6 +495,7 @@ class LatestWins:
         return self.generation.is_stale(token)
 
     def _work(self) -> None:
+        refined = 0
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
@@ -489,23 +506,35 @@ class LatestWins:
                 self._pending, self._busy = None, True
                 self.n_run += 1
             try:
-                self._run_one(token, args, kwargs)
+                partial_result = self._run_one(token, args, kwargs)
             finally:
                 with self._cond:
                     self._busy = False
+                    again = (
+                        partial_result
+                        and refined < self._refine
+                        and self._pending is None
+                        and not self.generation.is_stale(token)
+                    )
+                    refined = refined + 1 if again else 0
+                    if again:  # same token: still the newest request
+                        self._pending = (token, args, kwargs)
                     self._cond.notify_all()
 
-    def _run_one(self, token: int, args: tuple, kwargs: dict) -> None:
+    def _run_one(self, token: int, args: tuple, kwargs: dict) -> bool:
+        """Run and deliver one request; True when a partial result was delivered."""
+        call_kw = kwargs
         if self._pass_callback:
-            kwargs = {**kwargs, "callback": self.generation.stop_callback(token, self._progress)}
+            stop = self.generation.stop_callback(token, self._progress)
+            call_kw = {**kwargs, "callback": stop}
         try:
-            result, error = self._fn(*args, **kwargs), None
+            result, error = self._fn(*args, **call_kw), None
         except Exception as exc:  # delivered to on_error, never lost silently
             result, error = None, exc
         with self._cond:
             if self.generation.is_stale(token):
                 self.n_dropped += 1
-                return
+                return False
             try:
                 if error is None:
                     self.n_delivered += 1
@@ -516,6 +545,7 @@ class LatestWins:
                     self.last_error = error
             except Exception as exc:  # a failing handler must not kill the worker
                 self.last_error = exc
+            return error is None and _is_partial(result)
 
     def is_alive(self) -> bool:
         """Whether the worker thread is running (False after :meth:`close`)."""
