@@ -105,21 +105,29 @@ def dual_value(p, v, beta, fid="l2", weights=None, periodic=False):
     return -conjugate(beta * div(p, weights, periodic), v, fid)
 
 
-def feasible_dual_gap(u, v, p, beta, fid="l2", kind="isotropic", weights=None, periodic=False):
+def feasible_dual_gap(u, v, p, beta, fid="l2", kind="isotropic", weights=None,
+                      periodic=False):
     """``(P(u) - D(c p), c)``: ``p`` is projected on the ball, then scaled by the largest
-    ``c`` in a geometric ladder 1, 0.9999, ... that makes ``f*`` finite."""
+    ``c`` in (0, 1] that makes ``f*`` finite (found by bisection to 1e-13)."""
     p = np.array(p, dtype=np.float64)
     if kind == "isotropic":
         p /= np.maximum(1.0, np.sqrt((p**2).sum(axis=0)))
     else:
         p = np.clip(p, -1, 1)
     primal = primal_energy(u, v, beta, fid, kind, weights, periodic)
-    for k in range(20000):
-        c = 0.9999**k
-        dual = dual_value(c * p, v, beta, fid, weights, periodic)
-        if np.isfinite(dual):
-            return primal - dual, c
-    return np.inf, 0.0
+
+    def dual(c):
+        return dual_value(c * p, v, beta, fid, weights, periodic)
+
+    if np.isfinite(dual(1.0)):
+        return primal - dual(1.0), 1.0
+    lo, hi = 0.0, 1.0  # dual(0) = -Σ f*(0) is finite for every fidelity
+    while hi - lo > 1e-13:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.isfinite(dual(mid)) else (lo, mid)
+    # the best feasible point: Poisson's f* blows up at the boundary, so also try a margin
+    best = max(dual(lo), dual(lo * (1 - 1e-3)))
+    return primal - best, lo
 
 
 def rof_fista_dual(v, beta, kind="isotropic", weights=None, periodic=False, n_iter=20000):
