@@ -63,7 +63,7 @@ def test_l2_matches_reference_and_chambolle(rng, ndim, tv, boundary):
 
 
 @pytest.mark.parametrize(
-    ("fid", "tv"), itertools.product(["l1", "poisson"], ["isotropic", "anisotropic"])
+    ("fid", "tv"), list(itertools.product(["l1", "poisson"], ["isotropic", "anisotropic"]))
 )
 @pytest.mark.parametrize("shape", [(9, 11), (5, 6, 7)])
 def test_gap_recomputed_in_numpy(rng, fid, tv, shape):
