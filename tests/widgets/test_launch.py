@@ -1,0 +1,68 @@
+"""``napari-tv view``: open_viewer(show=False) docks the four widgets on the right data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def opened(qtbot):
+    """Call open_viewer(..., show=False) and close every viewer it opened afterwards."""
+    from napari_tv._widgets._launch import open_viewer
+
+    viewers = []
+
+    def open_(*args, **kwargs):
+        viewer = open_viewer(*args, show=False, **kwargs)
+        viewers.append(viewer)
+        return viewer
+
+    yield open_
+    for viewer in viewers:
+        viewer.close()
+    qtbot.wait(10)
+
+
+def _titles(viewer):
+    from napari_tv._widgets._launch import docked
+
+    return sorted(docked(viewer))
+
+
+def test_sample_data_with_the_four_widgets(opened):
+    from napari_tv._sample_data import SAMPLE_3D_SCALE
+
+    viewer = opened(sample="3d")
+    assert _titles(viewer) == sorted(["TV denoise", "TV gradient", "Level sets", "β sweep"])
+    noisy = viewer.layers["microscopy 3D (noisy)"]
+    assert noisy.ndim == 3 and tuple(noisy.scale) == tuple(SAMPLE_3D_SCALE)
+    from napari_tv._widgets._launch import docked
+
+    denoise = docked(viewer)["TV denoise"]
+    assert denoise.layer_combo.layer() is noisy  # the active layer is preselected
+    assert denoise.spacing_edit.text() == "2, 0.5, 0.5"
+
+
+def test_imagej_tiff_voxel_size_becomes_the_scale(opened, tmp_path):
+    import tifffile
+
+    vol = np.random.default_rng(0).integers(0, 255, (4, 16, 16), dtype=np.uint8)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, vol, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
+                     metadata={"spacing": 1.5, "unit": "um", "axes": "ZYX"})
+    viewer = opened(str(path))
+    layer = viewer.layers["stack"]
+    np.testing.assert_array_equal(layer.data, vol)
+    np.testing.assert_allclose(layer.scale, (1.5, 0.25, 0.25))
+    assert len(_titles(viewer)) == 4
+
+
+def test_npy_and_array(opened, tmp_path):
+    arr = np.arange(64.0).reshape(8, 8)
+    np.save(tmp_path / "a.npy", arr)
+    viewer = opened(tmp_path / "a.npy")
+    np.testing.assert_array_equal(viewer.layers["a"].data, arr)
+    viewer2 = opened(arr)
+    np.testing.assert_array_equal(viewer2.layers["image"].data, arr)
+    assert len(_titles(viewer2)) == 4
