@@ -7,8 +7,10 @@ Numba imports).
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -368,3 +370,181 @@ def test_script_errors(tmp_path, rng, image_npy, case, match):
     proc = run_cli(*argv)
     assert "Traceback" not in proc.stderr
     assert_clean_error(proc.returncode, proc.stderr, out, match)
+
+
+# ------------------------------------------------------------------------- denoise
+
+
+def test_denoise_in_process_matches_the_api(capsys, imagej_tif, volume, tmp_path):
+    from napari_tv.solvers.api import denoise_tv
+
+    out = tmp_path / "den.tif"
+    rc, stdout, err = call(capsys, "denoise", imagej_tif, out, "--beta", "2", "--tol", "1e-3")
+    assert rc == 0, err
+    expected, info = denoise_tv(volume, 2.0, spacing=IJ_SPACING, tol=1e-3, return_info=True)
+    got, axes, meta, res = read_tif(out)
+    assert got.dtype == np.float32 and axes == "ZYX"
+    assert meta["spacing"] == pytest.approx(2.0) and res == pytest.approx((4.0, 2.0))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    lines = stdout.splitlines()
+    assert lines[0].startswith("energy ")
+    assert float(lines[0].split()[1]) == pytest.approx(info.energy, rel=1e-6)
+    assert lines[1].startswith("gap ") and "converged after" in lines[1]
+    assert lines[2].startswith("time ") and lines[3] == f"wrote {out}"
+
+
+def test_denoise_exact_prints_the_certificate(capsys, image_npy, tmp_path):
+    from napari_tv.solvers.api import denoise_tv
+
+    out = tmp_path / "exact.npy"
+    rc, stdout, err = call(
+        capsys,
+        "denoise",
+        image_npy,
+        out,
+        "--beta",
+        "1.5",
+        "--method",
+        "exact",
+        "--connectivity",
+        "2",
+    )
+    assert rc == 0, err
+    raw = np.load(image_npy)
+    expected = denoise_tv(raw, 1.5, method="exact", connectivity=2)
+    np.testing.assert_array_equal(np.load(out), expected)
+    n_levels = int(raw.max()) - int(raw.min()) + 1  # every integer of a uint16 image
+    assert f"exact: certified global minimum on {n_levels} levels" in stdout
+
+
+def test_denoise_uses_the_channel_axis_of_the_file(capsys, tmp_path, rng):
+    from napari_tv.solvers.api import denoise_tv
+
+    src, out = tmp_path / "rgb.tif", tmp_path / "rgb_den.npy"
+    data = rng.random((2, 9, 8)).astype(np.float32)
+    tifffile.imwrite(
+        src, data, imagej=True, resolution=(2.0, 4.0), metadata={"axes": "CYX", "unit": "micron"}
+    )
+    rc, _, err = call(
+        capsys,
+        "denoise",
+        src,
+        out,
+        "--beta",
+        "0.2",
+        "--method",
+        "primal_dual",
+        "--fidelity",
+        "l1",
+        "--max-iter",
+        "50",
+    )
+    assert rc == 0, err
+    expected = denoise_tv(
+        data,
+        0.2,
+        method="primal_dual",
+        fidelity="l1",
+        max_num_iter=50,
+        channel_axis=0,
+        spacing=(0.25, 0.5),
+    )
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_denoise_library_errors_are_clean(capsys, tmp_path, rng):
+    src, out = tmp_path / "neg.npy", tmp_path / "out.npy"
+    np.save(src, rng.normal(size=(6, 6)))
+    rc, _, err = call(
+        capsys,
+        "denoise",
+        src,
+        out,
+        "--beta",
+        "1",
+        "--fidelity",
+        "poisson",
+        "--method",
+        "primal_dual",
+    )
+    assert_clean_error(rc, err, out, "poisson")
+    rc, _, err = call(capsys, "denoise", src, out, "--beta", "-1")
+    assert_clean_error(rc, err, out, "beta")
+    rc, _, err = call(capsys, "denoise", src, out, "--beta", "1", "--method", "magic")
+    assert_clean_error(rc, err, out, "method")
+    rc, _, err = call(capsys, "denoise", src, out, "--beta", "1", "--channel-axis", "5")
+    assert_clean_error(rc, err, out, "channel_axis")
+
+
+def test_denoise_keyboard_interrupt(capsys, monkeypatch, image_npy, tmp_path):
+    import napari_tv.solvers.api as api
+
+    def interrupted(*args, callback=None, **kwargs):
+        callback({"fraction": 0.5, "iter": 3, "energy": 1.0})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "denoise_tv", interrupted)
+    out = tmp_path / "out.npy"
+    rc, _, err = call(capsys, "denoise", image_npy, out, "--beta", "1")
+    assert rc == 130 and err.strip().endswith("napari-tv: interrupted; no output written")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_script_denoise_matches_the_api(tmp_path, image_npy):
+    from napari_tv.solvers.api import denoise_tv
+
+    out = tmp_path / "den.npy"
+    proc = run_cli(
+        "denoise",
+        image_npy,
+        out,
+        "--beta",
+        "1.5",
+        "--tv",
+        "anisotropic",
+        "--method",
+        "bregman",
+        "--max-iter",
+        "300",
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = denoise_tv(
+        np.load(image_npy), 1.5, tv="anisotropic", method="bregman", max_num_iter=300
+    )
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-7, atol=1e-9)
+    assert "energy " in proc.stdout and "time " in proc.stdout
+
+
+def test_script_sigint_stops_cleanly(tmp_path, rng):
+    src, out = tmp_path / "big.npy", tmp_path / "out.tif"
+    np.save(src, rng.normal(size=(96, 96)))
+    proc = subprocess.Popen(
+        [
+            *COMMAND,
+            "denoise",
+            str(src),
+            str(out),
+            "--beta",
+            "0.5",
+            "--tol",
+            "0",
+            "--max-iter",
+            "100000000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stderr.readline()  # "napari-tv: denoising ..." once the solver starts
+        assert "denoising" in first, first
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "napari-tv: interrupted; no output written" in stderr and "Traceback" not in stderr
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npy"]

@@ -300,8 +300,8 @@ def _levels_arg(text: str):
 class _Progress:
     """The solver callback: a tqdm bar on stderr (shown after 0.5 s) fed by ``info["fraction"]``."""
 
-    def __init__(self, enabled: bool, desc: str):
-        self.enabled, self.desc, self.bar = enabled, desc, None
+    def __init__(self, enabled: bool, desc: str, start_note: str = ""):
+        self.enabled, self.desc, self.bar, self.start_note = enabled, desc, None, start_note
 
     def __call__(self, info: dict) -> bool:
         if not self.enabled:
@@ -309,13 +309,16 @@ class _Progress:
         if self.bar is None:
             from tqdm import tqdm
 
+            if self.start_note:  # the solver has accepted every parameter and is running
+                _note(self.start_note)
+
             self.bar = tqdm(
                 total=1000,
                 desc=self.desc,
                 file=sys.stderr,
                 delay=0.5,
                 leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
             )
         frac = float(info.get("fraction", 0.0) or 0.0)
         n = int(round(1000 * min(max(frac, 0.0), 1.0)))
@@ -374,11 +377,11 @@ def _run_denoise(args) -> int:
     if args.max_iter is not None:
         kwargs["max_num_iter"] = args.max_iter
     shape = "x".join(map(str, img.data.shape))
-    _note(
+    start = (
         f"denoising {args.input} ({shape} {img.data.dtype}) with {args.method}, "
         f"beta {args.beta:g}" + (f", spacing {spacing}" if spacing is not None else "")
     )
-    progress = _Progress(not args.quiet, args.method)
+    progress = _Progress(not args.quiet, args.method, start)
     t0 = time.perf_counter()
     try:
         u, res = _library_call(
