@@ -29,6 +29,7 @@ from ..operators import BOUNDARIES, TV_KINDS, tv_energy
 from ._gap import duality_gap
 from ._kernels import as_3d, as_4d, div_at, fdiff, inv_steps
 from ._kernels import divergence as k_divergence
+from ._kernels import gradient as k_gradient
 from ._result import TVResult
 
 __all__ = ["solve_bregman", "skimage_weight", "beta_from_skimage_weight"]
@@ -218,6 +219,7 @@ def _initial_state(image, init, beta, rho, steps, periodic):
     elif "p" in extra and np.shape(extra["p"]) == shape and rho is not None and beta > 0:
         # a dual solution p of another method: at the fixed point d = ∇u and b = β p / ρ
         b[...] = np.asarray(extra["p"]) * (beta / rho)
+        d[...] = k_gradient(u, steps, periodic)
     return u, d, b, rho
 
 
