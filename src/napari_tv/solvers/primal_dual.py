@@ -106,7 +106,9 @@ def solve_primal_dual(
     Returns
     -------
     TVResult
-        ``extra["p"]`` is the dual field (|p_s| ≤ 1; for L2 ``u = v + beta div p`` at the
+        ``extra["tau"]`` is the last primal step (a TVResult of this method passed as
+        ``init`` resumes from it, so the accelerated schedule continues); ``extra["p"]`` is
+        the dual field (|p_s| ≤ 1; for L2 ``u = v + beta div p`` at the
         optimum, the same convention as :func:`solve_chambolle`, so either warm-starts the
         other).
 
@@ -142,17 +144,31 @@ def solve_primal_dual(
     """
     monitor = Monitor("primal_dual", max_num_iter, tol, callback)
     u, p = _initial_state(init, image)
+    # resuming a primal-dual run also resumes its (accelerated) step size
+    resume = isinstance(init, TVResult) and init.method == "primal_dual"
+    tau0 = init.extra.get("tau") if resume else None
     periodic = boundary == "periodic"
     isotropic = tv == "isotropic"
     if beta == 0:
         u[...] = image
         gap = 0.0
         n_iter = 0
+        tau = tau0
         monitor.converged = True
     else:
         with threads_for(image.size):
-            n_iter, gap = _iterate(
-                image, beta, u, p, fidelity, isotropic, spacing, periodic, max_num_iter, monitor
+            n_iter, gap, tau = _iterate(
+                image,
+                beta,
+                u,
+                p,
+                fidelity,
+                isotropic,
+                spacing,
+                periodic,
+                max_num_iter,
+                monitor,
+                tau0,
             )
     energy = tv_energy(u, image, beta, fidelity=fidelity, tv=tv, boundary=boundary, spacing=spacing)
     return TVResult(
@@ -165,18 +181,22 @@ def solve_primal_dual(
         elapsed=monitor.elapsed(),
         method="primal_dual",
         cancelled=monitor.cancelled,
-        extra={"p": p},
+        extra={"p": p, "tau": tau},
     )
 
 
-def _iterate(image, beta, u, p, fidelity, isotropic, spacing, periodic, max_num_iter, monitor):
-    """Run the iterations in place on ``u`` and ``p``; return ``(n_iter, gap)``."""
+def _iterate(
+    image, beta, u, p, fidelity, isotropic, spacing, periodic, max_num_iter, monitor, tau0
+):
+    """Run the iterations in place on ``u`` and ``p`` from the primal step ``tau0`` (None:
+    ``1/||K||``); return ``(n_iter, gap, tau)``."""
     ndim = image.ndim
     ih = inv_steps(spacing, ndim)
     lip = beta * math.sqrt(dual_norm_bound(spacing, ndim))  # >= ||K||
     code = FIDELITY_CODE[fidelity]
     accelerate = fidelity == "l2"
-    tau = sigma = 1.0 / lip
+    tau = 1.0 / lip if tau0 is None else float(tau0)
+    sigma = 1.0 / (tau * lip * lip)
     mode = PROJECT if isotropic else CLIP
     floor = fidelity_floor(image, fidelity)
     ubar = u.copy()
@@ -221,4 +241,4 @@ def _iterate(image, beta, u, p, fidelity, isotropic, spacing, periodic, max_num_
             periodic=periodic,
             floor=floor,
         ).rel
-    return n_iter, gap
+    return n_iter, gap, tau
