@@ -57,6 +57,7 @@ from napari_tv._validation import (
 from napari_tv.fidelity import FIDELITIES, check_fidelity_data, fidelity_value
 from napari_tv.operators import graph_tv, level_grid, tv_norm
 from napari_tv.solvers._result import TVResult
+from napari_tv.solvers.api import METHODS, SUPPORTED, denoise_tv
 
 __all__ = [
     "BetaSweep",
@@ -72,12 +73,6 @@ Callback = Callable[[dict], Any]
 
 #: how many slices :meth:`BetaSweep.preview_slice` keeps a warm-start cache for
 MAX_PREVIEW_SLICES = 8
-
-
-def _default_solver() -> Callable[..., Any]:
-    from napari_tv.solvers.api import denoise_tv
-
-    return denoise_tv
 
 
 def _is_partial(result) -> bool:
@@ -211,8 +206,11 @@ class BetaSweep:
     ) -> None:
         raw = np.asarray(image)
         self.image = as_float_array(raw, "image")
-        self.method = method
+        self.method = check_choice("method", method, METHODS)
         self.fidelity = check_choice("fidelity", fidelity, FIDELITIES)
+        if fidelity not in SUPPORTED[method]["fidelity"]:
+            allowed = ", ".join(map(repr, SUPPORTED[method]["fidelity"]))
+            raise ValueError(f"method={method!r} supports fidelity {allowed}; got {fidelity!r}")
         check_fidelity_data(self.image, fidelity)
         self.tv = check_choice("tv", tv, ("isotropic", "anisotropic"))
         self.spacing = check_spacing(spacing, self.image.ndim)
@@ -223,7 +221,7 @@ class BetaSweep:
         self.tol = check_real("tol", tol, minimum=0.0, strict=True)
         self.cache_size = check_int("cache_size", cache_size, minimum=1)
         self.cache_bytes = check_int("cache_bytes", cache_bytes, minimum=0)
-        self._solver = _default_solver() if solver is None else solver
+        self._solver = denoise_tv if solver is None else solver
         self.levels = None
         if method == "exact":
             self.levels = level_grid(raw, levels)
