@@ -219,8 +219,12 @@ def test_perimeter_rejects_non_binary_mask():
 
 @pytest.mark.parametrize(
     "kwargs, error",
-    [({"connectivity": 3}, ValueError), ({"weights": [1.0]}, ValueError),
-     ({"weights": -1.0}, ValueError), ({"spacing": (1.0, 0.0)}, ValueError)],
+    [
+        ({"connectivity": 3}, ValueError),
+        ({"weights": [1.0]}, ValueError),
+        ({"weights": -1.0}, ValueError),
+        ({"spacing": (1.0, 0.0)}, ValueError),
+    ],
 )
 def test_graph_parameters_are_validated(kwargs, error):
     u = np.arange(6.0).reshape(2, 3)
@@ -307,8 +311,12 @@ def test_coarea_off_the_grid_is_the_tv_of_the_rounded_image(rng):
 
 @pytest.mark.parametrize(
     "shape, fidelity, connectivity, dtype",
-    [((11,), "l2", 1, np.uint8), ((6, 7), "l1", 2, np.uint8), ((6, 7), "l2", 1, np.float64),
-     ((3, 4, 5), "l2", 3, np.uint8)],
+    [
+        ((11,), "l2", 1, np.uint8),
+        ((6, 7), "l1", 2, np.uint8),
+        ((6, 7), "l2", 1, np.float64),
+        ((3, 4, 5), "l2", 3, np.uint8),
+    ],
 )
 def test_dichotomy_partition_ends_at_the_exact_solution(rng, shape, fidelity, connectivity, dtype):
     from napari_tv.levelsets import dichotomy_partition
@@ -361,3 +369,55 @@ def test_dichotomy_partition_validates_like_the_solver():
         dichotomy_partition(np.zeros((3, 3)), 1.0, fidelity="l3")
     with pytest.raises(ValueError, match="dimensions"):
         dichotomy_partition(np.zeros((2, 2, 2, 2)), 1.0)
+
+
+# ------------------------------------------------------- the energy, level by level
+
+
+@pytest.mark.parametrize("fidelity", ["l2", "l1", "poisson"])
+@pytest.mark.parametrize("ndim, connectivity", [(1, 1), (2, 2), (3, 1)])
+def test_energy_splits_into_binary_level_energies(rng, fidelity, ndim, connectivity):
+    """E(u) = Σ_k E^k(u^{λ_k}) + Σ_s g_s(λ_0) for every u on the grid (seed 002, Prop. 1)."""
+    from napari_tv.fidelity import fidelity_pointwise
+    from napari_tv.operators import tv_energy
+    from reference.levelsets import level_energy
+
+    grid = np.cumsum(rng.uniform(0.2, 1.5, size=7))  # > 0 for Poisson
+    u = on_grid(rng, SHAPES[ndim], grid)
+    v = rng.uniform(0.0, 9.0, size=u.shape)
+    beta = 0.8
+
+    def pointwise(a, b):
+        return fidelity_pointwise(a, b, fidelity)
+
+    def perimeter_of(x):
+        return perimeter(x, connectivity)
+
+    stack = level_sets(u, grid)
+    total = sum(
+        level_energy(stack[k], grid[k], grid[k + 1], v, beta, pointwise, perimeter_of)
+        for k in range(len(grid) - 1)
+    )
+    constant = float(pointwise(np.full(v.shape, grid[0]), v).sum())
+    expected = tv_energy(u, v, beta, fidelity=fidelity, connectivity=connectivity)
+    assert total + constant == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("fidelity", ["l2", "l1"])
+def test_independent_level_cuts_nest_and_give_the_exact_minimum(rng, fidelity):
+    """Minimising each E^k on its own (PyMaxflow) gives nested sets and the exact solution."""
+    from napari_tv.fidelity import fidelity_pointwise
+    from napari_tv.operators import tv_energy
+    from napari_tv.solvers.exact import solve_exact
+    from reference.levelsets import levelwise_minimiser_pymaxflow
+
+    v = rng.normal(size=(14, 12)) + np.where(np.arange(12) < 6, 0.0, 2.5)
+    grid = level_grid(v, 12)
+    stack = levelwise_minimiser_pymaxflow(
+        v, 0.6, grid, lambda a, b: fidelity_pointwise(a, b, fidelity)
+    )
+    assert np.all(stack[:-1] <= stack[1:])  # nested, as convexity promises
+    u = from_level_sets(stack, grid)
+    exact = solve_exact(v, 0.6, fidelity=fidelity, levels=grid)
+    energy = tv_energy(u, v, 0.6, fidelity=fidelity, connectivity=1)
+    assert energy == pytest.approx(exact.energy, rel=1e-12)
