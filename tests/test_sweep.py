@@ -213,6 +213,7 @@ def test_exact_method_uses_raw_integer_grid_and_no_warm_start(rng):
     direct = denoise_tv(raw, 2.0, method="exact")
     np.testing.assert_array_equal(result.u, direct)
     assert inits == [False, False]
+    assert not sweep.solve(4.0, time_budget=0.0).cancelled  # no partial dichotomy to resume
 
 
 # -- latest-wins -------------------------------------------------------------------------------

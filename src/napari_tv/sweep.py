@@ -254,7 +254,8 @@ class BetaSweep:
         time_budget: float | None,
     ) -> TVResult:
         beta = check_real("beta", beta, minimum=0.0)
-        callback = _with_time_budget(callback, time_budget)
+        if self.method != "exact":  # a stopped dichotomy has nothing to continue from
+            callback = _with_time_budget(callback, time_budget)
         with self._lock:
             hit = cache.get(beta)
             if hit is not None:
@@ -279,7 +280,8 @@ class BetaSweep:
         ``time_budget`` (seconds) stops the solve once exceeded (checked at the solver's
         reports). A stopped solve returns its current iterate with ``cancelled=True``; unless
         it had met ``tol`` (``converged=True``) it is kept as a warm start only, so a later
-        call at the same β continues from it.
+        call at the same β continues from it. ``method="exact"`` ignores ``time_budget``
+        (a stopped dichotomy leaves nothing to continue from).
         """
         return self._solve_cached(
             self.image, beta, self._cache, self.spacing, callback, time_budget
