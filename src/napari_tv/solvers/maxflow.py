@@ -125,17 +125,20 @@ class GridFlowState:
 def _push_active(i, active, in_active, qstate):
     if not in_active[i]:
         in_active[i] = True
-        n = active.shape[0]
-        active[(qstate[0] + qstate[1]) % n] = i
+        k = qstate[0] + qstate[1]
+        if k >= active.shape[0]:
+            k -= active.shape[0]
+        active[k] = i
         qstate[1] += 1
 
 
 @jit
 def _next_active(parent, active, in_active, qstate):
-    n = active.shape[0]
     while qstate[1] > 0:
         i = active[qstate[0]]
-        qstate[0] = (qstate[0] + 1) % n
+        qstate[0] += 1
+        if qstate[0] == active.shape[0]:
+            qstate[0] = 0
         qstate[1] -= 1
         in_active[i] = False
         if parent[i] != FREE:
@@ -145,18 +148,19 @@ def _next_active(parent, active, in_active, qstate):
 
 @jit
 def _orphan_front(i, parent, orphans, qstate):
-    n = orphans.shape[0]
     parent[i] = ORPHAN
-    qstate[2] = (qstate[2] - 1 + n) % n
+    qstate[2] = (qstate[2] if qstate[2] > 0 else orphans.shape[0]) - 1
     orphans[qstate[2]] = i
     qstate[3] += 1
 
 
 @jit
 def _orphan_rear(i, parent, orphans, qstate):
-    n = orphans.shape[0]
     parent[i] = ORPHAN
-    orphans[(qstate[2] + qstate[3]) % n] = i
+    k = qstate[2] + qstate[3]
+    if k >= orphans.shape[0]:
+        k -= orphans.shape[0]
+    orphans[k] = i
     qstate[3] += 1
 
 
@@ -336,10 +340,11 @@ def _bk_maxflow(nodes, rc, tr, nbr, rev, parent, is_sink, ts, dist, active, in_a
         in_active[i] = True  # keep i current: it may have further paths
         cur = i
         flow += _augment(ai, ad, rc, tr, nbr, rev, parent, orphans, qstate)
-        n_orph = orphans.shape[0]
         while qstate[3] > 0:
             o = orphans[qstate[2]]
-            qstate[2] = (qstate[2] + 1) % n_orph
+            qstate[2] += 1
+            if qstate[2] == orphans.shape[0]:
+                qstate[2] = 0
             qstate[3] -= 1
             _adopt(o, time, rc, nbr, rev, parent, is_sink, ts, dist,
                    active, in_active, orphans, qstate)  # fmt: skip
