@@ -379,9 +379,13 @@ def test_denoise_in_process_matches_the_api(capsys, imagej_tif, volume, tmp_path
     from napari_tv.solvers.api import denoise_tv
 
     out = tmp_path / "den.tif"
-    rc, stdout, err = call(capsys, "denoise", imagej_tif, out, "--beta", "2", "--tol", "1e-3")
+    rc, stdout, err = call(
+        capsys, "denoise", imagej_tif, out, "--beta", "2", "--tol", "1e-3", "--boundary", "periodic"
+    )
     assert rc == 0, err
-    expected, info = denoise_tv(volume, 2.0, spacing=IJ_SPACING, tol=1e-3, return_info=True)
+    expected, info = denoise_tv(
+        volume, 2.0, spacing=IJ_SPACING, tol=1e-3, boundary="periodic", return_info=True
+    )
     got, axes, meta, res = read_tif(out)
     assert got.dtype == np.float32 and axes == "ZYX"
     assert meta["spacing"] == pytest.approx(2.0) and res == pytest.approx((4.0, 2.0))

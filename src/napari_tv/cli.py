@@ -367,6 +367,7 @@ def _run_denoise(args) -> int:
         "method": args.method,
         "fidelity": args.fidelity,
         "tv": args.tv,
+        "boundary": args.boundary,
         "spacing": spacing,
         "tol": args.tol,
         "channel_axis": channel_axis,
@@ -553,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fidelity", default="l2", help="l2, l1 or poisson")
     p.add_argument("--tv", default="isotropic", help="isotropic or anisotropic")
+    p.add_argument("--boundary", default="neumann", help="neumann or periodic")
     p.add_argument("--connectivity", type=int, help="graph neighbourhood for --method exact")
     p.add_argument("--levels", type=_levels_arg, help="grey levels for exact: L or l1,l2,...")
     p.add_argument("--spacing", type=_spacing_arg, help=spacing_help)
