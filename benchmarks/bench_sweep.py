@@ -10,6 +10,10 @@ first solve (the preview shown when the widget opens) is not counted. Columns:
 * ``budget``: ``solve(beta, time_budget=0.08)``, the anytime preview (median ms and the
   median relative gap it reaches).
 
+A second table drags fast: a submit every 30 ms without waiting; it gives the latency from
+the last submit to its result, how many intermediate results were shown and how many solves
+ran (latest-wins stops or skips the rest).
+
 Run: ``python benchmarks/bench_sweep.py [--moves 20] [--quick]``.
 """
 
@@ -25,6 +29,7 @@ import numpy as np
 from napari_tv.sweep import BetaSweep, LatestWins, estimate_noise_sigma
 
 BUDGET = 0.08  # seconds: the anytime-preview column
+DRAG_INTERVAL = 0.03  # seconds between slider events in the fast-drag table (~33 Hz)
 
 
 def _data_2d(shape):
@@ -57,6 +62,7 @@ class _Probe:
 
     def _on_result(self, result):
         self.delivered = result
+        self.done_at = time.perf_counter()
         self._done.set()
 
     def _on_error(self, exc):
@@ -90,6 +96,27 @@ def _latencies(make_call, betas, *, fresh=False, **call_kw):
     probe.runner.close()
     t = np.array(times)
     return np.median(t), np.percentile(t, 90), np.median(iters), np.median(gaps)
+
+
+def _drag(make_call, betas, interval=DRAG_INTERVAL):
+    """A fast drag: one submit every ``interval`` s without waiting. Returns the latency from
+    the last submit to its result (s), the results shown during the drag and the solves run."""
+    probe = _Probe(make_call())
+    probe.move(betas[0])  # the opening preview
+    shown_before = probe.runner.n_delivered
+    for beta in betas[1:]:
+        probe._done.clear()
+        last = time.perf_counter()
+        probe.runner.submit(beta)
+        time.sleep(interval)
+    if not probe._done.wait(600.0) or not probe.runner.wait(600.0):
+        raise TimeoutError("no result within 600 s")
+    latency = max(probe.done_at - last, 0.0)
+    assert probe.delivered.extra["beta"] == betas[-1]
+    shown = probe.runner.n_delivered - shown_before
+    runs = probe.runner.n_run - 1
+    probe.runner.close()
+    return latency, shown, runs
 
 
 def _scenarios(quick: bool):
@@ -146,6 +173,15 @@ def main(moves: int = 20, quick: bool = False) -> list[dict]:
             f"{name:<24}{method:<11}{1e3 * warm[0]:9.1f}{1e3 * warm[1]:9.1f}{warm[2]:7.0f}"
             f"{1e3 * cold[0]:9.1f}{cold[0] / warm[0]:7.2f}{budget_cols}",
             flush=True,
+        )
+        drag = _drag(make_call, betas)
+        row.update(drag_latency=drag[0], drag_shown=drag[1], drag_runs=drag[2])
+    print(f"\nfast drag: {moves} submits {1e3 * DRAG_INTERVAL:.0f} ms apart, no waiting")
+    print(f"{'scenario':<24}{'method':<11}{'last->result ms':>16}{'shown':>7}{'solves':>8}")
+    for row in rows:
+        print(
+            f"{row['scenario']:<24}{row['method']:<11}{1e3 * row['drag_latency']:16.1f}"
+            f"{row['drag_shown']:7d}{row['drag_runs']:8d}"
         )
     return rows
 
