@@ -317,11 +317,13 @@ def test_keyboard_interrupt_exits_130_without_output(capsys, tmp_path, image_npy
 def test_view_calls_the_widgets_launcher(capsys, monkeypatch, image_npy):
     calls = []
     fake = types.ModuleType("napari_tv._widgets._launch")
-    fake.open_viewer = lambda path_or_array=None, **kw: calls.append(path_or_array)
+    fake.open_viewer = lambda path_or_array=None, **kw: calls.append((path_or_array, kw))
     monkeypatch.setitem(sys.modules, "napari_tv._widgets._launch", fake)
     assert call(capsys, "view", image_npy)[0] == 0
-    assert call(capsys, "view")[0] == 0
-    assert calls == [str(image_npy), None]
+    assert call(capsys, "view", "--sample", "3d")[0] == 0
+    assert calls == [(str(image_npy), {"sample": "2d"}), (None, {"sample": "3d"})]
+    rc, _, err = call(capsys, "view", "--sample", "4d")
+    assert_clean_error(rc, err, None, "invalid choice")
 
 
 # ---------------------------------------------------------- console script, end to end

@@ -139,7 +139,7 @@ def read_image(path) -> ImageFile:
             data = np.load(path, allow_pickle=False)
             return ImageFile(data=data, axes=_default_axes(data.ndim))
         return _read_tiff(path)
-    except (OSError, ValueError, EOFError, KeyError, IndexError) as exc:
+    except Exception as exc:  # a corrupt file can fail in any way; all mean "unreadable"
         raise CLIError(f"cannot read {path}: {exc}") from None
 
 
@@ -516,7 +516,7 @@ def _run_view(args) -> int:
         from napari_tv._widgets._launch import open_viewer
     except ImportError as exc:
         raise CLIError(f"cannot start napari: {exc}") from None
-    open_viewer(path_or_array=target)
+    open_viewer(path_or_array=target, sample=args.sample)
     return 0
 
 
@@ -598,6 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("view", help="open napari with the plugin's widgets")
     p.add_argument("input", metavar="IN", nargs="?", help="image to open (default: sample data)")
+    p.add_argument(
+        "--sample",
+        choices=("2d", "3d"),
+        default="2d",
+        help="the sample to open without IN (default 2d)",
+    )
     p.set_defaults(run=_run_view)
     return parser
 
