@@ -30,7 +30,9 @@ def test_gradient_layers_match_operators(make_napari_viewer, wait_done, blobs_2d
     np.testing.assert_allclose(out.data, expected)
     bound = np.abs(expected).max()
     np.testing.assert_allclose(out.contrast_limits, (-bound, bound))
-    assert out.colormap.name == "PiYG"
+    cmap = out.colormap  # diverging: dark at 0, blue below, orange above
+    np.testing.assert_allclose(cmap.map(np.array([0.5]))[0, :3], 0.0, atol=1e-6)
+    assert cmap.map(np.array([0.0]))[0, 2] > 0.9 and cmap.map(np.array([1.0]))[0, 0] > 0.9
     assert tuple(out.scale) == spacing
     g = gradient(blobs_2d, scheme=scheme, spacing=spacing)
     np.testing.assert_allclose(viewer.layers["img |∇f|"].data, np.sqrt((g**2).sum(0)))

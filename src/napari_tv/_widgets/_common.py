@@ -218,7 +218,7 @@ def show_output(
         for key, value in kwargs.items():
             setattr(layer, key, value)
         if layer_type == "image" and "contrast_limits" not in kwargs:
-            layer.reset_contrast_limits()
+            keep_or_reset_contrast(layer)
     if axis_labels is not None:
         try:
             layer.axis_labels = axis_labels
@@ -229,6 +229,32 @@ def show_output(
     if active is not None and active in viewer.layers:
         viewer.layers.selection.active = active
     return layer
+
+
+def keep_or_reset_contrast(layer) -> None:
+    """Keep an updated image layer's contrast limits (the user may have tuned them) unless
+    they no longer fit the data: covering under half, or over twice, its range."""
+    data = np.asarray(layer.data)
+    lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+    c_lo, c_hi = (float(c) for c in layer.contrast_limits)
+    span, c_span = hi - lo, c_hi - c_lo
+    if span <= 0:
+        return
+    overlap = min(hi, c_hi) - max(lo, c_lo)
+    if overlap < 0.5 * span or c_span > 2.0 * span:
+        layer.reset_contrast_limits()
+
+
+def diverging_colormap():
+    """Blue → black → orange: a diverging colormap with a dark centre (0), for signed maps
+    shown on napari's dark canvas."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        colors=[[0.25, 0.65, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.62, 0.1, 1.0]],
+        name="napari-tv diverging",
+        display_name="diverging (blue-black-orange)",
+    )
 
 
 def compose_frames(viewer, name: str, layer, frames: dict[int, np.ndarray]):

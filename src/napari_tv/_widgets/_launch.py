@@ -67,7 +67,10 @@ def dock_widgets(viewer) -> dict:
             viewer.window.add_dock_widget(widget, name=title, area="right", tabify=i > 0)
         )
         widgets[title] = widget
-    docks[0].raise_()  # the "TV denoise" tab in front
+    from qtpy.QtCore import QTimer
+
+    docks[0].raise_()  # the "TV denoise" tab in front (again once the window is laid out)
+    QTimer.singleShot(0, docks[0].raise_)
     return widgets
 
 

@@ -348,7 +348,6 @@ class DenoiseWidget(QWidget):
             like=layer,
             metadata=meta,
             colormap=layer.colormap,
-            contrast_limits=tuple(layer.contrast_limits),
             blending=layer.blending,
         )
         self.status.setText(f"done: {layer.name!r} → {name!r}")

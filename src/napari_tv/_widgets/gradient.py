@@ -28,6 +28,7 @@ from ._common import (
     LayerCombo,
     LayerError,
     TaskRunner,
+    diverging_colormap,
     format_spacing,
     has_time_label,
     image_layer_info,
@@ -247,7 +248,7 @@ class GradientWidget(QWidget):
         meta = {"napari_tv": "TV gradient", "source": layer.name,
                 "parameters": {**params, "spacing": list(params["spacing"])}}
         show_output(self.viewer, f"{layer.name} TV gradient", tvg, like=layer,
-                    metadata={**meta, "max_abs": bound}, colormap="PiYG",
+                    metadata={**meta, "max_abs": bound}, colormap=diverging_colormap(),
                     contrast_limits=(-bound, bound), visible=True)
         mag = out["magnitude"]
         top = float(mag.max())

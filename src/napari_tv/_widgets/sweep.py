@@ -463,8 +463,7 @@ class SweepWidget(QWidget):
                 return
             data = np.zeros(target, dtype=result.u.dtype)
             data[index] = result.u
-        show_output(self.viewer, name, data, like=layer, metadata=meta,
-                    colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits))
+        show_output(self.viewer, name, data, like=layer, metadata=meta, colormap=layer.colormap)
         self._after_show(beta, plane)
 
     def _after_show(self, beta: float, plane: int | None) -> None:
@@ -511,7 +510,7 @@ class SweepWidget(QWidget):
             axis_labels=("log10 β", *tuple(layer.axis_labels)[-spatial:]),
             metadata={"napari_tv": "β stack", "source": layer.name, "betas": betas.tolist(),
                       "energies": [float(r.energy) for r in out["results"]]},
-            colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits),
+            colormap=layer.colormap,
         )
         self.status.setText(f"β stack: {len(betas)} values from {betas[0]:.3g} to "
                             f"{betas[-1]:.3g} (dims axis log10 β)")

@@ -1,0 +1,132 @@
+"""Screenshots of the four napari-tv widgets in use, for the README and the tutorial.
+
+Run under a virtual X server::
+
+    xvfb-run -a .venv/bin/python scripts/screenshots.py
+
+Writes docs/images/{overview,denoise,gradient,levelsets,sweep}.png.  Every picture is the
+real napari window driven through the widgets' own controls on the plugin's sample data.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
+SIZE = (1500, 940)
+
+
+def wait_until(predicate, timeout: float = 300.0) -> None:
+    """Process Qt events until ``predicate()`` is true."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    start = time.monotonic()
+    while not predicate():
+        app.processEvents()
+        time.sleep(0.01)
+        if time.monotonic() - start > timeout:
+            raise TimeoutError("a widget did not finish in time")
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def front(widget) -> None:
+    """Bring the dock tab holding ``widget`` to the front."""
+    from qtpy.QtWidgets import QDockWidget
+
+    wait_until(lambda: True)
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    if parent is not None:
+        parent.raise_()
+
+
+def only(viewer, *names: str) -> None:
+    """Show just these layers (in this order of importance: the first is selected)."""
+    for layer in viewer.layers:
+        layer.visible = layer.name in names
+    viewer.layers.selection.active = viewer.layers[names[0]]
+
+
+def shot(viewer, name: str) -> Path:
+    wait_until(lambda: True)
+    path = OUT / f"{name}.png"
+    viewer.screenshot(path=str(path), canvas_only=False, flash=False)
+    print(f"wrote {path}")
+    return path
+
+
+def main() -> int:
+    from napari_tv._widgets._launch import docked, open_viewer
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    viewer = open_viewer(sample="2d", show=True, run=False)
+    viewer.window._qt_window.resize(*SIZE)
+    widgets = docked(viewer)
+    noisy = "microscopy 2D (noisy)"
+    clean = "microscopy 2D (clean)"
+    denoise = widgets["TV denoise"]
+    gradient = widgets["TV gradient"]
+    levels = widgets["Level sets"]
+    sweep = widgets["β sweep"]
+
+    # 1. TV denoise: Chambolle, L2, the β the discrepancy principle would pick
+    front(denoise)
+    denoise.layer_combo.set_layer(viewer.layers[noisy])
+    denoise.set_parameters(method="chambolle", fidelity="l2", beta=2.5, tol=1e-4)
+    denoise.run()
+    wait_until(lambda: not denoise.runner.running)
+    out = f"{noisy} TV"
+    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
+    grid.enabled = True
+    grid.shape = (1, 2)
+    only(viewer, out, noisy)
+    viewer.reset_view()
+    shot(viewer, "denoise")
+    shot(viewer, "overview")
+    grid.enabled = False
+
+    # 2. TV gradient of the clean image: diverging colormap and direction arrows
+    front(gradient)
+    gradient.layer_combo.set_layer(viewer.layers[clean])
+    gradient.set_parameters(scheme="forward", eps=0.05, step=8)
+    gradient.run()
+    wait_until(lambda: not gradient.runner.running)
+    only(viewer, f"{clean} ∇f direction", f"{clean} TV gradient")
+    viewer.reset_view()
+    shot(viewer, "gradient")
+
+    # 3. Level sets of the denoised image: u^λ over it and the perimeter profile
+    front(levels)
+    levels.layer_combo.set_layer(viewer.layers[out])
+    levels.set_parameters(levels=32, connectivity=2)
+    levels.run()
+    wait_until(lambda: not levels.runner.running)
+    levels.set_level_index(8)
+    only(viewer, f"{out} u^λ", out)
+    viewer.reset_view()
+    shot(viewer, "levelsets")
+
+    # 4. β sweep: L-curve, suggested β (discrepancy principle), live result at that β
+    front(sweep)
+    sweep.layer_combo.set_layer(viewer.layers[noisy])
+    sweep.set_parameters(method="chambolle", k=8, beta_range=(0.2, 20.0), tol=1e-3)
+    sweep.run_curve(suggest=True)
+    wait_until(lambda: not sweep.runner.running)
+    sweep.use_suggested.click()
+    wait_until(lambda: sweep.idle)
+    only(viewer, out)
+    viewer.reset_view()
+    shot(viewer, "sweep")
+
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
