@@ -122,7 +122,35 @@ def _read_tiff(path: Path) -> ImageFile:
 
 
 def read_image(path) -> ImageFile:
-    """Read a TIFF or ``.npy`` image with its voxel-size metadata (``CLIError`` if unreadable)."""
+    """Read a TIFF or ``.npy`` image with its voxel-size metadata.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.tif``/``.tiff`` (plain, ImageJ or OME) or ``.npy`` file (no pickles).
+
+    Returns
+    -------
+    ImageFile
+        The array (first TIFF series, as stored) and its metadata: ``axes`` (tifffile's axis
+        letters, guessed ``"YX"``/``"ZYX"`` for ``.npy``), physical ``sizes`` and ``units``
+        per axis letter (ImageJ resolution tags and ``spacing``, or OME ``PhysicalSize*``),
+        and a plain TIFF's resolution tags.
+
+    Raises
+    ------
+    CLIError
+        A missing file, a directory, another extension, or any failure to parse the file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
+    >>> np.save(path, np.zeros((2, 3)))
+    >>> img = read_image(path)
+    >>> img.data.shape, img.axes, img.sizes
+    ((2, 3), 'YX', {})
+    """
     path = Path(path)
     if not path.exists():
         raise CLIError(f"{path}: no such file")
@@ -144,7 +172,27 @@ def read_image(path) -> ImageFile:
 
 
 def metadata_spacing(img: ImageFile, channel_axis: int | None = None) -> tuple[float, ...] | None:
-    """The voxel size of the spatial axes (all but ``channel_axis``) from the file's metadata."""
+    """The voxel size of the spatial axes (all but ``channel_axis``) from the file's metadata.
+
+    Parameters
+    ----------
+    img : ImageFile
+        As returned by :func:`read_image`.
+    channel_axis : int, optional
+        An axis to leave out (channels have no spacing).
+
+    Returns
+    -------
+    tuple of float or None
+        One step per remaining axis, in array order (``Z``, ``I`` and ``Q`` axes take the z
+        step, axes without a size 1.0); None when the file records no voxel size.
+
+    Examples
+    --------
+    >>> img = ImageFile(np.zeros((4, 5, 6)), "imagej", "ZYX", {"Z": 2.0, "Y": 0.5, "X": 0.5})
+    >>> metadata_spacing(img)
+    (2.0, 0.5, 0.5)
+    """
     if not img.sizes or len(img.axes) != img.data.ndim:
         return None
     steps = []
@@ -225,7 +273,28 @@ def write_image(
     spacing=None,
     channel_axis: int | None = None,
 ) -> None:
-    """Write ``data`` to ``out`` atomically, with ``like``'s voxel sizes (or ``spacing``'s)."""
+    """Write ``data`` to ``out`` atomically, with ``like``'s voxel sizes (or ``spacing``'s).
+
+    Parameters
+    ----------
+    out : Path
+        ``.npy`` or ``.tif``/``.tiff``; written to a temporary file beside it and renamed.
+    data : ndarray
+        The array to store.
+    like : ImageFile
+        The input it derives from: its flavour (OME in, OME out; ImageJ in, ImageJ out; a
+        plain TIFF keeps its resolution tags) and voxel sizes are written back.
+    axes : str, optional
+        Axis letters of ``data`` (default ``like.axes``).
+    spacing : float or sequence of float, optional
+        Written as ImageJ metadata when ``like`` has no voxel size of its own.
+    channel_axis : int, optional
+        The axis ``spacing`` skips.
+
+    Notes
+    -----
+    ImageJ TIFFs hold uint8, uint16 and float32 only: other dtypes are stored as float32.
+    """
     axes = axes or like.axes or _default_axes(data.ndim)
     sizes, units = like.sizes, like.units
     if not sizes:
@@ -609,7 +678,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``napari-tv``; returns the exit status (0 ok, 2 error, 130 interrupted)."""
+    """Run ``napari-tv`` (the console script's entry point).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 success, 2 error (one line ``napari-tv: error: ...`` on stderr,
+        nothing written), 130 interrupted by Ctrl-C (nothing written).
+
+    Examples
+    --------
+    >>> main(["--version"])
+    napari-tv 0.1.0
+    0
+    """
     parser = build_parser()
     previous = None
     try:  # a parent that ignores SIGINT must not make Ctrl-C ineffective
