@@ -92,8 +92,9 @@ them, so the minimum cuts — and the smallest one — are unchanged.  One ``C``
 keeps the reparametrisation above exact.
 
 *Memory* per (padded) voxel: the max-flow's ``16K + 43`` bytes (:mod:`.maxflow`) plus the data
-``v`` and current slope (8 + 8) and the interval ``lo``, ``hi`` (4 + 4): 99 B per pixel in 2-D
-(connectivity 1), 163 B per voxel in 3-D (connectivity 1).
+``v`` and current slope (8 + 8), the interval ``lo``, ``hi`` (4 + 4) and the round's node lists
+(8 + 8): 115 B per pixel in 2-D (connectivity 1), 179 B per voxel in 3-D (connectivity 1;
+about 0.4 GB for 128³).
 
 References
 ----------
@@ -123,7 +124,11 @@ from napari_tv.solvers.maxflow import GridFlowState, interior, padded_geometry
 
 __all__ = ["solve_exact", "solve_level"]
 
-#: threads for the max-flows of one round (independent groups); 1 = serial
+#: threads for the max-flows of one round: from the second round on, the groups (independent
+#: problems) are dealt into two halves of about equal size, each solved in its own thread.
+#: 1 (serial) by default: on the 2-core build machine, shared with other jobs, two threads did
+#: not measurably help (rounds 2-8 of camera 512² L1: 0.64 s serial vs 0.74 s); try 2 on an
+#: idle multi-core machine.
 THREADS = 1
 #: below this many undecided voxels a round runs in one thread
 MIN_PARALLEL_VOXELS = 20_000
