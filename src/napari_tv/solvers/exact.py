@@ -78,7 +78,7 @@ differ only by :math:`\sum_s (c_s(m_{\rm new}) - c_s(m_{\rm old}))\,x_s`: it suf
 subtract the slope change from ``tr``, zero the arcs between different groups and the rows of
 decided pixels, and resume pushing.  The work left per round is then about
 :math:`\sum_s |c_s(m_{\rm new})-c_s(m_{\rm old})|`, which shrinks with the interval for smooth
-fidelities (L2: 4–5× fewer operations than fresh flows on 256² images); the L1 slopes jump
+fidelities (L2, noisy camera 256²: 4–5× faster than fresh flows); the L1 slopes jump
 between ±1, so there it saves less.  Rounding can then split an exact tie differently than a
 fresh cut would — a different minimiser, the same energy.
 
