@@ -153,6 +153,15 @@ def dual_norm_bound(spacing, ndim: int) -> float:
 
 
 @inline
+def scalar_like(x, arr):
+    """``x`` converted to ``arr``'s dtype (for kernel constants: a float64 constant would
+    promote float32 arithmetic to float64).  Allocates: call it outside loops."""
+    buf = np.empty(1, arr.dtype)
+    buf[0] = x
+    return buf[0]
+
+
+@inline
 def fwd_index(i, n, periodic):
     """Forward neighbour index (``i`` itself at a Neumann end, so the difference vanishes)."""
     if i + 1 < n:
@@ -279,11 +288,11 @@ CHAMBOLLE, CLIP, PROJECT = 0, 1, 2
 
 
 @inline
-def _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
+def _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one):
     """Chambolle's semi-implicit step at one voxel.  Components ``(k0, k1, k2)`` pair with the
     padded axes; a padded axis repeats the next component index and has ``g = 0``: all new
     values are computed before writing, and the real component is written last."""
-    s = 1.0 / (1.0 + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
+    s = one / (one + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
     q0 = (p[k0, i0, i1, i2] + tau * g0) * s
     q1 = (p[k1, i0, i1, i2] + tau * g1) * s
     q2 = (p[k2, i0, i1, i2] + tau * g2) * s
@@ -293,31 +302,31 @@ def _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
 
 
 @inline
-def _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K):
+def _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K, one):
     """Projected-gradient step ``(p + tau g) / max(1, |p + tau g|)`` (see ``_iso_update``)."""
     # a padded axis (k0 when K < 3, k1 when K == 1) repeats a real component: count it as 0
-    q0 = p[k0, i0, i1, i2] + tau * g0 if K == 3 else 0.0
-    q1 = p[k1, i0, i1, i2] + tau * g1 if K >= 2 else 0.0
+    q0 = p[k0, i0, i1, i2] + tau * g0 if K == 3 else one - one
+    q1 = p[k1, i0, i1, i2] + tau * g1 if K >= 2 else one - one
     q2 = p[k2, i0, i1, i2] + tau * g2
-    s = 1.0 / max(1.0, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
+    s = one / max(one, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
     p[k0, i0, i1, i2] = q0 * s
     p[k1, i0, i1, i2] = q1 * s
     p[k2, i0, i1, i2] = q2 * s
 
 
 @inline
-def _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau):
+def _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one):
     """Projected-gradient step ``clip(p + tau g, -1, 1)`` at one voxel (see ``_iso_update``)."""
-    q0 = min(1.0, max(-1.0, p[k0, i0, i1, i2] + tau * g0))
-    q1 = min(1.0, max(-1.0, p[k1, i0, i1, i2] + tau * g1))
-    q2 = min(1.0, max(-1.0, p[k2, i0, i1, i2] + tau * g2))
+    q0 = min(one, max(-one, p[k0, i0, i1, i2] + tau * g0))
+    q1 = min(one, max(-one, p[k1, i0, i1, i2] + tau * g1))
+    q2 = min(one, max(-one, p[k2, i0, i1, i2] + tau * g2))
     p[k0, i0, i1, i2] = q0
     p[k1, i0, i1, i2] = q1
     p[k2, i0, i1, i2] = q2
 
 
 @inline
-def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K):
+def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K, one):
     """One dual update at ``(i0, i1, i2)``; ``j*`` are the forward neighbours."""
     k2 = K - 1
     k1 = max(K - 2, 0)
@@ -327,34 +336,35 @@ def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K):
     g1 = h1 * (w[i0, j1, i2] - c)
     g2 = h2 * (w[i0, i1, j2] - c)
     if mode == CHAMBOLLE:
-        _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau)
+        _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one)
     elif mode == CLIP:
-        _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau)
+        _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one)
     else:
-        _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K)
+        _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K, one)
 
 
 @inline
-def _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K):
+def _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K, one):
     """``dual_ascent_step`` on the line ``(i0, i1)``.  ``mode`` and ``K`` (the number of
     components) are passed as constants so that the branches and component indices fold and
     LLVM vectorises the interior loop."""
     n2 = w.shape[2]
     for i2 in range(n2 - 1):
-        _dual_voxel(p, w, i0, i1, i2, j0, j1, i2 + 1, h0, h1, h2, tau, mode, K)
+        _dual_voxel(p, w, i0, i1, i2, j0, j1, i2 + 1, h0, h1, h2, tau, mode, K, one)
     i2 = n2 - 1
-    _dual_voxel(p, w, i0, i1, i2, j0, j1, fwd_index(i2, n2, periodic), h0, h1, h2, tau, mode, K)
+    j2 = fwd_index(i2, n2, periodic)
+    _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K, one)
 
 
 @inline
-def _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K):
+def _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K, one):
     """Call ``_dual_line`` with ``mode`` as a compile-time constant."""
     if mode == CHAMBOLLE:
-        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 0, K)
+        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 0, K, one)
     elif mode == CLIP:
-        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 1, K)
+        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 1, K, one)
     else:
-        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 2, K)
+        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 2, K, one)
 
 
 @jit(parallel=True)
@@ -364,24 +374,27 @@ def dual_ascent_step(p, w, ih, periodic, tau, mode):
     ``p <- clip(p + tau g, -1, 1)``; ``PROJECT``: ``p <- (p + tau g) / max(1, |p + tau g|)``."""
     K = p.shape[0]
     n0, n1, n2 = w.shape
+    # arithmetic in the arrays' precision (float32 stays float32: twice the SIMD width)
+    one = scalar_like(1.0, p)
+    tau = scalar_like(tau, p)
+    h0, h1, h2 = scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p)
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
         j0 = fwd_index(i0, n0, periodic)
         j1 = fwd_index(i1, n1, periodic)
-        h0, h1, h2 = ih[0], ih[1], ih[2]
         if K == 3:
-            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 3)
+            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 3, one)
         elif K == 2:
-            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 2)
+            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 2, one)
         else:
-            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 1)
+            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 1, one)
 
 
 @inline
-def _div_line_term(p, k, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K):
+def _div_line_term(p, zero, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K):
     """The axis-0 and axis-1 parts of ``div p`` at ``(i0, i1, i2)`` (padded views)."""
-    d = 0.0
+    d = zero
     if K == 3:
         d += h0 * (a0 * p[0, i0, i1, i2] - b0 * p[0, im0, i1, i2])
     if K >= 2:
@@ -395,13 +408,20 @@ def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
     beta w``; primal-dual: ``u + tau beta div p = tau beta w`` with ``inv_beta = 1/(tau beta)``)."""
     K = p.shape[0]
     n0, n1, n2 = v.shape
-    h0, h1, h2 = ih[0], ih[1], ih[2]
+    one = scalar_like(1.0, w)
+    zero = one - one
+    inv_beta = scalar_like(inv_beta, w)
+    h0, h1, h2 = scalar_like(ih[0], w), scalar_like(ih[1], w), scalar_like(ih[2], w)
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
-        im0, a0, b0 = back_terms(i0, n0, periodic)
-        im1, a1, b1 = back_terms(i1, n1, periodic)
-        terms = (i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic)
+        im0, a0f, b0f = back_terms(i0, n0, periodic)
+        im1, a1f, b1f = back_terms(i1, n1, periodic)
+        a0 = one if a0f != 0.0 else zero
+        b0 = one if b0f != 0.0 else zero
+        a1 = one if a1f != 0.0 else zero
+        b1 = one if b1f != 0.0 else zero
+        terms = (i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic, zero)
         if K == 3:
             _rescaled_divergence_line(p, v, w, terms, 3)
         elif K == 2:
@@ -413,16 +433,16 @@ def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
 @inline
 def _rescaled_divergence_line(p, v, w, terms, K):
     """``_rescaled_divergence`` on one line (``K`` a constant, see ``_dual_line``)."""
-    i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic = terms
+    i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic, zero = terms
     n2 = v.shape[2]
     k2 = K - 1
     for i2 in range(1, n2 - 1):
-        d = _div_line_term(p, 0, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
+        d = _div_line_term(p, zero, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
         d += h2 * (p[k2, i0, i1, i2] - p[k2, i0, i1, i2 - 1])
         w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
     for i2 in (0, n2 - 1):
         im2, a2, b2 = back_terms(i2, n2, periodic)
-        d = _div_line_term(p, 0, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
+        d = _div_line_term(p, zero, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
         d += h2 * (a2 * p[k2, i0, i1, i2] - b2 * p[k2, i0, i1, im2])
         w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
 
