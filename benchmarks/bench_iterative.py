@@ -1,0 +1,158 @@
+"""Iterative solvers: Chambolle against scikit-image, time to a gap, memory traffic.
+
+Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks/bench.py``).
+
+1. ``denoise_tv(method="chambolle")`` against ``skimage.restoration.denoise_tv_chambolle`` at
+   equal iterations and dtype (float32), scikit-image's own stop disabled (``eps=0``:
+   ``|E_prev - E| < 0`` never holds, so it runs ``max_num_iter`` dual updates; we run the same
+   number with ``tol=0``).  Measured alternately, median of a few repetitions; ours with the
+   default Numba threads and with one thread.
+2. Time to a relative duality gap of 1e-4 for every iterative method, on the 2-D sample.
+3. Effective memory traffic of a Chambolle iteration next to ``np.copyto`` bandwidth.
+   Bytes-per-iteration model (each array streamed once per pass, neighbours from cache):
+   dual step reads ``w`` (N) and ``p`` (K N) and writes ``p`` (K N); the rescaled divergence
+   reads ``p`` (K N) and ``v`` (N) and writes ``w`` (N): ``(3K + 3) N`` values per
+   iteration (K = ndim components), times the item size.  Copy bandwidth counts read + write.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+
+from napari_tv.solvers import denoise_tv
+
+
+def _median_time(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _side_by_side(fns, repeat=3):
+    """Median times of several callables, measured alternately (each warmed up once)."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+def _one_thread(fn):
+    def run():
+        old = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            fn()
+        finally:
+            numba.set_num_threads(old)
+
+    return run
+
+
+def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
+    from skimage.restoration import denoise_tv_chambolle
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for shape, n in cases:
+        v = rng.random(shape, dtype=np.float32)
+        weight = 0.1
+
+        def ours():
+            return denoise_tv(v, weight, tol=0.0, max_num_iter=n)
+
+        def sk():
+            return denoise_tv_chambolle(v, weight=weight, eps=0.0, max_num_iter=n)
+
+        t_ours, t_one, t_sk = _side_by_side([ours, _one_thread(ours), sk], repeat)
+        assert ours().dtype == np.float32 and sk().dtype == np.float32
+        rows.append((shape, n, t_sk, t_ours, t_one))
+    print("\n## Chambolle vs scikit-image, equal iterations, float32\n")
+    print(f"Numba threads: {numba.get_num_threads()} (threading layer {numba.threading_layer()})\n")
+    print("| shape | iterations | skimage [s] | ours [s] | ratio | ours 1 thread [s] | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for shape, n, t_sk, t_ours, t_one in rows:
+        print(
+            f"| {'x'.join(map(str, shape))} | {n} | {t_sk:.3f} | {t_ours:.3f} | "
+            f"{t_sk / t_ours:.1f}x | {t_one:.3f} | {t_sk / t_one:.1f}x |"
+        )
+    return rows
+
+
+def time_to_gap(tol=1e-4, beta=None, max_num_iter=20000):
+    from napari_tv._sample_data import microscopy_2d
+
+    noisy, _ = microscopy_2d((256, 256), seed=0)
+    noisy = noisy.astype(np.float32)
+    beta = float(0.1 * noisy.max()) if beta is None else beta
+    methods = ["chambolle", "primal_dual", "gradient_descent", "bregman"]
+    print(
+        f"\n## Time to a relative duality gap < {tol:g} (256x256 float32 sample, beta={beta:.3g})\n"
+    )
+    print("| method | iterations | time [s] | converged | final gap | energy |")
+    print("|---|---:|---:|---|---:|---:|")
+    rows = []
+    for method in methods:
+        try:
+            denoise_tv(noisy[:32, :32], beta, method=method, tol=0.0, max_num_iter=20)  # compile
+            t0 = time.perf_counter()
+            _, res = denoise_tv(
+                noisy, beta, method=method, tol=tol, max_num_iter=max_num_iter, return_info=True
+            )
+            elapsed = time.perf_counter() - t0
+        except (ImportError, ValueError) as err:  # a method not available here
+            print(f"| {method} | - | - | - | - | ({type(err).__name__}: {err}) |")
+            continue
+        rows.append((method, res.n_iter, elapsed, res.converged, res.gap, res.energy))
+        print(
+            f"| {method} | {res.n_iter} | {elapsed:.3f} | {res.converged} | {res.gap:.2e} | "
+            f"{res.energy:.6g} |"
+        )
+    return rows
+
+
+def memory_traffic(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
+    big = np.random.default_rng(1).random(1 << 23, dtype=np.float32)  # 32 MiB
+    dst = np.empty_like(big)
+    t_copy = _median_time(lambda: np.copyto(dst, big), 7)
+    copy_bw = 2 * big.nbytes / t_copy / 1e9
+    print("\n## Effective memory traffic of a Chambolle iteration (float32)\n")
+    print(f"np.copyto bandwidth (read + write, {big.nbytes >> 20} MiB): {copy_bw:.1f} GB/s\n")
+    print("| shape | bytes / iteration | ms / iteration | GB/s | fraction of copy bandwidth |")
+    print("|---|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    for shape, n in cases:
+        v = rng.random(shape, dtype=np.float32)
+        k = len(shape)
+        bytes_per_iter = (3 * k + 3) * v.size * v.itemsize
+        denoise_tv(v, 0.1, tol=0.0, max_num_iter=2)
+        t = _median_time(lambda v=v, n=n: denoise_tv(v, 0.1, tol=0.0, max_num_iter=n), repeat)
+        # subtract the fixed costs (allocation, final energy) measured with 0 iterations
+        t0 = _median_time(lambda v=v: denoise_tv(v, 0.1, tol=0.0, max_num_iter=0), repeat)
+        per_iter = max(t - t0, 1e-12) / n
+        bw = bytes_per_iter / per_iter / 1e9
+        print(
+            f"| {'x'.join(map(str, shape))} | {bytes_per_iter / 1e6:.1f} MB | "
+            f"{per_iter * 1e3:.2f} | {bw:.1f} | {bw / copy_bw:.2f} |"
+        )
+
+
+def main() -> None:
+    print("# Iterative solvers")
+    chambolle_vs_skimage()
+    time_to_gap()
+    memory_traffic()
+
+
+if __name__ == "__main__":
+    main()
