@@ -68,10 +68,10 @@ def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repe
         v = rng.random(shape, dtype=np.float32)
         weight = 0.1
 
-        def ours():
+        def ours(v=v, weight=weight, n=n):
             return denoise_tv(v, weight, tol=0.0, max_num_iter=n)
 
-        def sk():
+        def sk(v=v, weight=weight, n=n):
             return denoise_tv_chambolle(v, weight=weight, eps=0.0, max_num_iter=n)
 
         t_ours, t_one, t_sk = _side_by_side([ours, _one_thread(ours), sk], repeat)
