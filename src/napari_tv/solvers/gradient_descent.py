@@ -45,29 +45,33 @@ _PATIENCE = 20  # checks without a 1 % gap improvement before ε is decreased an
 # Kernels (padded views of ``_kernels``: images (n0, n1, n2), fields (ndim, n0, n1, n2))
 # --------------------------------------------------------------------------------------------
 @jit
-def _grad_sq(u, a0, ih, periodic, i0, i1, i2):
-    """``|∇u|²`` at one voxel."""
-    s = 0.0
-    for k in range(3 - a0):
-        g = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic)
-        s += g * g
-    return s
+def _grad_at(u, ih, periodic, i0, i1, i2):
+    """``(D_0 u, D_1 u, D_2 u)`` at one voxel of the padded view (0 on padded axes)."""
+    return (
+        ih[0] * fdiff(u, i0, i1, i2, 0, periodic),
+        ih[1] * fdiff(u, i0, i1, i2, 1, periodic),
+        ih[2] * fdiff(u, i0, i1, i2, 2, periodic),
+    )
 
 
 @jit(parallel=True)
 def _smoothed_flux(u, a0, ih, periodic, eps, aniso, q):
     """``q = ∇u / |∇u|_ε`` (per component when ``aniso``); ``|q| < 1`` wherever ε > 0."""
     n0, n1, n2 = u.shape
+    e2 = eps * eps
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
         for i2 in range(n2):
-            d = math.sqrt(_grad_sq(u, a0, ih, periodic, i0, i1, i2) + eps * eps)
+            g = _grad_at(u, ih, periodic, i0, i1, i2)
+            d = math.sqrt(g[0] * g[0] + g[1] * g[1] + g[2] * g[2] + e2)
+            inv = 1.0 / d if d > 0.0 else 0.0
             for k in range(q.shape[0]):
-                g = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic)
+                gk = g[a0 + k]
                 if aniso:
-                    d = math.sqrt(g * g + eps * eps)
-                q[k, i0, i1, i2] = g / d if d > 0.0 else 0.0
+                    d = math.sqrt(gk * gk + e2)
+                    inv = 1.0 / d if d > 0.0 else 0.0
+                q[k, i0, i1, i2] = gk * inv
 
 
 @jit
@@ -129,30 +133,47 @@ def _fidelity_values(u, v, eps_f, code):
 
 
 @jit(parallel=True)
-def _energy_terms(u, v, a0, ih, periodic, eps, eps_f, code, aniso):
-    """Sums ``(Σ f, Σ f_ε, Σ |∇u|, Σ |∇u|_ε, Σ |∇u|²/|∇u|_ε)`` (per component if aniso)."""
+def _energy_terms(u, v, a0, ih, periodic, eps, eps_f, code, aniso, full):
+    """Sums ``(Σ f, Σ f_ε, Σ |∇u|, Σ |∇u|_ε, Σ |∇u|²/|∇u|_ε)`` (per component if aniso).
+
+    With ``full=False`` only ``Σ f_ε`` and ``Σ |∇u|_ε`` (what E_ε needs) are computed.
+    """
     n0, n1, n2 = u.shape
+    e2 = eps * eps
     parts = np.zeros((n0 * n1, 5))
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
+        f_sum = 0.0
+        fe_sum = 0.0
+        tv = 0.0
+        tv_eps = 0.0
+        tv_dot = 0.0
         for i2 in range(n2):
             f, fe = _fidelity_values(u[i0, i1, i2], v[i0, i1, i2], eps_f, code)
-            parts[line, 0] += f
-            parts[line, 1] += fe
+            f_sum += f
+            fe_sum += fe
+            g = _grad_at(u, ih, periodic, i0, i1, i2)
             if aniso:
                 for k in range(3 - a0):
-                    g = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic)
-                    d = math.sqrt(g * g + eps * eps)
-                    parts[line, 2] += abs(g)
-                    parts[line, 3] += d
-                    parts[line, 4] += g * g / d if d > 0.0 else 0.0
+                    s = g[a0 + k] * g[a0 + k]
+                    d = math.sqrt(s + e2)
+                    tv_eps += d
+                    if full:
+                        tv += math.sqrt(s)
+                        tv_dot += s / d if d > 0.0 else 0.0
             else:
-                s = _grad_sq(u, a0, ih, periodic, i0, i1, i2)
-                d = math.sqrt(s + eps * eps)
-                parts[line, 2] += math.sqrt(s)
-                parts[line, 3] += d
-                parts[line, 4] += s / d if d > 0.0 else 0.0
+                s = g[0] * g[0] + g[1] * g[1] + g[2] * g[2]
+                d = math.sqrt(s + e2)
+                tv_eps += d
+                if full:
+                    tv += math.sqrt(s)
+                    tv_dot += s / d if d > 0.0 else 0.0
+        parts[line, 0] = f_sum
+        parts[line, 1] = fe_sum
+        parts[line, 2] = tv
+        parts[line, 3] = tv_eps
+        parts[line, 4] = tv_dot
     return parts.sum(axis=0)
 
 
@@ -188,15 +209,15 @@ class _Problem:
         fid = 1.0 if self.code == 0 else (1.0 / self.eps_f(eps) if self.code == 1 else 1.0)
         return fid + self.beta * self.norm_d / eps
 
-    def terms(self, x3, eps):
+    def terms(self, x3, eps, full=True):
         """``(Σf, Σf_ε, TV, TV_ε, Σ|∇u|²/|∇u|_ε)`` of the padded iterate ``x3``."""
         return _energy_terms(
             x3, self.v3, self.a0, self.ih, self.periodic, eps, self.eps_f(eps), self.code,
-            self.aniso,
+            self.aniso, full,
         )
 
     def smoothed_energy(self, x3, eps):
-        t = self.terms(x3, eps)
+        t = self.terms(x3, eps, full=False)
         return float(t[1] + self.beta * t[3])
 
     def flux(self, x3, eps, q4):
