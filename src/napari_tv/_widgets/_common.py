@@ -209,6 +209,10 @@ def show_output(
         viewer.layers.remove(layer)
         layer = None
     if layer is None:
+        if layer_type == "image" and "contrast_limits" not in kwargs:
+            limits = robust_limits(data)
+            if limits is not None:
+                kwargs["contrast_limits"] = limits
         adder = getattr(viewer, f"add_{layer_type}")
         layer = adder(data, name=name, scale=scale, translate=translate, **kwargs)
     else:
@@ -231,6 +235,17 @@ def show_output(
     return layer
 
 
+def robust_limits(data) -> tuple[float, float] | None:
+    """Contrast limits from the 0.5 and 99.8 percentiles (a few bright spots do not make the
+    rest of a denoised image dark); None for a constant image."""
+    data = np.asarray(data)
+    sample = data.ravel()[:: max(data.size // 1_000_000, 1)]
+    lo, hi = (float(v) for v in np.nanpercentile(sample, (0.5, 99.8)))
+    if not hi > lo:
+        lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
+    return (lo, hi) if hi > lo else None
+
+
 def keep_or_reset_contrast(layer) -> None:
     """Keep an updated image layer's contrast limits (the user may have tuned them) unless
     they no longer fit the data: covering under half, or over twice, its range."""
@@ -241,8 +256,10 @@ def keep_or_reset_contrast(layer) -> None:
     if span <= 0:
         return
     overlap = min(hi, c_hi) - max(lo, c_lo)
-    if overlap < 0.5 * span or c_span > 2.0 * span:
-        layer.reset_contrast_limits()
+    if overlap < 0.25 * span or c_span > 2.0 * span:
+        limits = robust_limits(data)
+        if limits is not None:
+            layer.contrast_limits = limits
 
 
 def diverging_colormap():
@@ -275,6 +292,23 @@ def compose_frames(viewer, name: str, layer, frames: dict[int, np.ndarray]):
         data[t] = u
         solved.add(int(t))
     return data, sorted(solved)
+
+
+def connect_while_alive(widget: QObject, emitter, callback) -> None:
+    """Connect a napari event to ``callback`` until ``widget`` is destroyed.
+
+    A docked widget can be closed while the viewer lives on; its handlers must not be called
+    on deleted Qt objects afterwards.
+    """
+    emitter.connect(callback)
+
+    def disconnect(*_args, emitter=emitter, callback=callback):
+        try:
+            emitter.disconnect(callback)
+        except (RuntimeError, ValueError, TypeError):  # pragma: no cover - already gone
+            pass
+
+    widget.destroyed.connect(disconnect)
 
 
 def parse_spacing(text: str, ndim: int) -> tuple[float, ...]:
@@ -313,7 +347,7 @@ class LayerCombo(QComboBox):
         self.setMinimumContentsLength(12)
         events = viewer.layers.events
         for ev in (events.inserted, events.removed, events.moved, events.changed):
-            ev.connect(self.refresh)
+            connect_while_alive(self, ev, self.refresh)
         self.currentIndexChanged.connect(lambda _i: self.layer_changed.emit(self.layer()))
         self.refresh()
         active = viewer.layers.selection.active

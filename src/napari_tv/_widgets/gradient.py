@@ -28,6 +28,7 @@ from ._common import (
     LayerCombo,
     LayerError,
     TaskRunner,
+    connect_while_alive,
     diverging_colormap,
     format_spacing,
     has_time_label,
@@ -162,7 +163,7 @@ class GradientWidget(QWidget):
         self.step_spin.valueChanged.connect(lambda _v: self._update_vectors())
         self.layer_combo.layer_changed.connect(self._on_layer)
         self.time_check.toggled.connect(self._refresh_spacing)
-        self.viewer.dims.events.current_step.connect(self._on_dims)
+        connect_while_alive(self, self.viewer.dims.events.current_step, self._on_dims)
         self._on_layer(self.layer_combo.layer())
 
     def _on_layer(self, layer) -> None:
@@ -294,6 +295,6 @@ class GradientWidget(QWidget):
             scale=scale, translate=translate,
             metadata={"napari_tv": "gradient direction", "source": layer.name, "step": step,
                       "plane": plane, "magnitude": norm},
-            edge_color="#ffb000", edge_width=max(0.15 * step, 0.5),
+            edge_color="#e8ffe0", edge_width=max(0.1 * step, 0.4),
             vector_style="arrow",
         )

@@ -45,6 +45,7 @@ from ._common import (
     PlotWidget,
     TaskRunner,
     compose_frames,
+    connect_while_alive,
     format_spacing,
     has_time_label,
     image_layer_info,
@@ -216,7 +217,7 @@ class SweepWidget(QWidget):
         self.method_combo.currentTextChanged.connect(self._on_method)
         self.layer_combo.layer_changed.connect(self._on_layer)
         self.time_check.toggled.connect(self._refresh_spacing)
-        self.viewer.dims.events.current_step.connect(self._on_dims)
+        connect_while_alive(self, self.viewer.dims.events.current_step, self._on_dims)
         self._on_layer(self.layer_combo.layer())
 
     # -- controls ------------------------------------------------------------------------
