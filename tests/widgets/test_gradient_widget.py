@@ -77,3 +77,12 @@ def test_vectors_follow_the_current_slice(make_napari_viewer, wait_done, blobs_3
         vec = viewer.layers["img ∇f direction"].data
         assert len(vec) > 0
         assert np.all(vec[:, 0, 0] == z) and np.all(vec[:, 1, 0] == 0)
+
+
+def test_rgb_layer_gives_a_notification(make_napari_viewer, errors):
+    rgb = np.random.default_rng(0).random((16, 16, 3))
+    viewer, layer, w = _widget(make_napari_viewer, rgb, rgb=True)
+    assert w.run() is None
+    assert len(errors["error"]) == 1 and "RGB" in errors["error"][0]
+    assert [ly.name for ly in viewer.layers] == ["img"]
+    np.testing.assert_array_equal(layer.data, rgb)

@@ -126,3 +126,20 @@ def test_bad_layer_and_bad_fidelity(make_napari_viewer, errors, wait_done):
     w.run_curve(suggest=True)
     assert any("l2" in m for m in errors["warning"])
     wait_done(w.runner)
+
+
+def test_cancelled_beta_stack_adds_nothing(make_napari_viewer, qtbot, wait_done, blobs_2d):
+    original = blobs_2d.copy()
+    viewer, layer, w = _widget(make_napari_viewer, blobs_2d)
+    w.set_parameters(method="gradient_descent", tol=1e-12, k=12, beta_range=(0.01, 1.0))
+    with qtbot.waitSignal(w.runner.progressed, timeout=60_000):
+        worker = w.run_stack()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        w.cancel_button.click()
+    wait_done(w.runner)
+    assert [ly.name for ly in viewer.layers] == ["img"]
+    w.set_parameters(method="chambolle", tol=1e-3)
+    w.request(0.1)
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
+    assert viewer.layers["img TV"].metadata["parameters"]["beta"] == 0.1
+    np.testing.assert_array_equal(layer.data, original)
