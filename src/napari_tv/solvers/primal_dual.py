@@ -141,6 +141,16 @@ def solve_primal_dual(
     ----------
     .. [1] A. Chambolle, T. Pock, "A first-order primal-dual algorithm for convex problems
        with applications to imaging", J. Math. Imaging Vis. 40, 120-145 (2011).
+
+    Examples
+    --------
+    L1 fidelity removes the outlier and keeps the step:
+
+    >>> import numpy as np
+    >>> v = np.array([0.0, 0.0, 5.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    >>> res = solve_primal_dual(v, 0.6, fidelity="l1", tol=1e-8, max_num_iter=20000)
+    >>> np.round(res.u, 6) + 0.0
+    array([0., 0., 0., 0., 0., 1., 1., 1.])
     """
     monitor = Monitor("primal_dual", max_num_iter, tol, callback)
     u, p = _initial_state(init, image)
