@@ -596,18 +596,22 @@ def _sweep_in_order(
     (position in ``betas``, result) and stops after a cancelled solve."""
     order = np.argsort(betas, kind="stable")
     n_betas = len(betas)
+    stopped = False
     for step, k in enumerate(order):
         cb = None
         if callback is not None:
 
             def cb(info: dict, step: int = step, k: int = int(k)) -> bool:
+                nonlocal stopped
                 fraction = (step + float(info.get("fraction", 0.0))) / n_betas
                 extra = {"beta": float(betas[k]), "beta_index": k, "step": step}
-                return bool(callback({**info, **extra, "n_betas": n_betas, "fraction": fraction}))
+                info = {**info, **extra, "n_betas": n_betas, "fraction": fraction}
+                stopped = stopped or bool(callback(info))
+                return stopped
 
         result = sweep.solve(float(betas[k]), callback=cb)
         yield int(k), result
-        if result.cancelled:
+        if stopped or _is_partial(result):
             return
 
 
