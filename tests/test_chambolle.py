@@ -175,3 +175,18 @@ def test_constant_image_is_fixed(rng):
     res = solve(v, 1.0, tol=1e-6)
     np.testing.assert_allclose(res.u, v)
     assert res.converged and res.gap == 0.0
+
+
+def test_gap_checks_every_10_then_every_10_percent(rng):
+    v = blocky(rng, (6, 7))
+    seen = []
+    res = denoise_tv(
+        v,
+        0.3,
+        tol=0.0,
+        max_num_iter=455,
+        callback=lambda i: seen.append(i["iter"]),
+        return_info=True,
+    )[1]
+    expected = list(range(10, 201, 10)) + [220, 240, 260, 280, 300, 330, 360, 390, 420, 455]
+    assert seen == expected == [h["iter"] for h in res.history]

@@ -67,7 +67,7 @@ from napari_tv.solvers._kernels import (
     project_dual,
 )
 
-__all__ = ["Gap", "duality_gap", "fidelity_floor"]
+__all__ = ["Gap", "Monitor", "check_interval", "duality_gap", "fidelity_floor"]
 
 #: margin that keeps the scaled Poisson dual strictly inside its domain (z < 1)
 POISSON_MARGIN = 1e-3
@@ -212,8 +212,21 @@ def duality_gap(
     return Gap(float(rel), gap_abs, primal, primal - gap_abs, c)
 
 
-#: iterations between two gap evaluations (one evaluation costs about one iteration)
+#: iterations between two gap evaluations at the start of a run (see ``check_interval``)
 CHECK_EVERY = 10
+#: the largest interval between two gap evaluations
+MAX_CHECK_EVERY = 100
+
+
+def check_interval(n_iter: int) -> int:
+    """Iterations to run before the next gap evaluation, after ``n_iter`` iterations.
+
+    ``CHECK_EVERY`` (10) for the first 200 iterations, then ``10 * (n_iter // 100)`` up to
+    ``MAX_CHECK_EVERY``: an evaluation costs a few iterations, so long runs check about every
+    10 % of their length (overshooting the stopping point by at most that) while short runs
+    and progress reports stay fine-grained.  Deterministic: always a multiple of 10.
+    """
+    return min(MAX_CHECK_EVERY, CHECK_EVERY * max(1, n_iter // 100))
 
 
 class Monitor:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from napari_tv.operators import tv_energy
-from napari_tv.solvers._gap import CHECK_EVERY, Monitor, duality_gap
+from napari_tv.solvers._gap import Monitor, check_interval, duality_gap
 from napari_tv.solvers._kernels import (
     CHAMBOLLE,
     CLIP,
@@ -69,8 +69,9 @@ def solve_chambolle(
     max_num_iter : int
         Iterations at most.
     tol : float
-        Stop when the relative duality gap is below ``tol`` (checked every
-        ``CHECK_EVERY`` iterations); ``tol=0`` runs exactly ``max_num_iter`` iterations.
+        Stop when the relative duality gap is below ``tol`` (checked every 10 iterations,
+        then every 10 % of the run, at most every 100: ``_gap.check_interval``); ``tol=0``
+        runs exactly ``max_num_iter`` iterations.
     init : TVResult, optional
         Warm start from ``init.extra["p"]`` (the dual).  A bare array cannot seed a dual
         method and is ignored.
@@ -157,7 +158,7 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
     rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
     n_iter, gap = 0, math.inf
     while n_iter < max_num_iter:
-        n = min(CHECK_EVERY, max_num_iter - n_iter)
+        n = min(check_interval(n_iter), max_num_iter - n_iter)
         for _ in range(n):
             dual_ascent_step(p4, w3, ih, periodic, tau, CHAMBOLLE if isotropic else CLIP)
             rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
