@@ -21,6 +21,8 @@ FIDELITIES = ["l2", "l1", "poisson"]
 # (shape, connectivity, L): L**N labelings stay <= 6561
 BRUTE_CASES = [
     ((5,), 1, 4),
+    ((4,), 1, 9),  # four rounds: three of them reuse the previous round's flow
+    ((2, 2), 2, 9),
     ((2, 3), 1, 3),
     ((2, 3), 2, 3),
     ((3, 2), 2, 3),
