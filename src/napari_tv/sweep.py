@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from napari_tv._validation import (
     as_float_array,
@@ -190,14 +191,14 @@ class BetaSweep:
 
     def __init__(
         self,
-        image,
+        image: ArrayLike,
         *,
         method: str = "chambolle",
         fidelity: str = "l2",
         tv: str = "isotropic",
-        spacing=None,
+        spacing: float | Sequence[float] | None = None,
         connectivity: int = 1,
-        levels=None,
+        levels: int | Sequence[float] | None = None,
         max_num_iter: int | None = None,
         tol: float = 1e-3,
         cache_size: int = 16,
@@ -616,7 +617,7 @@ def _sweep_in_order(
 
 
 def beta_stack(
-    image, betas: Sequence[float], *, callback: Callback | None = None, **sweep_kw
+    image: ArrayLike, betas: Sequence[float], *, callback: Callback | None = None, **sweep_kw
 ) -> tuple[np.ndarray, list[TVResult | None]]:
     """TV solutions of ``image`` for several β, stacked along a new first axis.
 
@@ -677,7 +678,7 @@ def _tv_of(sweep: BetaSweep, u: np.ndarray) -> float:
 
 
 def l_curve(
-    image, betas: Sequence[float], *, callback: Callback | None = None, **sweep_kw
+    image: ArrayLike, betas: Sequence[float], *, callback: Callback | None = None, **sweep_kw
 ) -> dict[str, np.ndarray]:
     """Fidelity and total variation of the TV solutions along a range of β.
 
@@ -743,7 +744,7 @@ def l_curve(
 _MAD_TO_SIGMA = 0.6744897501960817  # median |Z| for Z ~ N(0, 1)
 
 
-def estimate_noise_sigma(image) -> float:
+def estimate_noise_sigma(image: ArrayLike) -> float:
     """Standard deviation of additive white noise, estimated from the data.
 
     Parameters
@@ -801,7 +802,7 @@ def _residual(sweep: BetaSweep, beta: float) -> float:
 
 
 def suggest_beta(
-    image,
+    image: ArrayLike,
     sigma: float | None = None,
     *,
     rtol: float = 1e-2,
