@@ -38,9 +38,10 @@ References
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from napari_tv._config import jit
+from napari_tv._config import NJIT, jit
 from napari_tv._validation import as_float_array
 
 __all__ = ["maxflow_grid", "cut_value"]
@@ -120,8 +121,14 @@ class GridFlowState:
 
 # --------------------------------------------------------------------------- kernels
 
+#: the project's flags plus inlining at Numba-IR level: the helpers below run in the inner
+#: loop, and passing a dozen arrays per call costs more than their work (measured: the whole
+#: max-flow 1.5x faster, camera 512² L1 round)
+inline_jit = numba.njit(inline="always", **NJIT)
 
-@jit
+
+
+@inline_jit
 def _push_active(i, active, in_active, qstate):
     if not in_active[i]:
         in_active[i] = True
@@ -132,7 +139,7 @@ def _push_active(i, active, in_active, qstate):
         qstate[1] += 1
 
 
-@jit
+@inline_jit
 def _next_active(parent, active, in_active, qstate):
     while qstate[1] > 0:
         i = active[qstate[0]]
@@ -146,7 +153,7 @@ def _next_active(parent, active, in_active, qstate):
     return -1
 
 
-@jit
+@inline_jit
 def _orphan_front(i, parent, orphans, qstate):
     parent[i] = ORPHAN
     qstate[2] = (qstate[2] if qstate[2] > 0 else orphans.shape[0]) - 1
@@ -154,7 +161,7 @@ def _orphan_front(i, parent, orphans, qstate):
     qstate[3] += 1
 
 
-@jit
+@inline_jit
 def _orphan_rear(i, parent, orphans, qstate):
     parent[i] = ORPHAN
     k = qstate[2] + qstate[3]
@@ -164,7 +171,7 @@ def _orphan_rear(i, parent, orphans, qstate):
     qstate[3] += 1
 
 
-@jit
+@inline_jit
 def _bottleneck(ai, ad, rc, tr, nbr, rev, parent):
     """Residual capacity of the source→sink path through arc (ai, ad)."""
     b = rc[ai, ad]
@@ -183,7 +190,7 @@ def _bottleneck(ai, ad, rc, tr, nbr, rev, parent):
     return min(b, -tr[x])
 
 
-@jit
+@inline_jit
 def _augment(ai, ad, rc, tr, nbr, rev, parent, orphans, qstate):
     """Push the bottleneck along the path; saturated tree arcs make orphans."""
     b = _bottleneck(ai, ad, rc, tr, nbr, rev, parent)
@@ -220,7 +227,7 @@ def _augment(ai, ad, rc, tr, nbr, rev, parent, orphans, qstate):
     return b
 
 
-@jit
+@inline_jit
 def _origin_distance(j, time, nbr, parent, ts, dist):
     """Distance of tree node j to its terminal, or -1 if it hangs from an orphan."""
     d = 0
@@ -249,7 +256,7 @@ def _origin_distance(j, time, nbr, parent, ts, dist):
     return d
 
 
-@jit
+@inline_jit
 def _adopt(i, time, rc, nbr, rev, parent, is_sink, ts, dist, active, in_active, orphans, qstate):
     """Find orphan i a new parent in its own tree, or free it and orphan its children."""
     sink = is_sink[i]
@@ -280,7 +287,7 @@ def _adopt(i, time, rc, nbr, rev, parent, is_sink, ts, dist, active, in_active, 
                 _orphan_rear(j, parent, orphans, qstate)
 
 
-@jit
+@inline_jit
 def _grow(i, rc, nbr, rev, parent, is_sink, ts, dist, active, in_active, qstate):
     """Grow i's tree by one layer; return (source node, direction) of a path arc or (-1, -1)."""
     sink = is_sink[i]
