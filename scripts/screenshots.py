@@ -4,7 +4,8 @@ Run under a virtual X server::
 
     xvfb-run -a .venv/bin/python scripts/screenshots.py
 
-Writes docs/images/{overview,denoise,gradient,levelsets,sweep}.png.  Every picture is the
+Writes docs/images/{overview,denoise,gradient,levelsets,sweep}.png (``... screenshots.py
+overview`` makes only the first).  Every picture is the
 real napari window driven through the widgets' own controls on the plugin's sample data.
 """
 
@@ -65,6 +66,9 @@ def main() -> int:
     from napari_tv._widgets._launch import docked, open_viewer
 
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["overview"]:  # just the README picture
+        overview()
+        return 0
     viewer = open_viewer(sample="2d", show=True, run=False)
     viewer.window._qt_window.resize(*SIZE)
     widgets = docked(viewer)
@@ -140,7 +144,7 @@ def overview() -> None:
     noisy = "microscopy 3D (noisy)"
     front(denoise)
     denoise.layer_combo.set_layer(viewer.layers[noisy])
-    denoise.set_parameters(method="chambolle", fidelity="l2", beta=2.5, tol=1e-3)
+    denoise.set_parameters(method="chambolle", fidelity="l2", beta=1.0, tol=1e-3)
     denoise.run()
     wait_until(lambda: not denoise.runner.running)
     grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid

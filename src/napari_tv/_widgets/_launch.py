@@ -50,9 +50,11 @@ def _add_sample(viewer, sample: str) -> None:
         noisy, clean = sd.microscopy_2d()
         scale = (1.0, 1.0)
         name = "microscopy 2D"
+    axes = ("z", "y", "x")[-noisy.ndim:]
     viewer.add_image(clean, name=f"{name} (clean)", scale=scale, colormap="gray",
-                     visible=False)
-    viewer.add_image(noisy, name=f"{name} (noisy)", scale=scale, colormap="gray")
+                     visible=False, axis_labels=axes)
+    viewer.add_image(noisy, name=f"{name} (noisy)", scale=scale, colormap="gray",
+                     axis_labels=axes)
 
 
 def dock_widgets(viewer) -> dict:
