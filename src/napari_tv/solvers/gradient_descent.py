@@ -253,7 +253,7 @@ def _initial_iterate(image: np.ndarray, init, fidelity: str) -> tuple[np.ndarray
 def _progress(it: int, max_iter: int, gap: float, gap0: float, tol: float) -> float:
     """Progress in [0, 1]: iterations used, or log-distance of the gap to ``tol`` if further."""
     frac = it / max_iter if max_iter else 1.0
-    if tol > 0 and gap0 > tol and gap > 0:
+    if tol > 0 and math.isfinite(gap0) and math.isfinite(gap) and gap0 > tol and gap > 0:
         frac = max(frac, math.log(gap0 / gap) / math.log(gap0 / tol))
     return float(min(max(frac, 0.0), 1.0))
 
