@@ -4,7 +4,7 @@ Run under a virtual X server::
 
     xvfb-run -a .venv/bin/python scripts/screenshots.py
 
-Writes docs/images/{overview,denoise,gradient,levelsets,sweep}.png (``... screenshots.py
+Writes docs/images/{overview,denoise,gradient,levelsets,dichotomy,sweep}.png (``... screenshots.py
 overview`` makes only the first).  Every picture is the
 real napari window driven through the widgets' own controls on the plugin's sample data.
 """
@@ -116,6 +116,16 @@ def main() -> int:
     only(viewer, f"{out} u^λ", out)
     viewer.reset_view()
     shot(viewer, "levelsets")
+
+    # 3b. The dichotomy of the exact solver on the noisy image, after 3 of its rounds
+    levels.layer_combo.set_layer(viewer.layers[noisy])
+    levels.set_parameters(levels=None, connectivity=2, beta=2.0, fidelity="l2")
+    levels.run_dichotomy()
+    wait_until(lambda: not levels.runner.running)
+    levels.set_depth(3)
+    only(viewer, f"{noisy} dichotomy", noisy)
+    viewer.reset_view()
+    shot(viewer, "dichotomy")
 
     # 4. β sweep: L-curve, suggested β (discrepancy principle), live result at that β
     front(sweep)

@@ -359,6 +359,8 @@ class LevelSetsWidget(QWidget):
         self.depth_slider.setValue(max(depth, 1))
         self.depth_slider.blockSignals(False)
         self.depth_slider.setEnabled(depth > 0)
+        self.status.setText(f"dichotomy: {depth} max-flow rounds over {len(out['grid'])} "
+                            f"levels at β = {params['beta']:.4g}")
         if depth:
             self._show_depth(depth)
         else:
