@@ -66,3 +66,26 @@ def test_npy_and_array(opened, tmp_path):
     viewer2 = opened(arr)
     np.testing.assert_array_equal(viewer2.layers["image"].data, arr)
     assert len(_titles(viewer2)) == 4
+
+
+@pytest.mark.parametrize("title", ["TV denoise", "TV gradient", "Level sets", "β sweep"])
+def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, errors, title):
+    """What *Plugins ▸ napari-tv ▸ <title>* does: npe2 builds the widget with (a proxy of)
+    the viewer, and the widget works through it."""
+    data = np.random.default_rng(0).random((16, 16))
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name="img")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-tv", title)
+    assert widget.layer_combo.layer().name == "img"
+    if title == "β sweep":
+        widget.request(0.1)
+        qtbot.waitUntil(lambda: widget.idle, timeout=60_000)
+    else:
+        widget.run()
+        wait_done(widget.runner)
+    expected = {"TV denoise": "img TV", "TV gradient": "img TV gradient",
+                "Level sets": None, "β sweep": "img TV"}[title]
+    if expected is not None:
+        assert expected in viewer.layers
+    assert not errors["error"]
+    np.testing.assert_array_equal(viewer.layers["img"].data, data)
