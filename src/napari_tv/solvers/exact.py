@@ -164,14 +164,19 @@ def _clamped_slope(v, x0, x1, code, big):
 
 
 @jit
-def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope):
-    """Capacities of a fresh level graph: every pixel cut at its interval's midpoint."""
+def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes):
+    """Capacities of a fresh level graph: every pixel cut at its interval's midpoint.
+
+    Lists the undecided voxels in ``nodes``; returns their number."""
+    n = 0
     for i in range(lo.shape[0]):
         tr[i] = 0.0
         for d in range(nbr.shape[0]):
             rc[i, d] = 0.0
         if lo[i] < 0 or lo[i] == hi[i]:
             continue  # padding or decided
+        nodes[n] = i
+        n += 1
         m = (lo[i] + hi[i]) // 2
         slope[i] = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
         a = slope[i]
@@ -186,11 +191,15 @@ def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope):
             else:
                 a += bw[d]  # neighbour below: going above costs beta*w
         tr[i] = -a
+    return n
 
 
 @jit
-def _reparametrise(v, lo, hi, grid, code, big, nbr, rc, tr, slope):
-    """Turn the previous round's residual graph into the next round's (module Notes)."""
+def _reparametrise(v, lo, hi, grid, code, big, nbr, rc, tr, slope, nodes):
+    """Turn the previous round's residual graph into the next round's (module Notes).
+
+    Lists the undecided voxels in ``nodes``; returns their number."""
+    n = 0
     for i in range(lo.shape[0]):
         if lo[i] < 0:
             continue
@@ -199,6 +208,8 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rc, tr, slope):
             for d in range(nbr.shape[0]):
                 rc[i, d] = 0.0
             continue
+        nodes[n] = i
+        n += 1
         m = (lo[i] + hi[i]) // 2
         c = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
         tr[i] -= c - slope[i]
@@ -206,6 +217,7 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rc, tr, slope):
         for d in range(nbr.shape[0]):
             if lo[i + nbr[d]] != lo[i]:
                 rc[i, d] = 0.0  # arcs into the other half were saturated; drop the reverse
+    return n
 
 
 @jit
@@ -324,21 +336,21 @@ class _Dichotomy:
         st = self.flow
         args = (self.v, self.lo, self.hi, self.grid, self.code, self.big)
         if self.fresh:
-            _build_first_round(*args, self.bw, self.nbr, st.rc, st.tr, self.slope)
+            n = _build_first_round(*args, self.bw, self.nbr, st.rc, st.tr, self.slope,
+                                   self.nodes_a)  # fmt: skip
             self.fresh = False
         else:
-            _reparametrise(*args, self.nbr, st.rc, st.tr, self.slope)
-        _group_sizes(self.lo, self.hi, self.counts)
-        cum = np.cumsum(self.counts)
-        total = int(cum[-1])
-        threshold = len(self.grid)  # everything in one set
-        if pool is not None and total >= MIN_PARALLEL_VOXELS:
-            threshold = int(np.searchsorted(cum, total // 2))
-        na, nb = _split_nodes(self.lo, self.hi, threshold, self.nodes_a, self.nodes_b)
+            n = _reparametrise(*args, self.nbr, st.rc, st.tr, self.slope, self.nodes_a)
+        na = nb = 0
+        if pool is not None and n >= MIN_PARALLEL_VOXELS:
+            _group_sizes(self.lo, self.hi, self.counts)
+            cum = np.cumsum(self.counts)
+            threshold = int(np.searchsorted(cum, cum[-1] // 2))
+            na, nb = _split_nodes(self.lo, self.hi, threshold, self.nodes_a, self.nodes_b)
         if na and nb:
             st.run_two(self.nbr, self.rev, self.nodes_a[:na], self.nodes_b[:nb], pool)
-        else:
-            st.run(self.nbr, self.rev, self.nodes_a[:na] if na else self.nodes_b[:nb])
+        elif n:
+            st.run(self.nbr, self.rev, self.nodes_a[:n])
         return _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.seen)
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
