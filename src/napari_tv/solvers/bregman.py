@@ -23,11 +23,10 @@ import numpy as np
 import scipy.fft as sfft
 from numba import prange
 
-from .._config import jit
 from .._validation import as_float_array, check_choice, check_int, check_real, check_spacing
 from ..operators import BOUNDARIES, TV_KINDS, tv_energy
 from ._gap import duality_gap
-from ._kernels import as_3d, as_4d, div_at, fdiff, inv_steps
+from ._kernels import as_3d, as_4d, div_at, fdiff, inv_steps, jit, threads_for
 from ._kernels import divergence as k_divergence
 from ._kernels import gradient as k_gradient
 from ._result import TVResult
@@ -402,32 +401,33 @@ def solve_bregman(
             state["cancelled"] = True
         return state["cancelled"] or gap.rel < tol
 
-    done = check(0)
-    n_iter = 0
-    d_prev, b_prev = np.empty_like(d), np.empty_like(b)
-    while not done and n_iter < max_iter:
-        n_iter += 1
-        last_of_round = n_iter % check_every == 0 or n_iter == max_iter
-        if last_of_round and adapt:
-            np.copyto(d_prev, d)
-            np.copyto(b_prev, b)
-        _u_rhs(v3, d4, b4, a0, ih, periodic, rho, as_3d(rhs))
-        if spectral is not None:
-            spectral.solve(rhs, u)
-        else:
-            for _ in range(sweeps):
-                _gauss_seidel_colour(u3, as_3d(rhs), a0, ih, rho, 0)
-                _gauss_seidel_colour(u3, as_3d(rhs), a0, ih, rho, 1)
-        _shrink_update(u3, b4, d4, a0, ih, periodic, beta / rho, aniso)
-        if last_of_round:
-            done = check(n_iter)
-            if not done and adapt:
-                factor = _balance_residuals(b, b_prev, d, d_prev, rho, steps, periodic)
-                if factor != 1.0:  # the scaled multiplier b = y/ρ follows ρ
-                    rho *= factor
-                    b /= factor
-                    if spectral is not None:
-                        spectral = _SpectralSolver(image.shape, steps, periodic, rho)
+    with threads_for(image.size):  # one thread for small images: no fork/join overhead
+        done = check(0)
+        n_iter = 0
+        d_prev, b_prev = np.empty_like(d), np.empty_like(b)
+        while not done and n_iter < max_iter:
+            n_iter += 1
+            last_of_round = n_iter % check_every == 0 or n_iter == max_iter
+            if last_of_round and adapt:
+                np.copyto(d_prev, d)
+                np.copyto(b_prev, b)
+            _u_rhs(v3, d4, b4, a0, ih, periodic, rho, as_3d(rhs))
+            if spectral is not None:
+                spectral.solve(rhs, u)
+            else:
+                for _ in range(sweeps):
+                    _gauss_seidel_colour(u3, as_3d(rhs), a0, ih, rho, 0)
+                    _gauss_seidel_colour(u3, as_3d(rhs), a0, ih, rho, 1)
+            _shrink_update(u3, b4, d4, a0, ih, periodic, beta / rho, aniso)
+            if last_of_round:
+                done = check(n_iter)
+                if not done and adapt:
+                    factor = _balance_residuals(b, b_prev, d, d_prev, rho, steps, periodic)
+                    if factor != 1.0:  # the scaled multiplier b = y/ρ follows ρ
+                        rho *= factor
+                        b /= factor
+                        if spectral is not None:
+                            spectral = _SpectralSolver(image.shape, steps, periodic, rho)
     energy = tv_energy(u, image, beta, tv=tv, boundary=boundary, spacing=steps)
     p = b * (rho / beta) if beta > 0 else np.zeros_like(b)
     return TVResult(

@@ -24,12 +24,20 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numba import prange
 
-from .._config import jit
 from .._validation import as_float_array, check_choice, check_int, check_real, check_spacing
 from ..fidelity import FIDELITY_CODE, check_fidelity_data
 from ..operators import BOUNDARIES, TV_KINDS, tv_energy
 from ._gap import duality_gap, fidelity_floor
-from ._kernels import as_3d, as_4d, div_at, dual_norm_bound, fdiff, inv_steps
+from ._kernels import (
+    as_3d,
+    as_4d,
+    div_at,
+    dual_norm_bound,
+    fdiff,
+    inv_steps,
+    jit,
+    threads_for,
+)
 from ._result import TVResult
 
 __all__ = ["solve_gradient_descent"]
@@ -500,46 +508,47 @@ def solve_gradient_descent(
             state["cancelled"] = True
         return state["cancelled"] or (smoothed_gap if fixed else gap.rel) < tol
 
-    # a warm start may already be better than the first smoothing levels can resolve
-    done = check(0, eps, quiet=True)
-    while not done and not fixed and state["stage_done"] and eps > eps_min:
-        eps *= _EPS_FACTOR
-        state.update(best_gap=np.inf, since_best=0)
+    with threads_for(image.size):  # one thread for small images: no fork/join overhead
+        # a warm start may already be better than the first smoothing levels can resolve
         done = check(0, eps, quiet=True)
-    state.update(gap0=None, best_gap=np.inf, since_best=0)
-    done = check(0, eps)
-    L = prob.lipschitz(eps)
-    e_x = prob.smoothed_energy(as_3d(it.x), eps)
-    t_mom, n_iter, stalled = 1.0, 0, False
-    while not done and n_iter < max_iter:
-        n_iter += 1
-        t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t_mom * t_mom))
-        theta = (t_mom - 1.0) / t_next
-        e_z = _momentum_step(prob, it, theta, L, eps) if theta > 0 else np.inf
-        if e_z <= e_x:  # monotone: the accelerated candidate is kept only if it decreases E_ε
-            it.accept()
-            t_mom, e_x = t_next, e_z
-        else:  # (re)start the momentum with a guaranteed-decrease step from x
-            e_z, L = _descent_from_x(prob, it, L, eps, e_x)
-            if e_z is None:
-                stalled = True
-            else:
+        while not done and not fixed and state["stage_done"] and eps > eps_min:
+            eps *= _EPS_FACTOR
+            state.update(best_gap=np.inf, since_best=0)
+            done = check(0, eps, quiet=True)
+        state.update(gap0=None, best_gap=np.inf, since_best=0)
+        done = check(0, eps)
+        L = prob.lipschitz(eps)
+        e_x = prob.smoothed_energy(as_3d(it.x), eps)
+        t_mom, n_iter, stalled = 1.0, 0, False
+        while not done and n_iter < max_iter:
+            n_iter += 1
+            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t_mom * t_mom))
+            theta = (t_mom - 1.0) / t_next
+            e_z = _momentum_step(prob, it, theta, L, eps) if theta > 0 else np.inf
+            if e_z <= e_x:  # monotone: the accelerated candidate is kept only if it decreases E_ε
                 it.accept()
-                e_x = e_z
-            t_mom = 0.5 * (1.0 + math.sqrt(5.0))  # FISTA's t_1 after the plain step
-        if prob.code == 2:
-            L = max(0.9 * L, prob.lipschitz(eps) * 1e-3)
-        if stalled or n_iter % check_every == 0 or n_iter == max_iter:
-            done = check(n_iter, eps) or stalled
-            if not done and not fixed and state["stage_done"] and eps > eps_min:
-                eps *= _EPS_FACTOR  # E_ε(x) only decreases when ε does
-                L = prob.lipschitz(eps) if prob.code != 2 else L / _EPS_FACTOR
-                e_x = prob.smoothed_energy(as_3d(it.x), eps)
-                state.update(best_gap=np.inf, since_best=0)
-                it.restart()
-                t_mom = 1.0
-    if n_iter % check_every != 0 and not done:
-        check(n_iter, eps)
+                t_mom, e_x = t_next, e_z
+            else:  # (re)start the momentum with a guaranteed-decrease step from x
+                e_z, L = _descent_from_x(prob, it, L, eps, e_x)
+                if e_z is None:
+                    stalled = True
+                else:
+                    it.accept()
+                    e_x = e_z
+                t_mom = 0.5 * (1.0 + math.sqrt(5.0))  # FISTA's t_1 after the plain step
+            if prob.code == 2:
+                L = max(0.9 * L, prob.lipschitz(eps) * 1e-3)
+            if stalled or n_iter % check_every == 0 or n_iter == max_iter:
+                done = check(n_iter, eps) or stalled
+                if not done and not fixed and state["stage_done"] and eps > eps_min:
+                    eps *= _EPS_FACTOR  # E_ε(x) only decreases when ε does
+                    L = prob.lipschitz(eps) if prob.code != 2 else L / _EPS_FACTOR
+                    e_x = prob.smoothed_energy(as_3d(it.x), eps)
+                    state.update(best_gap=np.inf, since_best=0)
+                    it.restart()
+                    t_mom = 1.0
+        if n_iter % check_every != 0 and not done:
+            check(n_iter, eps)
     u = it.x
     converged = (state["smoothed_gap"] if fixed else state["gap"]) < tol
     energy = tv_energy(u, image, beta, fidelity=fidelity, tv=tv, boundary=boundary, spacing=steps)
