@@ -80,6 +80,10 @@ def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, err
     if title == "β sweep":
         widget.request(0.1)
         qtbot.waitUntil(lambda: widget.idle, timeout=60_000)
+        engine = widget._sweep
+        widget.request(0.2)  # the same engine: warm starts and cache survive the proxy
+        qtbot.waitUntil(lambda: widget.idle, timeout=60_000)
+        assert widget._sweep is engine and engine.cached_betas() == [0.1, 0.2]
     else:
         widget.run()
         wait_done(widget.runner)

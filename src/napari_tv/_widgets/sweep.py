@@ -320,7 +320,8 @@ class SweepWidget(QWidget):
         from napari_tv.sweep import BetaSweep
 
         info, t, image, kw = self._input()
-        key = (id(info.layer), id(info.layer.data), t, tuple(sorted(kw.items())))
+        # by name and data array: npe2 hands plugins a fresh proxy of a layer on every access
+        key = (info.layer.name, id(info.layer.data), t, tuple(sorted(kw.items())))
         if key != self._sweep_key:
             self._sweep = BetaSweep(image, **kw)
             self._sweep_key = key
