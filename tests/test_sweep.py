@@ -51,8 +51,8 @@ def image(rng):
 def test_warm_start_matches_cold_solve_with_fewer_iterations(image):
     sweep = BetaSweep(image, tol=TIGHT)
     sweep.solve(0.2)
-    warm = sweep.solve(0.25)
-    _, cold = denoise_tv(image, 0.25, tol=TIGHT, return_info=True)
+    warm = sweep.solve(0.23)
+    _, cold = denoise_tv(image, 0.23, tol=TIGHT, return_info=True)
     assert warm.converged and cold.converged
     assert np.linalg.norm(warm.u - cold.u) <= _l2_bound(warm, cold)
     assert warm.n_iter < cold.n_iter
@@ -67,13 +67,14 @@ def test_cache_returns_the_same_result_without_solving(image):
 
     sweep = BetaSweep(image, solver=spy)
     first = sweep.solve(0.3)
-    u_before = first.u.copy()
-    sweep.solve(0.5)  # warm-started from 0.3's result: must not write into it
+    u_before, p_before = first.u.copy(), first.extra["p"].copy()
+    sweep.solve(0.33)  # warm-started from 0.3's result: must not write into it
     assert sweep.solve(0.3) is first
-    assert calls == [0.3, 0.5]
+    assert calls == [0.3, 0.33]
     np.testing.assert_array_equal(first.u, u_before)
+    np.testing.assert_array_equal(first.extra["p"], p_before)
     assert first.extra["beta"] == 0.3
-    assert sweep.cached_betas() == [0.3, 0.5]
+    assert sweep.cached_betas() == [0.3, 0.33]
 
 
 def test_warm_start_uses_nearest_beta_in_log_distance(image):
@@ -83,13 +84,34 @@ def test_warm_start_uses_nearest_beta_in_log_distance(image):
         inits.append(kw.get("init"))
         return denoise_tv(img, beta, **kw)
 
-    sweep = BetaSweep(image, solver=spy)
+    sweep = BetaSweep(image, solver=spy, warm_ratio=10.0)
     small, large = sweep.solve(0.1), sweep.solve(1.0)
     sweep.solve(0.4)  # |log 0.4 - log 1| < |log 0.4 - log 0.1|, although 0.4 - 0.1 < 1 - 0.4
     sweep.solve(0.2)
     assert inits[0] is None
     assert inits[2] is large
     assert inits[3] is small
+
+
+def test_warm_start_only_within_warm_ratio_and_without_foreign_step_sizes(image):
+    inits = []
+
+    def spy(img, beta, **kw):
+        inits.append(kw.get("init"))
+        return denoise_tv(img, beta, **kw)
+
+    sweep = BetaSweep(image, method="primal_dual", solver=spy)  # warm_ratio=1.25
+    first = sweep.solve(0.1)
+    sweep.solve(0.2)  # twice as far as allowed: cold
+    sweep.solve(0.11)
+    assert inits[1] is None
+    assert inits[2].extra["p"] is first.extra["p"] and inits[2].u is first.u
+    assert "tau" in first.extra and "tau" not in inits[2].extra  # schedule was for β = 0.1
+    partial = sweep.solve(0.3, callback=lambda info: True)
+    sweep.solve(0.3)
+    assert inits[4] is partial  # continuing the same β keeps its step sizes
+    with pytest.raises(ValueError, match="warm_ratio"):
+        BetaSweep(image, warm_ratio=0.5)
 
 
 def test_cache_is_lru_and_bounded(image):
@@ -165,8 +187,8 @@ def test_preview_slice_warm_starts_per_slice(rng):
     volume = _blocks((4, 16, 16), rng)[0]
     sweep = BetaSweep(volume, tol=TIGHT)
     sweep.preview_slice(0.2, 1)
-    warm = sweep.preview_slice(0.25, 1)
-    cold = BetaSweep(volume, tol=TIGHT).preview_slice(0.25, 1)
+    warm = sweep.preview_slice(0.23, 1)
+    cold = BetaSweep(volume, tol=TIGHT).preview_slice(0.23, 1)
     assert warm.n_iter < cold.n_iter
     assert np.linalg.norm(warm.u - cold.u) <= _l2_bound(warm, cold)
 
@@ -344,7 +366,7 @@ def test_latest_wins_close_stops_a_long_solve(image):
 
 # -- beta_stack and l_curve ----------------------------------------------------------------------
 def test_beta_stack_rows_match_direct_solves_in_caller_order(image):
-    betas = [0.3, 0.2, 0.25, 0.25]
+    betas = [0.28, 0.2, 0.24, 0.24]
     stack, results = beta_stack(image, betas, tol=TIGHT, max_num_iter=50_000)
     assert stack.shape == (4, *image.shape)
     assert [r.extra["beta"] for r in results] == betas

@@ -7,8 +7,9 @@ API at a glance (what the widgets use)
 ::
 
     sweep = BetaSweep(image, method="chambolle", tol=1e-3)  # image validated once, never modified
-    res = sweep.solve(beta)                  # TVResult; warm-started from the nearest cached β,
-                                             # cached (LRU keyed by β): same β -> same object
+    res = sweep.solve(beta)                  # TVResult; warm-started from the nearest cached β
+                                             # (within a factor warm_ratio=1.25), cached (LRU
+                                             # keyed by β): same β -> same object
     res = sweep.solve(beta, time_budget=0.08)  # anytime: stops after 80 ms (cancelled=True);
                                              # the partial iterate warm-starts the next call
     res = sweep.preview_slice(beta, index, axis=0)   # one 2D slice of a 3D volume (live preview)
@@ -38,6 +39,7 @@ callable with the same signature, e.g. for tests).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -105,13 +107,25 @@ class _ResultCache:
         self._items.move_to_end(beta)
         return result
 
-    def nearest(self, beta: float) -> TVResult | None:
-        """The result whose β is nearest in log distance (β = 0 counts as tiny)."""
-        if not self._items:
-            return None
+    def nearest(self, beta: float, max_ratio: float = math.inf) -> TVResult | None:
+        """The warm start for ``beta``: the partial result at ``beta`` itself if any (to
+        continue it), else the result whose β is nearest in log distance (β = 0 counts as
+        tiny; final results first, then partial ones) if within a factor ``max_ratio``."""
+        here = self._items.get(beta)
+        if here is not None:
+            return here
         logb = math.log(max(beta, 1e-300))
-        key = min(self._items, key=lambda b: abs(math.log(max(b, 1e-300)) - logb))
-        return self._items[key]
+
+        def dist(b: float) -> float:
+            return abs(math.log(max(b, 1e-300)) - logb)
+
+        limit = math.log(max_ratio)
+        for partial in (False, True):
+            keys = [b for b, r in self._items.items() if _is_partial(r) == partial]
+            keys = [b for b in keys if dist(b) <= limit]
+            if keys:
+                return self._items[min(keys, key=dist)]
+        return None
 
     def put(self, beta: float, result: TVResult) -> None:
         old = self._items.get(beta)
@@ -129,6 +143,16 @@ class _ResultCache:
     def betas(self) -> list[float]:
         """The β of the final (not partial) results, ascending."""
         return sorted(b for b, r in self._items.items() if not _is_partial(r))
+
+
+def _warm_start(result: TVResult, beta: float) -> TVResult:
+    """``result`` as ``init`` for a solve at ``beta``: primal and dual always; the step-size
+    state a method resumes from (primal-dual's ``extra["tau"]``) only when continuing the
+    same β, since a step schedule accelerated for another β slows the new solve down."""
+    if result.extra.get("beta") == beta or "tau" not in result.extra:
+        return result
+    extra = {k: v for k, v in result.extra.items() if k != "tau"}
+    return dataclasses.replace(result, extra=extra)
 
 
 def _with_time_budget(callback: Callback | None, time_budget: float | None) -> Callback | None:
@@ -164,14 +188,20 @@ class BetaSweep:
     cache_bytes : int, default 512 MiB
         Memory bound of each cache (``u`` plus the dual variables kept for warm starts); the
         least recently used results are dropped first, the newest is always kept.
+    warm_ratio : float, default 1.25
+        Warm-start only from a β within this factor of the requested one; farther solves
+        start cold (a distant warm start can cost more iterations than none, notably for the
+        accelerated ``"primal_dual"``).
     solver : callable, optional
         A replacement for ``denoise_tv`` with the same signature (tests, instrumentation).
 
     Notes
     -----
     A solve at β starts from the cached result whose β is nearest in :math:`|\\log\\beta -
-    \\log\\beta'|` (primal and dual, via ``denoise_tv(init=result)``), since the TV minimiser
-    :math:`u_\\beta` depends continuously on β. ``method="exact"`` is not warm-started (its
+    \\log\\beta'|`, if within ``warm_ratio`` (primal and dual, via
+    ``denoise_tv(init=result)``; a step-size schedule such as primal-dual's ``extra["tau"]``
+    only when continuing the same β), since the TV minimiser :math:`u_\\beta` depends
+    continuously on β. ``method="exact"`` is not warm-started (its
     dichotomy has no iterate to reuse) but is cached. Cancelled solves (callback or
     ``time_budget``) are returned and kept as warm starts, never as answers: an interactive
     preview can call ``solve(beta, time_budget=0.1)`` repeatedly and see the iterate
@@ -203,6 +233,7 @@ class BetaSweep:
         tol: float = 1e-3,
         cache_size: int = 16,
         cache_bytes: int = 512 * 2**20,
+        warm_ratio: float = 1.25,
         solver: Callable[..., Any] | None = None,
     ) -> None:
         raw = np.asarray(image)
@@ -222,6 +253,7 @@ class BetaSweep:
         self.tol = check_real("tol", tol, minimum=0.0, strict=True)
         self.cache_size = check_int("cache_size", cache_size, minimum=1)
         self.cache_bytes = check_int("cache_bytes", cache_bytes, minimum=0)
+        self.warm_ratio = check_real("warm_ratio", warm_ratio, minimum=1.0)
         self._solver = denoise_tv if solver is None else solver
         self.levels = None
         if method == "exact":
@@ -261,10 +293,10 @@ class BetaSweep:
             hit = cache.get(beta)
             if hit is not None:
                 return hit
-            init = None if self.method == "exact" else cache.nearest(beta)
+            init = None if self.method == "exact" else cache.nearest(beta, self.warm_ratio)
         kwargs = self._solve_kwargs(spacing)
         if init is not None:
-            kwargs["init"] = init
+            kwargs["init"] = _warm_start(init, beta)
         _, result = self._solver(image, beta, callback=callback, **kwargs)
         result.extra["beta"] = beta
         if not (_is_partial(result) and self.method == "exact"):
