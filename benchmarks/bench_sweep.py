@@ -14,12 +14,16 @@ A second table drags fast: a submit every 30 ms without waiting; it gives the la
 the last submit to its result, how many intermediate results were shown and how many solves
 ran (latest-wins stops or skips the rest).
 
-Run: ``python benchmarks/bench_sweep.py [--moves 20] [--quick]``.
+Run: ``python benchmarks/bench_sweep.py [--moves 20] [--quick]``. On a machine whose cores
+are busy with other work, Numba's OpenMP threads spinning at barriers (the default wait
+policy) made every parallel kernel 10-50x slower in our runs; ``OMP_WAIT_POLICY=PASSIVE``
+avoids it. The header prints the policy in effect.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from functools import partial
@@ -125,7 +129,7 @@ def _scenarios(quick: bool):
     shape3 = (16, 64, 64) if quick else (64, 256, 256)
     image2, volume = _data_2d(shape2), _data_3d(shape3)
     mid = shape3[0] // 2
-    for method in ("chambolle", "exact"):
+    for method in ("chambolle", "primal_dual", "exact"):
         kw = {"method": method, "tol": 1e-3}
         yield (
             f"2D {shape2[0]}x{shape2[1]} solve",
@@ -148,7 +152,11 @@ def main(moves: int = 20, quick: bool = False) -> list[dict]:
         f"{'scenario':<24}{'method':<11}{'warm med':>9}{'warm p90':>9}{'iters':>7}"
         f"{'cold med':>9}{'ratio':>7}{'budget':>8}{'gap':>9}"
     )
-    print(f"beta-sweep latency, submit -> result delivered, {moves} moves (ms)")
+    policy = os.environ.get("OMP_WAIT_POLICY", "default")
+    print(
+        f"beta-sweep latency, submit -> result delivered, {moves} moves (ms); "
+        f"OMP_WAIT_POLICY={policy}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
     print(header)
     print("-" * len(header))
     for name, method, make_call, sigma in _scenarios(quick):
