@@ -470,6 +470,23 @@ def test_suggest_beta_meets_the_discrepancy(rng):
     assert residual / (noisy.size * sigma**2) == pytest.approx(1.0, abs=0.015)
 
 
+def test_suggest_beta_with_the_exact_method_stops_on_its_grid(rng):
+    clean = np.kron(np.eye(2), np.ones((8, 8))) * 40 + 10
+    raw = np.clip(clean + rng.normal(0, 6, clean.shape), 0, 255).astype(np.uint8)
+    target = raw.size * 6.0**2
+
+    def ratio(beta):
+        u = denoise_tv(raw, beta, method="exact")
+        return float(np.sum((u - raw.astype(np.float64)) ** 2)) / target
+
+    steps = []
+    beta = suggest_beta(raw, sigma=6.0, method="exact", callback=steps.append)
+    assert len(steps) < 60
+    assert ratio(beta) == pytest.approx(1.0, abs=0.01) or ratio(beta / 1.002) <= 1 <= ratio(
+        beta * 1.002
+    )
+
+
 def test_suggest_beta_is_monotone_in_sigma_and_estimates_sigma(rng):
     noisy, _ = _blocks((32, 32), rng, sigma=0.1)
     betas = [suggest_beta(noisy, sigma=s) for s in (0.06, 0.1, 0.14)]

@@ -838,6 +838,7 @@ def suggest_beta(
     sigma: float | None = None,
     *,
     rtol: float = 1e-2,
+    xtol: float = 1e-3,
     max_steps: int = 60,
     callback: Callback | None = None,
     **sweep_kw,
@@ -852,6 +853,9 @@ def suggest_beta(
         Noise standard deviation; estimated by :func:`estimate_noise_sigma` if omitted.
     rtol : float, default 0.01
         Stop when :math:`|\\|u_\\beta - v\\|^2 / (N\\sigma^2) - 1| \\le` ``rtol``.
+    xtol : float, default 1e-3
+        ... or when the bracket of β is narrower than a factor ``1 + xtol`` (the residual of
+        ``method="exact"`` jumps between grid levels and may never meet ``rtol``).
     max_steps : int, default 60
         Solves allowed for bracketing plus bisection.
     callback : callable, optional
@@ -901,6 +905,7 @@ def suggest_beta(
     if sweep_kw.get("fidelity", "l2") != "l2":
         raise ValueError(f"suggest_beta needs fidelity='l2', got {sweep_kw['fidelity']!r}")
     rtol = check_real("rtol", rtol, minimum=0.0, strict=True)
+    xtol = check_real("xtol", xtol, minimum=0.0, strict=True)
     max_steps = check_int("max_steps", max_steps, minimum=1)
     sweep_kw.setdefault("tol", 1e-4)
     sweep_kw.setdefault("cache_size", 4)
@@ -932,7 +937,7 @@ def suggest_beta(
             hi = point
         beta = math.exp(_next_log_beta(lo, hi, bisect=side == last_side))
         last_side = side
-        if lo is not None and hi is not None and hi[0] - lo[0] <= 1e-9:
+        if lo is not None and hi is not None and hi[0] - lo[0] <= math.log1p(xtol):
             return beta
     return beta
 
