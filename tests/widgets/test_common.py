@@ -45,11 +45,13 @@ def test_layer_checks(make_napari_viewer):
     assert info.time_axis == 0 and info.spacing == (0.5, 0.25) and info.n_times == 3
     movie = viewer.add_image(rng.random((2, 3, 4, 4)), axis_labels=("time", "z", "y", "x"))
     assert image_layer_info(movie).spatial_ndim == 3
-    for bad in (viewer.add_image(rng.random((2, 3, 4, 4))),
-                viewer.add_image(rng.random((8, 8, 3)), rgb=True),
-                viewer.add_labels(np.zeros((4, 4), np.int32)),
-                viewer.add_image(rng.random((2, 2, 2, 4, 4)), axis_labels="tczyx"),
-                None):
+    for bad in (
+        viewer.add_image(rng.random((2, 3, 4, 4))),
+        viewer.add_image(rng.random((8, 8, 3)), rgb=True),
+        viewer.add_labels(np.zeros((4, 4), np.int32)),
+        viewer.add_image(rng.random((2, 2, 2, 4, 4)), axis_labels="tczyx"),
+        None,
+    ):
         with pytest.raises(LayerError):
             image_layer_info(bad)
 

@@ -17,22 +17,28 @@ def _widget(make_napari_viewer, data, **layer_kw):
     return viewer, layer, widget
 
 
-@pytest.mark.parametrize(
-    ("method", "fidelity"), [("chambolle", "l2"), ("primal_dual", "l1")]
-)
+@pytest.mark.parametrize(("method", "fidelity"), [("chambolle", "l2"), ("primal_dual", "l1")])
 def test_run_2d_matches_api_and_updates_in_place(
     make_napari_viewer, wait_done, blobs_2d, method, fidelity
 ):
     original = blobs_2d.copy()
-    viewer, layer, w = _widget(make_napari_viewer, blobs_2d, scale=(0.5, 0.25),
-                               translate=(3.0, -1.0))
+    viewer, layer, w = _widget(
+        make_napari_viewer, blobs_2d, scale=(0.5, 0.25), translate=(3.0, -1.0)
+    )
     assert w.spacing_edit.text() == "0.5, 0.25"  # spacing defaults to the layer's scale
     w.set_parameters(method=method, fidelity=fidelity, beta=0.05, tol=1e-3, max_num_iter=200)
     w.run()
     wait_done(w.runner)
-    expected, info = denoise_tv(blobs_2d, 0.05, method=method, fidelity=fidelity,
-                                spacing=(0.5, 0.25), tol=1e-3, max_num_iter=200,
-                                return_info=True)
+    expected, info = denoise_tv(
+        blobs_2d,
+        0.05,
+        method=method,
+        fidelity=fidelity,
+        spacing=(0.5, 0.25),
+        tol=1e-3,
+        max_num_iter=200,
+        return_info=True,
+    )
     out = viewer.layers["img TV"]
     np.testing.assert_allclose(out.data, expected, rtol=1e-6, atol=1e-6)
     assert tuple(out.scale) == (0.5, 0.25) and tuple(out.translate) == (3.0, -1.0)
@@ -61,8 +67,9 @@ def test_run_3d_exact_uses_the_layer_scale(make_napari_viewer, wait_done, blobs_
     w.set_parameters(method="exact", beta=0.1, levels=16, connectivity=1)
     w.run()
     wait_done(w.runner)
-    expected, info = denoise_tv(blobs_3d, 0.1, method="exact", levels=16,
-                                spacing=(2.0, 0.5, 0.5), return_info=True)
+    expected, info = denoise_tv(
+        blobs_3d, 0.1, method="exact", levels=16, spacing=(2.0, 0.5, 0.5), return_info=True
+    )
     out = viewer.layers["img TV"]
     np.testing.assert_array_equal(out.data, expected)
     assert out.metadata["energy"] == pytest.approx(info.energy)
@@ -73,8 +80,7 @@ def test_run_3d_exact_uses_the_layer_scale(make_napari_viewer, wait_done, blobs_
 
 def test_time_series_current_and_all_time_points(make_napari_viewer, wait_done, blobs_2d):
     rng = np.random.default_rng(3)
-    movie = np.stack([blobs_2d[:32, :32] + 0.1 * rng.standard_normal((32, 32))
-                      for _ in range(3)])
+    movie = np.stack([blobs_2d[:32, :32] + 0.1 * rng.standard_normal((32, 32)) for _ in range(3)])
     original = movie.copy()
     viewer, layer, w = _widget(make_napari_viewer, movie)
     w.set_parameters(time_series=True, beta=0.1, tol=1e-3)
@@ -150,8 +156,9 @@ def test_4d_with_a_time_axis_is_accepted(make_napari_viewer, wait_done, errors):
     w.run()
     wait_done(w.runner)
     assert not errors["error"]
-    np.testing.assert_allclose(viewer.layers["img TV"].data[1],
-                               denoise_tv(data[1], 0.1, tol=1e-3), atol=1e-6)
+    np.testing.assert_allclose(
+        viewer.layers["img TV"].data[1], denoise_tv(data[1], 0.1, tol=1e-3), atol=1e-6
+    )
 
 
 def test_library_errors_become_notifications(make_napari_viewer, wait_done, errors):

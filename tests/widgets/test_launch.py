@@ -49,8 +49,13 @@ def test_imagej_tiff_voxel_size_becomes_the_scale(opened, tmp_path):
 
     vol = np.random.default_rng(0).integers(0, 255, (4, 16, 16), dtype=np.uint8)
     path = tmp_path / "stack.tif"
-    tifffile.imwrite(path, vol, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
-                     metadata={"spacing": 1.5, "unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(
+        path,
+        vol,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"spacing": 1.5, "unit": "um", "axes": "ZYX"},
+    )
     viewer = opened(str(path))
     layer = viewer.layers["stack"]
     np.testing.assert_array_equal(layer.data, vol)
@@ -87,8 +92,12 @@ def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, err
     else:
         widget.run()
         wait_done(widget.runner)
-    expected = {"TV denoise": "img TV", "TV gradient": "img TV gradient",
-                "Level sets": None, "β sweep": "img TV"}[title]
+    expected = {
+        "TV denoise": "img TV",
+        "TV gradient": "img TV gradient",
+        "Level sets": None,
+        "β sweep": "img TV",
+    }[title]
     if expected is not None:
         assert expected in viewer.layers
     assert not errors["error"]

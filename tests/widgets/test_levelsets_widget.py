@@ -86,8 +86,9 @@ def test_3d_float_and_bad_layers(make_napari_viewer, wait_done, errors, blobs_3d
     wait_done(w.runner)
     lambdas, _ = level_perimeters(blobs_3d, 8, spacing=(2.0, 0.5, 0.5))
     w.set_level_index(4)
-    np.testing.assert_array_equal(viewer.layers["img u^λ"].data,
-                                  level_set(blobs_3d, float(lambdas[4])))
+    np.testing.assert_array_equal(
+        viewer.layers["img u^λ"].data, level_set(blobs_3d, float(lambdas[4]))
+    )
     viewer.add_labels(np.zeros((4, 4), np.int32), name="seg")
     w.layer_combo.set_layer(viewer.layers["seg"])
     assert w.run() is None and w.run_dichotomy() is None

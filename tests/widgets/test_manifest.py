@@ -35,8 +35,7 @@ def test_widgets_and_samples_point_at_commands(manifest):
         "Level sets": "napari_tv._widgets.levelsets:LevelSetsWidget",
         "β sweep": "napari_tv._widgets.sweep:SweepWidget",
     }
-    assert {s.key for s in manifest.contributions.sample_data} >= {"microscopy_2d",
-                                                                   "microscopy_3d"}
+    assert {s.key for s in manifest.contributions.sample_data} >= {"microscopy_2d", "microscopy_3d"}
 
 
 def test_installed_distribution_uses_this_manifest(manifest):

@@ -19,9 +19,7 @@ def _widget(make_napari_viewer, data, **layer_kw):
 
 
 @pytest.mark.parametrize("method", ["exact", "chambolle"])
-def test_twenty_quick_moves_give_the_last_beta(
-    make_napari_viewer, qtbot, errors, blobs_2d, method
-):
+def test_twenty_quick_moves_give_the_last_beta(make_napari_viewer, qtbot, errors, blobs_2d, method):
     original = blobs_2d.copy()
     viewer, layer, w = _widget(make_napari_viewer, blobs_2d, scale=(0.5, 0.5))
     w.set_parameters(method=method, tol=1e-4)
@@ -33,8 +31,9 @@ def test_twenty_quick_moves_give_the_last_beta(
     assert last == pytest.approx(betas[-1], rel=0.02)  # the slider's log grid
     out = viewer.layers["img TV"]
     assert out.metadata["parameters"]["beta"] == last
-    expected, info = denoise_tv(blobs_2d, last, method=method, spacing=(0.5, 0.5), tol=1e-4,
-                                return_info=True)
+    expected, info = denoise_tv(
+        blobs_2d, last, method=method, spacing=(0.5, 0.5), tol=1e-4, return_info=True
+    )
     if method == "exact":
         np.testing.assert_array_equal(out.data, expected)
     else:  # warm-started from another β: the same minimiser within the tolerance
@@ -70,8 +69,9 @@ def test_3d_previews_the_slice_then_solves_the_volume_on_release(
     slider.setSliderDown(False)  # release: the whole volume
     qtbot.waitUntil(lambda: w.idle and "preview_plane" not in out.metadata, timeout=60_000)
     out = viewer.layers["img TV"]
-    np.testing.assert_array_equal(out.data, denoise_tv(blobs_3d, beta, method="exact",
-                                                       spacing=spacing))
+    np.testing.assert_array_equal(
+        out.data, denoise_tv(blobs_3d, beta, method="exact", spacing=spacing)
+    )
     assert tuple(out.scale) == spacing
     assert not errors["error"]
     np.testing.assert_array_equal(layer.data, original)
@@ -87,11 +87,12 @@ def test_beta_stack_has_beta_as_a_dims_axis(make_napari_viewer, wait_done, blobs
     assert out.data.shape == (3, 32, 32)
     assert out.axis_labels[0] == "log10 β"
     np.testing.assert_allclose(out.metadata["betas"], betas)
-    np.testing.assert_allclose(out.scale[0], 0.5) and np.testing.assert_allclose(
-        out.translate[0], np.log10(0.05))
+    np.testing.assert_allclose(out.scale[0], 0.5)  # log10 β step
+    np.testing.assert_allclose(out.translate[0], np.log10(0.05))
     for k, beta in enumerate(betas):
-        np.testing.assert_array_equal(out.data[k],
-                                      denoise_tv(blobs_2d[:32, :32], beta, method="exact"))
+        np.testing.assert_array_equal(
+            out.data[k], denoise_tv(blobs_2d[:32, :32], beta, method="exact")
+        )
 
 
 def test_suggested_beta_and_l_curve(make_napari_viewer, qtbot, wait_done, blobs_2d):

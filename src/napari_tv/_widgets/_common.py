@@ -135,8 +135,11 @@ def image_layer_info(layer, *, time_series: bool = False) -> ImageInfo:
     if not isinstance(layer, Image):
         raise LayerError(
             f"layer {layer.name!r} is a {kind} layer; TV works on Image layers"
-            + (" (a Labels layer is a segmentation, not an intensity image)" if kind == "Labels"
-               else "")
+            + (
+                " (a Labels layer is a segmentation, not an intensity image)"
+                if kind == "Labels"
+                else ""
+            )
         )
     if getattr(layer, "rgb", False):
         raise LayerError(
@@ -163,7 +166,7 @@ def image_layer_info(layer, *, time_series: bool = False) -> ImageInfo:
         )
     time_axis = 0 if timed else None
     spatial = ndim - (1 if timed else 0)
-    spacing = tuple(float(s) for s in layer.scale[ndim - spatial:])
+    spacing = tuple(float(s) for s in layer.scale[ndim - spatial :])
     return ImageInfo(layer=layer, time_axis=time_axis, spatial_ndim=spatial, spacing=spacing)
 
 
@@ -203,9 +206,7 @@ def show_output(
         axis_labels = tuple(like.axis_labels)
     active = viewer.layers.selection.active
     layer = viewer.layers[name] if name in viewer.layers else None
-    if layer is not None and (
-        type(layer).__name__.lower() != layer_type or layer.ndim != ndim
-    ):
+    if layer is not None and (type(layer).__name__.lower() != layer_type or layer.ndim != ndim):
         viewer.layers.remove(layer)
         layer = None
     if layer is None:
@@ -544,8 +545,10 @@ def _describe(info: dict) -> str:
     parts = []
     if "iter" in info:
         total = info.get("max_iter")
-        parts.append(f"{'round' if info.get('method') == 'exact' else 'iter'} {info['iter']}"
-                     + (f"/{total}" if total else ""))
+        parts.append(
+            f"{'round' if info.get('method') == 'exact' else 'iter'} {info['iter']}"
+            + (f"/{total}" if total else "")
+        )
     gap = info.get("gap")
     if gap is not None and info.get("method") != "exact" and np.isfinite(gap):
         parts.append(f"gap {gap:.2e}")
@@ -679,8 +682,9 @@ class LogSlider(QWidget):
 
     def setRange(self, minimum: float, maximum: float) -> None:  # noqa: N802 - Qt style
         if not (0 < minimum < maximum):
-            raise ValueError(f"LogSlider range must satisfy 0 < minimum < maximum, got "
-                             f"{minimum!r}, {maximum!r}")
+            raise ValueError(
+                f"LogSlider range must satisfy 0 < minimum < maximum, got {minimum!r}, {maximum!r}"
+            )
         self._lo, self._hi = math.log10(minimum), math.log10(maximum)
         self.setValue(min(max(self._value, minimum), maximum), emit=False)
 
@@ -830,6 +834,9 @@ class PlotWidget(QWidget):
         fm = p.fontMetrics()
         p.drawText(left + pw - fm.horizontalAdvance(hi_txt), top + ph + 12, hi_txt)
         if self.x_label:
-            p.drawText(int(left + pw / 2 - fm.horizontalAdvance(self.x_label) / 2), top + ph + 12,
-                       self.x_label)
+            p.drawText(
+                int(left + pw / 2 - fm.horizontalAdvance(self.x_label) / 2),
+                top + ph + 12,
+                self.x_label,
+            )
         p.end()

@@ -50,11 +50,11 @@ def _add_sample(viewer, sample: str) -> None:
         noisy, clean = sd.microscopy_2d()
         scale = (1.0, 1.0)
         name = "microscopy 2D"
-    axes = ("z", "y", "x")[-noisy.ndim:]
-    viewer.add_image(clean, name=f"{name} (clean)", scale=scale, colormap="gray",
-                     visible=False, axis_labels=axes)
-    viewer.add_image(noisy, name=f"{name} (noisy)", scale=scale, colormap="gray",
-                     axis_labels=axes)
+    axes = ("z", "y", "x")[-noisy.ndim :]
+    viewer.add_image(
+        clean, name=f"{name} (clean)", scale=scale, colormap="gray", visible=False, axis_labels=axes
+    )
+    viewer.add_image(noisy, name=f"{name} (noisy)", scale=scale, colormap="gray", axis_labels=axes)
 
 
 def dock_widgets(viewer) -> dict:
@@ -65,9 +65,7 @@ def dock_widgets(viewer) -> dict:
     for i, (title, module, cls) in enumerate(WIDGETS):
         klass = getattr(importlib.import_module(f"napari_tv._widgets.{module}"), cls)
         widget = klass(viewer)
-        docks.append(
-            viewer.window.add_dock_widget(widget, name=title, area="right", tabify=i > 0)
-        )
+        docks.append(viewer.window.add_dock_widget(widget, name=title, area="right", tabify=i > 0))
         widgets[title] = widget
     from qtpy.QtCore import QTimer
 

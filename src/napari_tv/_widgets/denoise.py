@@ -61,9 +61,7 @@ def denoise_frames(
             report["fraction"] = (i + float(report.get("fraction", 0.0))) / n
             return bool(callback(report)) if callback is not None else False
 
-        u, result = denoise_tv(
-            info.frame(t), callback=frame_callback, return_info=True, **params
-        )
+        u, result = denoise_tv(info.frame(t), callback=frame_callback, return_info=True, **params)
         us.append(u)
         results.append(result)
         if result.cancelled:
@@ -80,9 +78,8 @@ def certificate(result) -> str:
             f"exact minimiser on a {n_levels}-level grid (Darbon-Sigelle dichotomy, "
             f"{extra.get('rounds', result.n_iter)} max-flow rounds, {extra.get('cuts', '?')} cuts)"
         )
-    return (
-        f"relative duality gap {result.gap:.3g} after {result.n_iter} iterations"
-        + (" (converged)" if result.converged else " (not converged: raise iterations)")
+    return f"relative duality gap {result.gap:.3g} after {result.n_iter} iterations" + (
+        " (converged)" if result.converged else " (not converged: raise iterations)"
     )
 
 
@@ -186,8 +183,9 @@ class DenoiseWidget(QWidget):
         """Spacing box and connectivity range from the layer (and the time-axis choice)."""
         self._update_enabled()
         try:
-            info = image_layer_info(self.layer_combo.layer(),
-                                    time_series=self.time_check.isChecked())
+            info = image_layer_info(
+                self.layer_combo.layer(), time_series=self.time_check.isChecked()
+            )
         except LayerError:
             return None
         self.spacing_edit.setText(format_spacing(info.spacing))
@@ -218,8 +216,7 @@ class DenoiseWidget(QWidget):
     def set_parameters(self, **values) -> None:
         """Set controls by name (``method``, ``fidelity``, ``tv``, ``beta``, ``connectivity``,
         ``levels``, ``max_num_iter``, ``tol``, ``spacing``, ``time_series``, ``all_frames``)."""
-        combos = {"method": self.method_combo, "fidelity": self.fidelity_combo,
-                  "tv": self.tv_combo}
+        combos = {"method": self.method_combo, "fidelity": self.fidelity_combo, "tv": self.tv_combo}
         if "method" in values:  # first: it decides the fidelities offered
             values = {"method": values.pop("method"), **values}
         for key, value in values.items():
@@ -230,8 +227,10 @@ class DenoiseWidget(QWidget):
                 combos[key].setCurrentIndex(idx)
             elif key == "beta":
                 if not self.beta_slider.minimum() <= value <= self.beta_slider.maximum():
-                    self.beta_slider.setRange(min(value / 10, self.beta_slider.minimum()),
-                                              max(value * 10, self.beta_slider.maximum()))
+                    self.beta_slider.setRange(
+                        min(value / 10, self.beta_slider.minimum()),
+                        max(value * 10, self.beta_slider.maximum()),
+                    )
                 self.beta_slider.setValue(value, emit=False)
                 self._beta_set = True
             elif key == "connectivity":
@@ -271,8 +270,9 @@ class DenoiseWidget(QWidget):
             try:
                 params["tol"] = float(self.tol_edit.text())
             except ValueError:
-                raise LayerError(f"tolerance must be a number, got {self.tol_edit.text()!r}") \
-                    from None
+                raise LayerError(
+                    f"tolerance must be a number, got {self.tol_edit.text()!r}"
+                ) from None
         return params
 
     # -- running -------------------------------------------------------------------------

@@ -155,8 +155,12 @@ class GradientWidget(QWidget):
         layout.addStretch(1)
 
         self.runner = TaskRunner(
-            "TV gradient", self.progress, self.cancel_button, self.status,
-            busy_widgets=(self.compute_button,), parent=self,
+            "TV gradient",
+            self.progress,
+            self.cancel_button,
+            self.status,
+            busy_widgets=(self.compute_button,),
+            parent=self,
         )
         self._last: tuple[ImageInfo, dict] | None = None
         self.compute_button.clicked.connect(self.run)
@@ -179,8 +183,9 @@ class GradientWidget(QWidget):
     def _refresh_spacing(self, *_args) -> ImageInfo | None:
         """Spacing box (and connectivity range) from the layer and the time-axis choice."""
         try:
-            info = image_layer_info(self.layer_combo.layer(),
-                                    time_series=self.time_check.isChecked())
+            info = image_layer_info(
+                self.layer_combo.layer(), time_series=self.time_check.isChecked()
+            )
         except LayerError:
             return None
         self.spacing_edit.setText(format_spacing(info.spacing))
@@ -191,8 +196,11 @@ class GradientWidget(QWidget):
     def set_parameters(self, **values) -> None:
         """Set controls by name: ``scheme``, ``boundary``, ``kind``, ``eps``, ``step``,
         ``spacing``, ``time_series``."""
-        combos = {"scheme": self.scheme_combo, "boundary": self.boundary_combo,
-                  "kind": self.kind_combo}
+        combos = {
+            "scheme": self.scheme_combo,
+            "boundary": self.boundary_combo,
+            "kind": self.kind_combo,
+        }
         for key, value in values.items():
             if key in combos:
                 idx = combos[key].findText(value)
@@ -231,7 +239,9 @@ class GradientWidget(QWidget):
         t = None if info.time_axis is None else layer_index(self.viewer, layer, 0)
         image = info.frame(t)
         return self.runner.start(
-            compute_gradients, image, params,
+            compute_gradients,
+            image,
+            params,
             on_result=lambda out: self._show(info, params, out),
             description=f"{params['scheme']} differences of {layer.name!r}…",
         )
@@ -246,21 +256,37 @@ class GradientWidget(QWidget):
         tvg = out["tv_gradient"]
         bound = float(np.abs(tvg).max())
         bound = bound if bound > 0 else 1.0
-        meta = {"napari_tv": "TV gradient", "source": layer.name,
-                "parameters": {**params, "spacing": list(params["spacing"])}}
-        show_output(self.viewer, f"{layer.name} TV gradient", tvg, like=layer,
-                    metadata={**meta, "max_abs": bound}, colormap=diverging_colormap(),
-                    contrast_limits=(-bound, bound), visible=True)
+        meta = {
+            "napari_tv": "TV gradient",
+            "source": layer.name,
+            "parameters": {**params, "spacing": list(params["spacing"])},
+        }
+        show_output(
+            self.viewer,
+            f"{layer.name} TV gradient",
+            tvg,
+            like=layer,
+            metadata={**meta, "max_abs": bound},
+            colormap=diverging_colormap(),
+            contrast_limits=(-bound, bound),
+            visible=True,
+        )
         mag = out["magnitude"]
         top = float(mag.max())
-        show_output(self.viewer, f"{layer.name} |∇f|", mag, like=layer, metadata=meta,
-                    colormap="magma", contrast_limits=(0.0, top if top > 0 else 1.0),
-                    visible=False)
+        show_output(
+            self.viewer,
+            f"{layer.name} |∇f|",
+            mag,
+            like=layer,
+            metadata=meta,
+            colormap="magma",
+            contrast_limits=(0.0, top if top > 0 else 1.0),
+            visible=False,
+        )
         self._last = (info, params, out["gradient"])
         self._update_vectors(force=True)
         self.status.setText(
-            f"{params['scheme']}: max |∇TV| = {float(np.abs(tvg).max()):.4g}, "
-            f"max |∇f| = {top:.4g}"
+            f"{params['scheme']}: max |∇TV| = {float(np.abs(tvg).max()):.4g}, max |∇f| = {top:.4g}"
         )
 
     def _on_dims(self, _event=None) -> None:
@@ -282,19 +308,32 @@ class GradientWidget(QWidget):
         if info.spatial_ndim == 3:
             plane = layer_index(self.viewer, layer, spatial_offset)
             old = self.viewer.layers[name] if name in self.viewer.layers else None
-            if not force and old is not None and old.metadata.get("plane") == plane \
-                    and old.metadata.get("step") == self.step_spin.value():
+            if (
+                not force
+                and old is not None
+                and old.metadata.get("plane") == plane
+                and old.metadata.get("step") == self.step_spin.value()
+            ):
                 return
-        vectors, norm = direction_vectors(g, params["spacing"], self.step_spin.value(),
-                                          plane=plane)
+        vectors, norm = direction_vectors(g, params["spacing"], self.step_spin.value(), plane=plane)
         step = self.step_spin.value()
         scale = tuple(layer.scale)[spatial_offset:]
         translate = tuple(layer.translate)[spatial_offset:]
         show_output(
-            self.viewer, name, vectors, layer_type="vectors",
-            scale=scale, translate=translate,
-            metadata={"napari_tv": "gradient direction", "source": layer.name, "step": step,
-                      "plane": plane, "magnitude": norm},
-            edge_color="#e8ffe0", edge_width=max(0.1 * step, 0.4),
+            self.viewer,
+            name,
+            vectors,
+            layer_type="vectors",
+            scale=scale,
+            translate=translate,
+            metadata={
+                "napari_tv": "gradient direction",
+                "source": layer.name,
+                "step": step,
+                "plane": plane,
+                "magnitude": norm,
+            },
+            edge_color="#e8ffe0",
+            edge_width=max(0.1 * step, 0.4),
             vector_style="arrow",
         )

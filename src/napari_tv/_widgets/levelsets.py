@@ -60,9 +60,7 @@ def level_summary(image: np.ndarray, params: dict[str, Any], callback=None) -> d
 
     levels, connectivity, spacing = params["levels"], params["connectivity"], params["spacing"]
     grid = level_grid(image, levels)
-    lambdas, perimeters = level_perimeters(
-        image, grid, connectivity=connectivity, spacing=spacing
-    )
+    lambdas, perimeters = level_perimeters(image, grid, connectivity=connectivity, spacing=spacing)
     if callback is not None and callback({"fraction": 0.5}):
         return {"cancelled": True}
     out = {
@@ -101,8 +99,7 @@ class LevelSetsWidget(QWidget):
         self.levels_spin.setRange(1, 65536)
         self.levels_spin.setSpecialValueText("auto")
         self.levels_spin.setValue(1)
-        self.levels_spin.setToolTip("auto: every integer for integer images, 256 levels for "
-                                    "floats")
+        self.levels_spin.setToolTip("auto: every integer for integer images, 256 levels for floats")
         self.connectivity_spin = QSpinBox()
         self.connectivity_spin.setRange(1, 3)
         self.spacing_edit = QLineEdit()
@@ -156,8 +153,12 @@ class LevelSetsWidget(QWidget):
         layout.addStretch(1)
 
         self.runner = TaskRunner(
-            "Level sets", self.progress, self.cancel_button, self.status,
-            busy_widgets=(self.compute_button, self.dichotomy_button), parent=self,
+            "Level sets",
+            self.progress,
+            self.cancel_button,
+            self.status,
+            busy_widgets=(self.compute_button, self.dichotomy_button),
+            parent=self,
         )
         self._levels: dict[str, Any] | None = None  # info, image, summary of the last compute
         self._dichotomy: dict[str, Any] | None = None
@@ -200,8 +201,9 @@ class LevelSetsWidget(QWidget):
     def _refresh_spacing(self, *_args) -> ImageInfo | None:
         """Spacing box (and connectivity range) from the layer and the time-axis choice."""
         try:
-            info = image_layer_info(self.layer_combo.layer(),
-                                    time_series=self.time_check.isChecked())
+            info = image_layer_info(
+                self.layer_combo.layer(), time_series=self.time_check.isChecked()
+            )
         except LayerError:
             return None
         self.spacing_edit.setText(format_spacing(info.spacing))
@@ -220,8 +222,10 @@ class LevelSetsWidget(QWidget):
             elif key == "spacing":
                 self.spacing_edit.setText(format_spacing(value))
             elif key == "beta":
-                self.beta_slider.setRange(min(value / 10, self.beta_slider.minimum()),
-                                          max(value * 10, self.beta_slider.maximum()))
+                self.beta_slider.setRange(
+                    min(value / 10, self.beta_slider.minimum()),
+                    max(value * 10, self.beta_slider.maximum()),
+                )
                 self.beta_slider.setValue(value, emit=False)
             elif key == "fidelity":
                 self.fidelity_combo.setCurrentText(value)
@@ -239,7 +243,9 @@ class LevelSetsWidget(QWidget):
             notify_error(f"Level sets: {exc}")
             return None
         return self.runner.start(
-            level_summary, image, params,
+            level_summary,
+            image,
+            params,
             on_result=lambda out: self._show_summary(info, image, params, out),
             description=f"level sets of {info.name!r}…",
         )
@@ -252,8 +258,11 @@ class LevelSetsWidget(QWidget):
         self.plot.clear()
         self.plot.add_series("perimeter", out["lambdas"], out["perimeters"])
         self.plot.x_label = "λ"
-        note = "" if out["on_grid"] else " (u is off the grid: the sum is the TV of u rounded " \
-                                         "up to the grid)"
+        note = (
+            ""
+            if out["on_grid"]
+            else " (u is off the grid: the sum is the TV of u rounded up to the grid)"
+        )
         self.coarea_label.setText(
             f"coarea Σ Δλ·Per(u^λ) = {out['coarea']:.6g}\n"
             f"graph TV (connectivity {params['connectivity']}) = {out['graph_tv']:.6g}\n"
@@ -296,10 +305,20 @@ class LevelSetsWidget(QWidget):
         self.plot.set_marker("lambda", lam, "#ffffff")
         spatial = state["info"].spatial_ndim
         show_output(
-            self.viewer, f"{layer.name} u^λ", mask.astype(np.uint8), layer_type="labels",
-            scale=tuple(layer.scale)[-spatial:], translate=tuple(layer.translate)[-spatial:],
-            metadata={"napari_tv": "level set", "source": layer.name, "lambda": lam,
-                      "level_index": int(k), "perimeter": per}, opacity=0.5,
+            self.viewer,
+            f"{layer.name} u^λ",
+            mask.astype(np.uint8),
+            layer_type="labels",
+            scale=tuple(layer.scale)[-spatial:],
+            translate=tuple(layer.translate)[-spatial:],
+            metadata={
+                "napari_tv": "level set",
+                "source": layer.name,
+                "lambda": lam,
+                "level_index": int(k),
+                "perimeter": per,
+            },
+            opacity=0.5,
         )
 
     def add_stack(self):
@@ -314,9 +333,7 @@ class LevelSetsWidget(QWidget):
         grid = state["grid"]
         size = (len(grid) - 1) * state["image"].size
         if size > MAX_STACK_VOXELS:
-            notify_warning(
-                f"Level sets: the stack would hold {size:,} voxels; choose fewer levels"
-            )
+            notify_warning(f"Level sets: the stack would hold {size:,} voxels; choose fewer levels")
             return None
         stack = level_sets(state["image"], grid).astype(np.uint8)
         spatial = state["info"].spatial_ndim
@@ -325,13 +342,19 @@ class LevelSetsWidget(QWidget):
         lam_scale = float(steps[0]) if uniform and steps[0] > 0 else 1.0
         lam_translate = float(grid[0]) if uniform else 0.0
         return show_output(
-            self.viewer, f"{layer.name} level sets", stack, layer_type="labels",
+            self.viewer,
+            f"{layer.name} level sets",
+            stack,
+            layer_type="labels",
             scale=(lam_scale, *tuple(layer.scale)[-spatial:]),
             translate=(lam_translate, *tuple(layer.translate)[-spatial:]),
             axis_labels=("λ", *tuple(layer.axis_labels)[-spatial:]),
-            metadata={"napari_tv": "level sets", "source": layer.name,
-                      "levels": grid[:-1].tolist(), "lambda_axis": "λ" + (
-                          "" if uniform else " index (non-uniform grid)")},
+            metadata={
+                "napari_tv": "level sets",
+                "source": layer.name,
+                "levels": grid[:-1].tolist(),
+                "lambda_axis": "λ" + ("" if uniform else " index (non-uniform grid)"),
+            },
             opacity=0.5,
         )
 
@@ -343,10 +366,15 @@ class LevelSetsWidget(QWidget):
         except LayerError as exc:
             notify_error(f"Level sets: {exc}")
             return None
-        params = {**params, "beta": float(self.beta_slider.value()),
-                  "fidelity": self.fidelity_combo.currentText()}
+        params = {
+            **params,
+            "beta": float(self.beta_slider.value()),
+            "fidelity": self.fidelity_combo.currentText(),
+        }
         return self.runner.start(
-            run_dichotomy, image, params,
+            run_dichotomy,
+            image,
+            params,
             on_result=lambda out: self._show_dichotomy(info, params, out),
             description=f"exact dichotomy of {info.name!r} at β = {params['beta']:.3g}…",
         )
@@ -359,8 +387,10 @@ class LevelSetsWidget(QWidget):
         self.depth_slider.setValue(max(depth, 1))
         self.depth_slider.blockSignals(False)
         self.depth_slider.setEnabled(depth > 0)
-        self.status.setText(f"dichotomy: {depth} max-flow rounds over {len(out['grid'])} "
-                            f"levels at β = {params['beta']:.4g}")
+        self.status.setText(
+            f"dichotomy: {depth} max-flow rounds over {len(out['grid'])} "
+            f"levels at β = {params['beta']:.4g}"
+        )
         if depth:
             self._show_depth(depth)
         else:
@@ -382,19 +412,28 @@ class LevelSetsWidget(QWidget):
         labels = state["labels"][d] + 1  # 0 is the transparent background in napari
         intervals = state["intervals"][d]
         grid = state["grid"]
-        self.depth_label.setText(f"round {d + 1}/{len(state['intervals'])}: "
-                                 f"{len(intervals)} intervals")
+        self.depth_label.setText(
+            f"round {d + 1}/{len(state['intervals'])}: {len(intervals)} intervals"
+        )
         spatial = state["info"].spatial_ndim
-        params = {k: (list(v) if isinstance(v, tuple) else v)
-                  for k, v in state["params"].items()}
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in state["params"].items()}
         show_output(
-            self.viewer, f"{layer.name} dichotomy", labels.astype(np.int32),
+            self.viewer,
+            f"{layer.name} dichotomy",
+            labels.astype(np.int32),
             layer_type="labels",
-            scale=tuple(layer.scale)[-spatial:], translate=tuple(layer.translate)[-spatial:],
-            metadata={"napari_tv": "dichotomy", "source": layer.name, "round": d + 1,
-                      "rounds": len(state["intervals"]), "parameters": params,
-                      "n_intervals": len(intervals),
-                      "intervals": [[float(grid[lo]), float(grid[hi])] for lo, hi in intervals]
-                      if len(intervals) <= 1024 else "too many to list"},
+            scale=tuple(layer.scale)[-spatial:],
+            translate=tuple(layer.translate)[-spatial:],
+            metadata={
+                "napari_tv": "dichotomy",
+                "source": layer.name,
+                "round": d + 1,
+                "rounds": len(state["intervals"]),
+                "parameters": params,
+                "n_intervals": len(intervals),
+                "intervals": [[float(grid[lo]), float(grid[hi])] for lo, hi in intervals]
+                if len(intervals) <= 1024
+                else "too many to list",
+            },
             opacity=0.6,
         )

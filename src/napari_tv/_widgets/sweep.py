@@ -115,8 +115,7 @@ class SweepWidget(QWidget):
         from napari_tv.sweep import LatestWins
 
         self.viewer = napari_viewer
-        self.layer_combo = LayerCombo(napari_viewer,
-                                      exclude_suffixes=(OUTPUT_SUFFIX, STACK_SUFFIX))
+        self.layer_combo = LayerCombo(napari_viewer, exclude_suffixes=(OUTPUT_SUFFIX, STACK_SUFFIX))
         self.time_check = QCheckBox("first axis is time (current time point)")
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
@@ -184,13 +183,18 @@ class SweepWidget(QWidget):
 
         # β stack, L-curve, suggestion: one cancellable job at a time
         self.runner = TaskRunner(
-            "β sweep", self.progress, self.cancel_button, self.status,
+            "β sweep",
+            self.progress,
+            self.cancel_button,
+            self.status,
             busy_widgets=(self.stack_button, self.curve_button, self.suggest_button),
             parent=self,
         )
         # live solves: latest wins, results cross to the GUI thread through queued signals
         self.latest = LatestWins(
-            solve_request, self.result_ready.emit, self.error_ready.emit,
+            solve_request,
+            self.result_ready.emit,
+            self.error_ready.emit,
             progress=self._live_progress,
         )
         latest = self.latest
@@ -242,8 +246,9 @@ class SweepWidget(QWidget):
 
     def _refresh_spacing(self, *_args) -> ImageInfo | None:
         try:
-            info = image_layer_info(self.layer_combo.layer(),
-                                    time_series=self.time_check.isChecked())
+            info = image_layer_info(
+                self.layer_combo.layer(), time_series=self.time_check.isChecked()
+            )
         except LayerError:
             return None
         self.spacing_edit.setText(format_spacing(info.spacing))
@@ -268,8 +273,7 @@ class SweepWidget(QWidget):
         ``beta_slider.setValue``."""
         if "method" in values:
             values = {"method": values.pop("method"), **values}
-        combos = {"method": self.method_combo, "fidelity": self.fidelity_combo,
-                  "tv": self.tv_combo}
+        combos = {"method": self.method_combo, "fidelity": self.fidelity_combo, "tv": self.tv_combo}
         for key, value in values.items():
             if key in combos:
                 idx = combos[key].findText(value)
@@ -305,8 +309,9 @@ class SweepWidget(QWidget):
             try:
                 kw["tol"] = float(self.tol_edit.text())
             except ValueError:
-                raise LayerError(f"tolerance must be a number, got {self.tol_edit.text()!r}") \
-                    from None
+                raise LayerError(
+                    f"tolerance must be a number, got {self.tol_edit.text()!r}"
+                ) from None
         return kw
 
     def _input(self) -> tuple[ImageInfo, int | None, np.ndarray, dict[str, Any]]:
@@ -344,8 +349,9 @@ class SweepWidget(QWidget):
             return
         # 2D: the live request was already the whole image; 3D: now solve the volume
         try:
-            info = image_layer_info(self.layer_combo.layer(),
-                                    time_series=self.time_check.isChecked())
+            info = image_layer_info(
+                self.layer_combo.layer(), time_series=self.time_check.isChecked()
+            )
         except LayerError:
             return
         if info.spatial_ndim == 3:
@@ -356,8 +362,9 @@ class SweepWidget(QWidget):
         if not self.live_check.isChecked() or self._sweep is None:
             return
         try:
-            info = image_layer_info(self.layer_combo.layer(),
-                                    time_series=self.time_check.isChecked())
+            info = image_layer_info(
+                self.layer_combo.layer(), time_series=self.time_check.isChecked()
+            )
         except LayerError:
             return
         name = f"{info.name}{OUTPUT_SUFFIX}"
@@ -406,8 +413,9 @@ class SweepWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         self._shown = self._seq
         self._live_done()
-        text = str(exc) if isinstance(exc, ValueError | TypeError) else \
-            f"{type(exc).__name__}: {exc}"
+        text = (
+            str(exc) if isinstance(exc, ValueError | TypeError) else f"{type(exc).__name__}: {exc}"
+        )
         self.status.setText(f"failed: {text}")
         notify_error(f"β sweep: {text}")
 
@@ -430,8 +438,7 @@ class SweepWidget(QWidget):
         layer = info.layer
         if layer not in self.viewer.layers:
             return
-        result, beta, plane, t = payload["result"], payload["beta"], payload["plane"], \
-            payload["t"]
+        result, beta, plane, t = payload["result"], payload["beta"], payload["plane"], payload["t"]
         name = f"{layer.name}{OUTPUT_SUFFIX}"
         kw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in payload["kw"].items()}
         meta = {
@@ -492,7 +499,10 @@ class SweepWidget(QWidget):
             notify_error(f"β sweep: {exc}")
             return None
         return self.runner.start(
-            compute_stack, image, betas, kw,
+            compute_stack,
+            image,
+            betas,
+            kw,
             on_result=lambda out: self._show_stack(info, out),
             description=f"β stack of {len(betas)} values…",
         )
@@ -506,16 +516,25 @@ class SweepWidget(QWidget):
         step = float(logb[1] - logb[0]) if len(logb) > 1 else 1.0
         spatial = info.spatial_ndim
         show_output(
-            self.viewer, f"{layer.name}{STACK_SUFFIX}", out["stack"], like=None,
+            self.viewer,
+            f"{layer.name}{STACK_SUFFIX}",
+            out["stack"],
+            like=None,
             scale=(step, *tuple(layer.scale)[-spatial:]),
             translate=(float(logb[0]), *tuple(layer.translate)[-spatial:]),
             axis_labels=("log10 β", *tuple(layer.axis_labels)[-spatial:]),
-            metadata={"napari_tv": "β stack", "source": layer.name, "betas": betas.tolist(),
-                      "energies": [float(r.energy) for r in out["results"]]},
+            metadata={
+                "napari_tv": "β stack",
+                "source": layer.name,
+                "betas": betas.tolist(),
+                "energies": [float(r.energy) for r in out["results"]],
+            },
             colormap=layer.colormap,
         )
-        self.status.setText(f"β stack: {len(betas)} values from {betas[0]:.3g} to "
-                            f"{betas[-1]:.3g} (dims axis log10 β)")
+        self.status.setText(
+            f"β stack: {len(betas)} values from {betas[0]:.3g} to "
+            f"{betas[-1]:.3g} (dims axis log10 β)"
+        )
 
     def run_curve(self, suggest: bool = False):
         """L-curve over the β range; with ``suggest``, also the discrepancy-principle β."""
@@ -526,11 +545,16 @@ class SweepWidget(QWidget):
             notify_error(f"β sweep: {exc}")
             return None
         if suggest and kw["fidelity"] != "l2":
-            notify_warning("β sweep: the discrepancy principle needs the l2 fidelity; "
-                           "showing the L-curve only")
+            notify_warning(
+                "β sweep: the discrepancy principle needs the l2 fidelity; showing the L-curve only"
+            )
             suggest = False
         return self.runner.start(
-            compute_curve, image, betas, kw, suggest,
+            compute_curve,
+            image,
+            betas,
+            kw,
+            suggest,
             on_result=lambda out: self._show_curve(out),
             description="suggesting β…" if suggest else "L-curve…",
         )
@@ -556,6 +580,8 @@ class SweepWidget(QWidget):
         if self._suggested is not None:
             beta = self._suggested
             if not self.beta_slider.minimum() <= beta <= self.beta_slider.maximum():
-                self.beta_slider.setRange(min(beta / 10, self.beta_slider.minimum()),
-                                          max(beta * 10, self.beta_slider.maximum()))
+                self.beta_slider.setRange(
+                    min(beta / 10, self.beta_slider.minimum()),
+                    max(beta * 10, self.beta_slider.maximum()),
+                )
             self.beta_slider.setValue(beta)
