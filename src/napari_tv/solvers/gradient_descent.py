@@ -31,11 +31,13 @@ from ._gap import duality_gap, fidelity_floor
 from ._kernels import (
     as_3d,
     as_4d,
-    div_at,
+    back_terms,
     dual_norm_bound,
-    fdiff,
+    fwd_index,
+    inline,
     inv_steps,
     jit,
+    scalar_like,
     threads_for,
 )
 from ._result import TVResult
@@ -50,84 +52,144 @@ _PATIENCE = 20  # checks without a 1 % gap improvement before ε is decreased an
 
 
 # --------------------------------------------------------------------------------------------
-# Kernels (padded views of ``_kernels``: images (n0, n1, n2), fields (ndim, n0, n1, n2))
+# Kernels (padded views of ``_kernels``: images (n0, n1, n2), fields (K, n0, n1, n2)).  As in
+# ``_kernels``: per-line loops whose interior has no boundary branch, constants in the arrays'
+# dtype (float32 stays float32 and vectorises), the component count K a compile-time constant.
 # --------------------------------------------------------------------------------------------
-@jit
-def _grad_at(u, ih, periodic, i0, i1, i2):
-    """``(D_0 u, D_1 u, D_2 u)`` at one voxel of the padded view (0 on padded axes)."""
-    return (
-        ih[0] * fdiff(u, i0, i1, i2, 0, periodic),
-        ih[1] * fdiff(u, i0, i1, i2, 1, periodic),
-        ih[2] * fdiff(u, i0, i1, i2, 2, periodic),
-    )
+@inline
+def _flux_voxel(u, q, i0, i1, i2, j0, j1, j2, h0, h1, h2, e2, one, aniso, K):
+    """``q_s = ∇u_s / |∇u_s|_ε`` at one voxel (``j*``: forward neighbours)."""
+    c = u[i0, i1, i2]
+    g0 = h0 * (u[j0, i1, i2] - c)
+    g1 = h1 * (u[i0, j1, i2] - c)
+    g2 = h2 * (u[i0, i1, j2] - c)
+    if aniso:
+        q[K - 1, i0, i1, i2] = g2 / math.sqrt(g2 * g2 + e2)
+        if K >= 2:
+            q[K - 2, i0, i1, i2] = g1 / math.sqrt(g1 * g1 + e2)
+        if K >= 3:
+            q[0, i0, i1, i2] = g0 / math.sqrt(g0 * g0 + e2)
+    else:
+        inv = one / math.sqrt(g0 * g0 + g1 * g1 + g2 * g2 + e2)
+        q[K - 1, i0, i1, i2] = g2 * inv
+        if K >= 2:
+            q[K - 2, i0, i1, i2] = g1 * inv
+        if K >= 3:
+            q[0, i0, i1, i2] = g0 * inv
+
+
+@inline
+def _flux_line(u, q, i0, i1, j0, j1, consts, periodic, aniso, K):
+    h0, h1, h2, e2, one = consts
+    n2 = u.shape[2]
+    for i2 in range(n2 - 1):
+        _flux_voxel(u, q, i0, i1, i2, j0, j1, i2 + 1, h0, h1, h2, e2, one, aniso, K)
+    i2 = n2 - 1
+    j2 = fwd_index(i2, n2, periodic)
+    _flux_voxel(u, q, i0, i1, i2, j0, j1, j2, h0, h1, h2, e2, one, aniso, K)
 
 
 @jit(parallel=True)
-def _smoothed_flux(u, a0, ih, periodic, eps, aniso, q):
-    """``q = ∇u / |∇u|_ε`` (per component when ``aniso``); ``|q| < 1`` wherever ε > 0."""
+def _smoothed_flux(u, ih, periodic, eps, aniso, q):
+    """``q = ∇u / |∇u|_ε`` (per component when ``aniso``); ``|q| < 1`` when ε > 0."""
     n0, n1, n2 = u.shape
-    e2 = eps * eps
+    K = q.shape[0]
+    consts = (scalar_like(ih[0], u), scalar_like(ih[1], u), scalar_like(ih[2], u),
+              scalar_like(eps * eps, u), scalar_like(1.0, u))
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
-        for i2 in range(n2):
-            g = _grad_at(u, ih, periodic, i0, i1, i2)
-            d = math.sqrt(g[0] * g[0] + g[1] * g[1] + g[2] * g[2] + e2)
-            inv = 1.0 / d if d > 0.0 else 0.0
-            for k in range(q.shape[0]):
-                gk = g[a0 + k]
-                if aniso:
-                    d = math.sqrt(gk * gk + e2)
-                    inv = 1.0 / d if d > 0.0 else 0.0
-                q[k, i0, i1, i2] = gk * inv
+        j0 = fwd_index(i0, n0, periodic)
+        j1 = fwd_index(i1, n1, periodic)
+        if K == 3:
+            _flux_line(u, q, i0, i1, j0, j1, consts, periodic, aniso, 3)
+        elif K == 2:
+            _flux_line(u, q, i0, i1, j0, j1, consts, periodic, aniso, 2)
+        else:
+            _flux_line(u, q, i0, i1, j0, j1, consts, periodic, aniso, 1)
 
 
-@jit
-def _fidelity_derivative(y, v, eps_f, code):
-    """``∂f_ε/∂y``: l2 ``y − v``; smoothed l1 ``(y−v)/√((y−v)²+ε_f²)``; Poisson ``1 − v/y``."""
+@inline
+def _step_voxel(y, q, v, out, i0, i1, i2, im2, a2, b2, line_terms, consts, code, K):
+    """``out = y − step (f_ε'(y) − β div q)`` at one voxel (projected on ≥ 0 for Poisson)."""
+    im0, a0, b0, im1, a1, b1 = line_terms
+    h0, h1, h2, beta, step, ef2, one, zero = consts
+    d = h2 * (a2 * q[K - 1, i0, i1, i2] - b2 * q[K - 1, i0, i1, im2])
+    if K >= 2:
+        d += h1 * (a1 * q[K - 2, i0, i1, i2] - b1 * q[K - 2, i0, im1, i2])
+    if K >= 3:
+        d += h0 * (a0 * q[0, i0, i1, i2] - b0 * q[0, im0, i1, i2])
+    ys = y[i0, i1, i2]
+    vs = v[i0, i1, i2]
     if code == 0:
-        return y - v
-    if code == 1:
-        d = y - v
-        return d / math.sqrt(d * d + eps_f * eps_f)
-    if v > 0.0:
-        return 1.0 - v / y
-    return 1.0
+        g = ys - vs
+    elif code == 1:
+        g = (ys - vs) / math.sqrt((ys - vs) * (ys - vs) + ef2)
+    else:
+        g = one - vs / ys if vs > zero else one
+    x = ys - step * (g - beta * d)
+    if code == 2 and x < zero:
+        x = zero
+    out[i0, i1, i2] = x
+
+
+@inline
+def _step_line(y, q, v, out, line_terms, consts, periodic, code, K, i0, i1):
+    one, zero = consts[6], consts[7]
+    n2 = y.shape[2]
+    for i2 in range(1, n2 - 1):
+        _step_voxel(y, q, v, out, i0, i1, i2, i2 - 1, one, one, line_terms, consts, code, K)
+    for i2 in (0, n2 - 1):
+        im2, a2, b2 = back_terms(i2, n2, periodic)
+        a2 = one if a2 != 0.0 else zero
+        b2 = one if b2 != 0.0 else zero
+        _step_voxel(y, q, v, out, i0, i1, i2, im2, a2, b2, line_terms, consts, code, K)
 
 
 @jit(parallel=True)
-def _descent_step(y, q, v, a0, ih, periodic, beta, step, eps_f, code, out):
+def _descent_step(y, q, v, ih, periodic, beta, step, eps_f, code, out):
     """``out = y − step·(∇f_ε(y) − β div q)``, projected on ``out ≥ 0`` for Poisson."""
     n0, n1, n2 = y.shape
+    K = q.shape[0]
+    one = scalar_like(1.0, y)
+    zero = one - one
+    consts = (scalar_like(ih[0], y), scalar_like(ih[1], y), scalar_like(ih[2], y),
+              scalar_like(beta, y), scalar_like(step, y), scalar_like(eps_f * eps_f, y),
+              one, zero)
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
-        for i2 in range(n2):
-            g = _fidelity_derivative(y[i0, i1, i2], v[i0, i1, i2], eps_f, code)
-            g -= beta * div_at(q, a0, ih, periodic, i0, i1, i2)
-            x = y[i0, i1, i2] - step * g
-            if code == 2 and x < 0.0:
-                x = 0.0
-            out[i0, i1, i2] = x
+        im0, a0, b0 = back_terms(i0, n0, periodic)
+        im1, a1, b1 = back_terms(i1, n1, periodic)
+        line_terms = (im0, one if a0 != 0.0 else zero, one if b0 != 0.0 else zero,
+                      im1, one if a1 != 0.0 else zero, one if b1 != 0.0 else zero)
+        if K == 3:
+            _step_line(y, q, v, out, line_terms, consts, periodic, code, 3, i0, i1)
+        elif K == 2:
+            _step_line(y, q, v, out, line_terms, consts, periodic, code, 2, i0, i1)
+        else:
+            _step_line(y, q, v, out, line_terms, consts, periodic, code, 1, i0, i1)
 
 
 @jit(parallel=True)
 def _extrapolate(x, x_prev, theta, code, out):
     """``out = x + θ (x − x_prev)``; for Poisson kept ≥ x/2 so ``1 − v/y`` stays finite."""
     n0, n1, n2 = x.shape
+    theta = scalar_like(theta, x)
+    half = scalar_like(0.5, x)
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
         for i2 in range(n2):
             y = x[i0, i1, i2] + theta * (x[i0, i1, i2] - x_prev[i0, i1, i2])
-            if code == 2 and y < 0.5 * x[i0, i1, i2]:
-                y = 0.5 * x[i0, i1, i2]
+            if code == 2 and y < half * x[i0, i1, i2]:
+                y = half * x[i0, i1, i2]
             out[i0, i1, i2] = y
 
 
-@jit
+@inline
 def _fidelity_values(u, v, eps_f, code):
-    """``(f(u, v), f_ε(u, v))``; Poisson is +inf for ``u < 0`` or ``u = 0 < v``."""
+    """``(f(u, v), f_ε(u, v))`` in float64; Poisson is +inf for ``u < 0`` or ``u = 0 < v``."""
     d = u - v
     if code == 0:
         f = 0.5 * d * d
@@ -140,48 +202,61 @@ def _fidelity_values(u, v, eps_f, code):
     return f, f
 
 
+@inline
+def _energy_voxel(u, v, i0, i1, i2, j0, j1, j2, a0, ih, e2, eps_f, code, aniso, full, acc):
+    """Add this voxel's ``(f, f_ε, |∇u|, |∇u|_ε, |∇u|²/|∇u|_ε)`` to ``acc`` (float64)."""
+    c = np.float64(u[i0, i1, i2])
+    f, fe = _fidelity_values(c, np.float64(v[i0, i1, i2]), eps_f, code)
+    g = (ih[0] * (np.float64(u[j0, i1, i2]) - c), ih[1] * (np.float64(u[i0, j1, i2]) - c),
+         ih[2] * (np.float64(u[i0, i1, j2]) - c))  # 0 on padded axes
+    tv = 0.0
+    tv_eps = 0.0
+    tv_dot = 0.0
+    if aniso:
+        for k in range(a0, 3):
+            s = g[k] * g[k]
+            d = math.sqrt(s + e2)
+            tv_eps += d
+            if full:
+                tv += math.sqrt(s)
+                tv_dot += s / d if d > 0.0 else 0.0
+    else:
+        s = g[0] * g[0] + g[1] * g[1] + g[2] * g[2]
+        d = math.sqrt(s + e2)
+        tv_eps += d
+        if full:
+            tv += math.sqrt(s)
+            tv_dot += s / d if d > 0.0 else 0.0
+    return (acc[0] + f, acc[1] + fe, acc[2] + tv, acc[3] + tv_eps, acc[4] + tv_dot)
+
+
+@inline
+def _energy_line(u, v, i0, i1, j0, j1, a0, ih, e2, eps_f, code, aniso, full, periodic):
+    n2 = u.shape[2]
+    acc = (0.0, 0.0, 0.0, 0.0, 0.0)
+    for i2 in range(n2 - 1):
+        acc = _energy_voxel(u, v, i0, i1, i2, j0, j1, i2 + 1, a0, ih, e2, eps_f, code, aniso,
+                            full, acc)
+    i2 = n2 - 1
+    j2 = fwd_index(i2, n2, periodic)
+    return _energy_voxel(u, v, i0, i1, i2, j0, j1, j2, a0, ih, e2, eps_f, code, aniso, full, acc)
+
+
 @jit(parallel=True)
 def _energy_terms(u, v, a0, ih, periodic, eps, eps_f, code, aniso, full):
-    """Sums ``(Σ f, Σ f_ε, Σ |∇u|, Σ |∇u|_ε, Σ |∇u|²/|∇u|_ε)`` (per component if aniso).
-
-    With ``full=False`` only ``Σ f_ε`` and ``Σ |∇u|_ε`` (what E_ε needs) are computed.
-    """
+    """Sums ``(Σ f, Σ f_ε, Σ |∇u|, Σ |∇u|_ε, Σ |∇u|²/|∇u|_ε)`` (per component if aniso),
+    accumulated in float64.  With ``full=False`` only ``Σ f``, ``Σ f_ε``, ``Σ |∇u|_ε``."""
     n0, n1, n2 = u.shape
     e2 = eps * eps
     parts = np.zeros((n0 * n1, 5))
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
-        f_sum = 0.0
-        fe_sum = 0.0
-        tv = 0.0
-        tv_eps = 0.0
-        tv_dot = 0.0
-        for i2 in range(n2):
-            f, fe = _fidelity_values(u[i0, i1, i2], v[i0, i1, i2], eps_f, code)
-            f_sum += f
-            fe_sum += fe
-            g = _grad_at(u, ih, periodic, i0, i1, i2)
-            if aniso:
-                for k in range(3 - a0):
-                    s = g[a0 + k] * g[a0 + k]
-                    d = math.sqrt(s + e2)
-                    tv_eps += d
-                    if full:
-                        tv += math.sqrt(s)
-                        tv_dot += s / d if d > 0.0 else 0.0
-            else:
-                s = g[0] * g[0] + g[1] * g[1] + g[2] * g[2]
-                d = math.sqrt(s + e2)
-                tv_eps += d
-                if full:
-                    tv += math.sqrt(s)
-                    tv_dot += s / d if d > 0.0 else 0.0
-        parts[line, 0] = f_sum
-        parts[line, 1] = fe_sum
-        parts[line, 2] = tv
-        parts[line, 3] = tv_eps
-        parts[line, 4] = tv_dot
+        j0 = fwd_index(i0, n0, periodic)
+        j1 = fwd_index(i1, n1, periodic)
+        acc = _energy_line(u, v, i0, i1, j0, j1, a0, ih, e2, eps_f, code, aniso, full, periodic)
+        for m in range(5):
+            parts[line, m] = acc[m]
     return parts.sum(axis=0)
 
 
@@ -229,11 +304,11 @@ class _Problem:
         return float(t[1] + self.beta * t[3])
 
     def flux(self, x3, eps, q4):
-        _smoothed_flux(x3, self.a0, self.ih, self.periodic, eps, self.aniso, q4)
+        _smoothed_flux(x3, self.ih, self.periodic, eps, self.aniso, q4)
 
     def step(self, y3, q4, step, eps, out3):
         _descent_step(
-            y3, q4, self.v3, self.a0, self.ih, self.periodic, self.beta, step, self.eps_f(eps),
+            y3, q4, self.v3, self.ih, self.periodic, self.beta, step, self.eps_f(eps),
             self.code, out3,
         )
 
