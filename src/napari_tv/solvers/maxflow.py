@@ -127,7 +127,6 @@ class GridFlowState:
 inline_jit = numba.njit(inline="always", **NJIT)
 
 
-
 @inline_jit
 def _push_active(i, active, in_active, qstate):
     if not in_active[i]:
