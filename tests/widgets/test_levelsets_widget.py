@@ -39,7 +39,10 @@ def _widget(make_napari_viewer, data, **layer_kw):
 
 def test_level_slider_stack_perimeters_and_coarea(make_napari_viewer, wait_done, steps_u8):
     original = steps_u8.copy()
+    from napari_tv._widgets.denoise import DenoiseWidget
+
     viewer, layer, w = _widget(make_napari_viewer, steps_u8, scale=(0.5, 0.5))
+    combo = DenoiseWidget(viewer).layer_combo
     w.set_parameters(connectivity=2)
     w.run()
     wait_done(w.runner)
@@ -55,6 +58,8 @@ def test_level_slider_stack_perimeters_and_coarea(make_napari_viewer, wait_done,
         out = viewer.layers["img u^λ"]
         np.testing.assert_array_equal(out.data, level_set(steps_u8, float(lambdas[k])))
         assert out.metadata["lambda"] == lambdas[k] and tuple(out.scale) == (0.5, 0.5)
+    # our Labels outputs are not offered as input
+    assert [combo.itemText(i) for i in range(combo.count())] == ["img"]
     stack_layer = w.add_stack()
     np.testing.assert_array_equal(stack_layer.data, level_sets(steps_u8))
     assert stack_layer.ndim == 3 and tuple(stack_layer.scale) == (1.0, 0.5, 0.5)

@@ -214,6 +214,8 @@ def show_output(
             limits = robust_limits(data)
             if limits is not None:
                 kwargs["contrast_limits"] = limits
+        if metadata is not None:  # at creation: the layer combos look at it when it appears
+            kwargs["metadata"] = dict(metadata)
         adder = getattr(viewer, f"add_{layer_type}")
         layer = adder(data, name=name, scale=scale, translate=translate, **kwargs)
     else:
@@ -334,8 +336,8 @@ class LayerCombo(QComboBox):
     """A combo box of the viewer's layers, kept in sync with ``viewer.layers``.
 
     Lists Image and Labels layers (a Labels layer is refused with a notification when run, so
-    users learn why).  The current choice survives layers being added or removed; the first
-    fill picks the active layer.
+    users learn why), except the Labels layers the widgets made themselves.  The current choice
+    survives layers being added or removed; the first fill picks the active layer.
     """
 
     layer_changed = Signal(object)
@@ -361,7 +363,10 @@ class LayerCombo(QComboBox):
         return [
             ly
             for ly in self._viewer.layers
-            if isinstance(ly, Image | Labels) and not ly.name.endswith(self._exclude)
+            if isinstance(ly, Image | Labels)
+            and not ly.name.endswith(self._exclude)
+            # our own Labels outputs (level sets, dichotomy) are never an input
+            and not (isinstance(ly, Labels) and "napari_tv" in ly.metadata)
         ]
 
     def refresh(self, *_args) -> None:
