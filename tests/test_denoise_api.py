@@ -36,15 +36,13 @@ def _has(module):
     [
         ("chambolle", "napari_tv.solvers.chambolle"),
         ("primal_dual", "napari_tv.solvers.primal_dual"),
-        ("gradient_descent", "napari_tv.solvers.gradient_descent"),
-        ("bregman", "napari_tv.solvers.bregman"),
         ("exact", "napari_tv.solvers.exact"),
     ],
 )
 def test_every_method_is_dispatched(image, method, module):
     if not _has(module):
         pytest.skip(f"{module} not available")
-    kw = {"tv": "anisotropic"} if method == "exact" else {"max_num_iter": 400}
+    kw = {} if method == "exact" else {"max_num_iter": 400}
     u, res = denoise_tv(image, 0.3, method=method, return_info=True, **kw)
     assert isinstance(res, TVResult) and res.method == method
     assert u is res.u and u.shape == image.shape and u.dtype == np.float64
@@ -55,7 +53,47 @@ def test_every_method_is_dispatched(image, method, module):
         expected = tv_energy(u, image, 0.3)
     assert res.energy == pytest.approx(expected, rel=1e-12)
     # and it is a real denoising: below the energy of the input itself
-    assert res.energy < tv_energy(image, image, 0.3, tv=kw.get("tv", "isotropic"))
+    tv = "anisotropic" if method == "exact" else "isotropic"
+    assert res.energy < tv_energy(image, image, 0.3, tv=tv)
+
+
+@pytest.mark.parametrize(
+    ("method", "module", "name"),
+    [
+        ("gradient_descent", "napari_tv.solvers.gradient_descent", "solve_gradient_descent"),
+        ("bregman", "napari_tv.solvers.bregman", "solve_bregman"),
+    ],
+)
+def test_other_iterative_methods_get_validated_arguments(monkeypatch, rng, method, module, name):
+    """Dispatch to the helpers' solvers (their own tests check the answers): a stub records
+    what ``denoise_tv`` hands over."""
+    if not _has(module):
+        pytest.skip(f"{module} not available")
+    calls = []
+
+    def stub(image, beta, **kwargs):
+        calls.append((image, beta, kwargs))
+        return TVResult(
+            u=image.copy(), energy=1.0, n_iter=3, converged=True, gap=0.0, method=method
+        )
+
+    monkeypatch.setattr(importlib.import_module(module), name, stub)
+    v = (blocky(rng, (6, 7)) * 10).astype(np.int16)
+    u = denoise_tv(v, 2, method=method, tv="anisotropic", spacing=2.0, tol=1e-3)
+    ((image, beta, kwargs),) = calls
+    assert image.dtype == np.float64 and image.flags.c_contiguous and beta == 2.0
+    np.testing.assert_array_equal(image, v)
+    assert kwargs == {
+        "fidelity": "l2",
+        "spacing": (2.0, 2.0),
+        "tv": "anisotropic",
+        "boundary": "neumann",
+        "max_num_iter": None,
+        "tol": 1e-3,
+        "init": None,
+        "callback": None,
+    }
+    assert u.dtype == np.float64
 
 
 def test_returns_array_without_info(image):
@@ -177,7 +215,7 @@ def test_channel_axis_loops_over_channels(rng, channel_axis, method):
     again = denoise_tv(
         rgb, 0.4, method=method, channel_axis=channel_axis, tol=1e-6, init=res, return_info=True
     )[1]
-    assert again.converged and again.n_iter <= min(30, res.n_iter // 3)
+    assert again.converged and again.n_iter <= res.n_iter // 5
 
 
 def test_channel_axis_3d_with_spacing(rng):

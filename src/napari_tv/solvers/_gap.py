@@ -195,8 +195,13 @@ def duality_gap(
     ndim = u.ndim
     a0 = 3 - ndim
     ih = inv_steps(spacing, ndim)
+    # evaluated in float64 (one compiled version; the gap is a sum of small terms)
+    u = np.ascontiguousarray(u, dtype=np.float64)
+    v = np.ascontiguousarray(v, dtype=np.float64)
     if project:
-        p = project_dual(np.array(p, dtype=u.dtype, order="C"), 1.0, isotropic)
+        p = project_dual(np.array(p, dtype=np.float64, order="C"), 1.0, isotropic)
+    else:
+        p = np.ascontiguousarray(p, dtype=np.float64)
     u3, v3, p4 = as_3d(u), as_3d(v), as_4d(p)
     code = FIDELITY_CODE[fidelity]
     c = _dual_scale(v3, p4, a0, ih, bool(periodic), beta, code)

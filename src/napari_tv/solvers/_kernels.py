@@ -286,97 +286,88 @@ def project_ball_into(p, radius, isotropic):
 #: modes of ``dual_ascent_step``
 CHAMBOLLE, CLIP, PROJECT = 0, 1, 2
 
-
-@inline
-def _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one):
-    """Chambolle's semi-implicit step at one voxel.  Components ``(k0, k1, k2)`` pair with the
-    padded axes; a padded axis repeats the next component index and has ``g = 0``: all new
-    values are computed before writing, and the real component is written last."""
-    s = one / (one + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
-    q0 = (p[k0, i0, i1, i2] + tau * g0) * s
-    q1 = (p[k1, i0, i1, i2] + tau * g1) * s
-    q2 = (p[k2, i0, i1, i2] + tau * g2) * s
-    p[k0, i0, i1, i2] = q0
-    p[k1, i0, i1, i2] = q1
-    p[k2, i0, i1, i2] = q2
+# The hot loops below are written once per mode, with the number of components K passed as a
+# constant to an inlined line function (so the component indices fold and LLVM vectorises the
+# interior of each line); the last voxel of a line goes through the generic ``_dual_voxel``.
+# A padded axis (K < 3) repeats the next component index with g = 0: all new values are
+# computed before writing, and the real component is written last.
 
 
-@inline
-def _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K, one):
-    """Projected-gradient step ``(p + tau g) / max(1, |p + tau g|)`` (see ``_iso_update``)."""
-    # a padded axis (k0 when K < 3, k1 when K == 1) repeats a real component: count it as 0
-    q0 = p[k0, i0, i1, i2] + tau * g0 if K == 3 else one - one
-    q1 = p[k1, i0, i1, i2] + tau * g1 if K >= 2 else one - one
-    q2 = p[k2, i0, i1, i2] + tau * g2
-    s = one / max(one, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
-    p[k0, i0, i1, i2] = q0 * s
-    p[k1, i0, i1, i2] = q1 * s
-    p[k2, i0, i1, i2] = q2 * s
-
-
-@inline
-def _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one):
-    """Projected-gradient step ``clip(p + tau g, -1, 1)`` at one voxel (see ``_iso_update``)."""
-    q0 = min(one, max(-one, p[k0, i0, i1, i2] + tau * g0))
-    q1 = min(one, max(-one, p[k1, i0, i1, i2] + tau * g1))
-    q2 = min(one, max(-one, p[k2, i0, i1, i2] + tau * g2))
-    p[k0, i0, i1, i2] = q0
-    p[k1, i0, i1, i2] = q1
-    p[k2, i0, i1, i2] = q2
-
-
-@inline
-def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K, one):
-    """One dual update at ``(i0, i1, i2)``; ``j*`` are the forward neighbours."""
-    k2 = K - 1
-    k1 = max(K - 2, 0)
-    k0 = max(K - 3, 0)
+@jit
+def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, a0, ih, tau, mode):
+    """Generic dual update at one voxel (forward neighbours ``j0, j1, j2``)."""
+    K = p.shape[0]
     c = w[i0, i1, i2]
-    g0 = h0 * (w[j0, i1, i2] - c)
-    g1 = h1 * (w[i0, j1, i2] - c)
-    g2 = h2 * (w[i0, i1, j2] - c)
+    nrm = 0.0
+    for k in range(K):
+        ax = a0 + k
+        nb = w[j0, i1, i2] if ax == 0 else (w[i0, j1, i2] if ax == 1 else w[i0, i1, j2])
+        g = ih[ax] * (nb - c)
+        q = p[k, i0, i1, i2] + tau * g
+        nrm += g * g if mode == CHAMBOLLE else q * q
     if mode == CHAMBOLLE:
-        _iso_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one)
-    elif mode == CLIP:
-        _clip_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, one)
+        s = 1.0 / (1.0 + tau * math.sqrt(nrm))
     else:
-        _project_update(p, k0, k1, k2, i0, i1, i2, g0, g1, g2, tau, K, one)
+        s = 1.0 / max(1.0, math.sqrt(nrm))
+    for k in range(K):
+        ax = a0 + k
+        nb = w[j0, i1, i2] if ax == 0 else (w[i0, j1, i2] if ax == 1 else w[i0, i1, j2])
+        q = p[k, i0, i1, i2] + tau * ih[ax] * (nb - c)
+        p[k, i0, i1, i2] = min(1.0, max(-1.0, q)) if mode == CLIP else q * s
 
 
 @inline
-def _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K, one):
-    """``dual_ascent_step`` on the line ``(i0, i1)``.  ``mode`` and ``K`` (the number of
-    components) are passed as constants so that the branches and component indices fold and
-    LLVM vectorises the interior loop."""
-    n2 = w.shape[2]
-    for i2 in range(n2 - 1):
-        _dual_voxel(p, w, i0, i1, i2, j0, j1, i2 + 1, h0, h1, h2, tau, mode, K, one)
-    i2 = n2 - 1
-    j2 = fwd_index(i2, n2, periodic)
-    _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, h0, h1, h2, tau, mode, K, one)
+def _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, one, K):
+    k2, k1, k0 = K - 1, max(K - 2, 0), max(K - 3, 0)
+    for i2 in range(w.shape[2] - 1):
+        c = w[i0, i1, i2]
+        g0 = h0 * (w[j0, i1, i2] - c)
+        g1 = h1 * (w[i0, j1, i2] - c)
+        g2 = h2 * (w[i0, i1, i2 + 1] - c)
+        s = one / (one + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
+        q0 = (p[k0, i0, i1, i2] + tau * g0) * s
+        q1 = (p[k1, i0, i1, i2] + tau * g1) * s
+        q2 = (p[k2, i0, i1, i2] + tau * g2) * s
+        p[k0, i0, i1, i2] = q0
+        p[k1, i0, i1, i2] = q1
+        p[k2, i0, i1, i2] = q2
 
 
 @inline
-def _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, K, one):
-    """Call ``_dual_line`` with ``mode`` as a compile-time constant."""
-    if mode == CHAMBOLLE:
-        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 0, K, one)
-    elif mode == CLIP:
-        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 1, K, one)
-    else:
-        _dual_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, 2, K, one)
+def _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, one, K):
+    k2, k1, k0 = K - 1, max(K - 2, 0), max(K - 3, 0)
+    for i2 in range(w.shape[2] - 1):
+        c = w[i0, i1, i2]
+        q0 = min(one, max(-one, p[k0, i0, i1, i2] + tau * h0 * (w[j0, i1, i2] - c)))
+        q1 = min(one, max(-one, p[k1, i0, i1, i2] + tau * h1 * (w[i0, j1, i2] - c)))
+        q2 = min(one, max(-one, p[k2, i0, i1, i2] + tau * h2 * (w[i0, i1, i2 + 1] - c)))
+        p[k0, i0, i1, i2] = q0
+        p[k1, i0, i1, i2] = q1
+        p[k2, i0, i1, i2] = q2
+
+
+@inline
+def _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, one, K):
+    k2, k1, k0 = K - 1, max(K - 2, 0), max(K - 3, 0)
+    zero = one - one
+    for i2 in range(w.shape[2] - 1):
+        c = w[i0, i1, i2]
+        # a padded component is a repeat: count it as 0 in the norm
+        q0 = p[k0, i0, i1, i2] + tau * h0 * (w[j0, i1, i2] - c) if K == 3 else zero
+        q1 = p[k1, i0, i1, i2] + tau * h1 * (w[i0, j1, i2] - c) if K >= 2 else zero
+        q2 = p[k2, i0, i1, i2] + tau * h2 * (w[i0, i1, i2 + 1] - c)
+        s = one / max(one, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
+        p[k0, i0, i1, i2] = q0 * s
+        p[k1, i0, i1, i2] = q1 * s
+        p[k2, i0, i1, i2] = q2 * s
 
 
 @jit(parallel=True)
-def dual_ascent_step(p, w, ih, periodic, tau, mode):
-    """In place on padded views, with ``g = D w``: ``mode == CHAMBOLLE``:
-    ``p <- (p + tau g) / (1 + tau |g|)`` (Chambolle's semi-implicit step); ``CLIP``:
-    ``p <- clip(p + tau g, -1, 1)``; ``PROJECT``: ``p <- (p + tau g) / max(1, |p + tau g|)``."""
+def _chambolle_step(p, w, ih, periodic, tau):
     K = p.shape[0]
     n0, n1, n2 = w.shape
-    # arithmetic in the arrays' precision (float32 stays float32: twice the SIMD width)
-    one = scalar_like(1.0, p)
-    tau = scalar_like(tau, p)
+    one = scalar_like(1.0, p)  # arithmetic in the arrays' precision (float32 SIMD)
+    t = scalar_like(tau, p)
     h0, h1, h2 = scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p)
     for line in prange(n0 * n1):
         i0 = line // n1
@@ -384,22 +375,85 @@ def dual_ascent_step(p, w, ih, periodic, tau, mode):
         j0 = fwd_index(i0, n0, periodic)
         j1 = fwd_index(i1, n1, periodic)
         if K == 3:
-            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 3, one)
+            _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 3)
         elif K == 2:
-            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 2, one)
+            _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 2)
         else:
-            _dual_line_dispatch(p, w, i0, i1, j0, j1, h0, h1, h2, tau, periodic, mode, 1, one)
+            _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 1)
+        j2 = fwd_index(n2 - 1, n2, periodic)
+        _dual_voxel(p, w, i0, i1, n2 - 1, j0, j1, j2, 3 - K, ih, tau, CHAMBOLLE)
+
+
+@jit(parallel=True)
+def _clip_step(p, w, ih, periodic, tau):
+    K = p.shape[0]
+    n0, n1, n2 = w.shape
+    one = scalar_like(1.0, p)
+    t = scalar_like(tau, p)
+    h0, h1, h2 = scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p)
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        j0 = fwd_index(i0, n0, periodic)
+        j1 = fwd_index(i1, n1, periodic)
+        if K == 3:
+            _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 3)
+        elif K == 2:
+            _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 2)
+        else:
+            _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 1)
+        j2 = fwd_index(n2 - 1, n2, periodic)
+        _dual_voxel(p, w, i0, i1, n2 - 1, j0, j1, j2, 3 - K, ih, tau, CLIP)
+
+
+@jit(parallel=True)
+def _project_step(p, w, ih, periodic, tau):
+    K = p.shape[0]
+    n0, n1, n2 = w.shape
+    one = scalar_like(1.0, p)
+    t = scalar_like(tau, p)
+    h0, h1, h2 = scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p)
+    for line in prange(n0 * n1):
+        i0 = line // n1
+        i1 = line - i0 * n1
+        j0 = fwd_index(i0, n0, periodic)
+        j1 = fwd_index(i1, n1, periodic)
+        if K == 3:
+            _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 3)
+        elif K == 2:
+            _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 2)
+        else:
+            _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 1)
+        j2 = fwd_index(n2 - 1, n2, periodic)
+        _dual_voxel(p, w, i0, i1, n2 - 1, j0, j1, j2, 3 - K, ih, tau, PROJECT)
+
+
+def dual_ascent_step(p, w, ih, periodic: bool, tau: float, mode: int) -> None:
+    """In place on padded views, with ``g = D w``: ``mode == CHAMBOLLE``:
+    ``p <- (p + tau g) / (1 + tau |g|)`` (Chambolle's semi-implicit step); ``CLIP``:
+    ``p <- clip(p + tau g, -1, 1)``; ``PROJECT``: ``p <- (p + tau g) / max(1, |p + tau g|)``."""
+    step = _chambolle_step if mode == CHAMBOLLE else (_clip_step if mode == CLIP else _project_step)
+    step(p, w, ih, bool(periodic), float(tau))
+
+
+@jit
+def _div_edge(p, v, w, i0, i1, i2, a0, ih, periodic, inv_beta):
+    """``w = div p + inv_beta v`` at one voxel (generic)."""
+    w[i0, i1, i2] = div_at(p, a0, ih, periodic, i0, i1, i2) + inv_beta * v[i0, i1, i2]
 
 
 @inline
-def _div_line_term(p, zero, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K):
-    """The axis-0 and axis-1 parts of ``div p`` at ``(i0, i1, i2)`` (padded views)."""
-    d = zero
-    if K == 3:
-        d += h0 * (a0 * p[0, i0, i1, i2] - b0 * p[0, im0, i1, i2])
-    if K >= 2:
-        d += h1 * (a1 * p[K - 2, i0, i1, i2] - b1 * p[K - 2, i0, im1, i2])
-    return d
+def _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, inv_beta, K):
+    """The interior of one line of ``rescaled_divergence`` (``K`` a constant)."""
+    h0, h1, h2 = h
+    k2, k1 = K - 1, max(K - 2, 0)
+    for i2 in range(1, v.shape[2] - 1):
+        d = h2 * (p[k2, i0, i1, i2] - p[k2, i0, i1, i2 - 1])
+        if K >= 2:
+            d += h1 * (a1 * p[k1, i0, i1, i2] - b1 * p[k1, i0, im1, i2])
+        if K == 3:
+            d += h0 * (a0 * p[0, i0, i1, i2] - b0 * p[0, im0, i1, i2])
+        w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
 
 
 @jit(parallel=True)
@@ -410,8 +464,8 @@ def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
     n0, n1, n2 = v.shape
     one = scalar_like(1.0, w)
     zero = one - one
-    inv_beta = scalar_like(inv_beta, w)
-    h0, h1, h2 = scalar_like(ih[0], w), scalar_like(ih[1], w), scalar_like(ih[2], w)
+    ib = scalar_like(inv_beta, w)
+    h = (scalar_like(ih[0], w), scalar_like(ih[1], w), scalar_like(ih[2], w))
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
@@ -421,30 +475,15 @@ def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
         b0 = one if b0f != 0.0 else zero
         a1 = one if a1f != 0.0 else zero
         b1 = one if b1f != 0.0 else zero
-        terms = (i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic, zero)
         if K == 3:
-            _rescaled_divergence_line(p, v, w, terms, 3)
+            _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, ib, 3)
         elif K == 2:
-            _rescaled_divergence_line(p, v, w, terms, 2)
+            _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, ib, 2)
         else:
-            _rescaled_divergence_line(p, v, w, terms, 1)
-
-
-@inline
-def _rescaled_divergence_line(p, v, w, terms, K):
-    """``_rescaled_divergence`` on one line (``K`` a constant, see ``_dual_line``)."""
-    i0, i1, im0, a0, b0, im1, a1, b1, h0, h1, h2, inv_beta, periodic, zero = terms
-    n2 = v.shape[2]
-    k2 = K - 1
-    for i2 in range(1, n2 - 1):
-        d = _div_line_term(p, zero, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
-        d += h2 * (p[k2, i0, i1, i2] - p[k2, i0, i1, i2 - 1])
-        w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
-    for i2 in (0, n2 - 1):
-        im2, a2, b2 = back_terms(i2, n2, periodic)
-        d = _div_line_term(p, zero, i0, i1, im0, a0, b0, im1, a1, b1, i2, h0, h1, K)
-        d += h2 * (a2 * p[k2, i0, i1, i2] - b2 * p[k2, i0, i1, im2])
-        w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
+            _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, ib, 1)
+        _div_edge(p, v, w, i0, i1, 0, 3 - K, ih, periodic, inv_beta)
+        if n2 > 1:
+            _div_edge(p, v, w, i0, i1, n2 - 1, 3 - K, ih, periodic, inv_beta)
 
 
 def gradient(f: np.ndarray, spacing=None, periodic: bool = False) -> np.ndarray:
