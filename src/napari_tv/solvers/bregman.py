@@ -26,7 +26,17 @@ from numba import prange
 from .._validation import as_float_array, check_choice, check_int, check_real, check_spacing
 from ..operators import BOUNDARIES, TV_KINDS, tv_energy
 from ._gap import duality_gap
-from ._kernels import as_3d, as_4d, div_at, fdiff, inv_steps, jit, threads_for
+from ._kernels import (
+    as_3d,
+    as_4d,
+    back_terms,
+    fwd_index,
+    inline,
+    inv_steps,
+    jit,
+    scalar_like,
+    threads_for,
+)
 from ._kernels import divergence as k_divergence
 from ._kernels import gradient as k_gradient
 from ._result import TVResult
@@ -40,37 +50,80 @@ _MU, _TAU = 3.0, 2.0  # residual balancing: imbalance that triggers a change, an
 
 
 # --------------------------------------------------------------------------------------------
-# Kernels (padded views: images (n0, n1, n2), fields (ndim, n0, n1, n2))
+# Kernels (padded views of ``_kernels``: images (n0, n1, n2), fields (K, n0, n1, n2)); per-line
+# loops with a branch-free interior and constants in the arrays' dtype, as in ``_kernels``
 # --------------------------------------------------------------------------------------------
+@inline
+def _div_voxel(p, i0, i1, i2, im2, a2, b2, line_terms, h0, h1, h2, K):
+    """``(div p)`` at one voxel; ``line_terms = (im0, a0, b0, im1, a1, b1)``."""
+    im0, a0, b0, im1, a1, b1 = line_terms
+    d = h2 * (a2 * p[K - 1, i0, i1, i2] - b2 * p[K - 1, i0, i1, im2])
+    if K >= 2:
+        d += h1 * (a1 * p[K - 2, i0, i1, i2] - b1 * p[K - 2, i0, im1, i2])
+    if K >= 3:
+        d += h0 * (a0 * p[0, i0, i1, i2] - b0 * p[0, im0, i1, i2])
+    return d
+
+
+@inline
+def _rhs_line(v, d, b, out, i0, i1, line_terms, consts, periodic, K):
+    h0, h1, h2, rho, one, zero = consts
+    n2 = v.shape[2]
+    for i2 in range(1, n2 - 1):
+        div = _div_voxel(d, i0, i1, i2, i2 - 1, one, one, line_terms, h0, h1, h2, K)
+        div -= _div_voxel(b, i0, i1, i2, i2 - 1, one, one, line_terms, h0, h1, h2, K)
+        out[i0, i1, i2] = v[i0, i1, i2] - rho * div
+    for i2 in (0, n2 - 1):
+        im2, a2, b2 = back_terms(i2, n2, periodic)
+        a2 = one if a2 != 0.0 else zero
+        b2 = one if b2 != 0.0 else zero
+        div = _div_voxel(d, i0, i1, i2, im2, a2, b2, line_terms, h0, h1, h2, K)
+        div -= _div_voxel(b, i0, i1, i2, im2, a2, b2, line_terms, h0, h1, h2, K)
+        out[i0, i1, i2] = v[i0, i1, i2] - rho * div
+
+
 @jit(parallel=True)
-def _u_rhs(v, d, b, a0, ih, periodic, rho, out):
+def _u_rhs(v, d, b, ih, periodic, rho, out):
     """``out = v − ρ div(d − b)``, the right-hand side of the u-subproblem."""
     n0, n1, n2 = v.shape
+    K = d.shape[0]
+    one = scalar_like(1.0, v)
+    zero = one - one
+    consts = (scalar_like(ih[0], v), scalar_like(ih[1], v), scalar_like(ih[2], v),
+              scalar_like(rho, v), one, zero)
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
-        for i2 in range(n2):
-            div = div_at(d, a0, ih, periodic, i0, i1, i2) - div_at(b, a0, ih, periodic, i0, i1, i2)
-            out[i0, i1, i2] = v[i0, i1, i2] - rho * div
+        im0, a0, b0 = back_terms(i0, n0, periodic)
+        im1, a1, b1 = back_terms(i1, n1, periodic)
+        line_terms = (im0, one if a0 != 0.0 else zero, one if b0 != 0.0 else zero,
+                      im1, one if a1 != 0.0 else zero, one if b1 != 0.0 else zero)
+        if K == 3:
+            _rhs_line(v, d, b, out, i0, i1, line_terms, consts, periodic, 3)
+        elif K == 2:
+            _rhs_line(v, d, b, out, i0, i1, line_terms, consts, periodic, 2)
+        else:
+            _rhs_line(v, d, b, out, i0, i1, line_terms, consts, periodic, 1)
 
 
 @jit(parallel=True)
-def _gauss_seidel_colour(u, rhs, a0, ih, rho, colour):
+def _gauss_seidel_colour(u, rhs, ih, rho, colour):
     """One colour of a red–black Gauss–Seidel sweep for ``(I + ρ DᵀD) u = rhs`` (Neumann).
 
     Voxels of one colour (parity of ``i0 + i1 + i2``) have neighbours of the other colour only,
     so the lines can be updated in parallel and the result does not depend on the order.
     """
     n0, n1, n2 = u.shape
-    w0 = rho * ih[0] * ih[0]
-    w1 = rho * ih[1] * ih[1]
-    w2 = rho * ih[2] * ih[2]
+    w0 = scalar_like(rho * ih[0] * ih[0], u)
+    w1 = scalar_like(rho * ih[1] * ih[1], u)
+    w2 = scalar_like(rho * ih[2] * ih[2], u)
+    one = scalar_like(1.0, u)
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
         for i2 in range((i0 + i1 + colour) % 2, n2, 2):
             num = rhs[i0, i1, i2]
-            den = 1.0
+            den = one
             if i0 > 0:
                 num += w0 * u[i0 - 1, i1, i2]
                 den += w0
@@ -92,26 +145,63 @@ def _gauss_seidel_colour(u, rhs, a0, ih, rho, colour):
             u[i0, i1, i2] = num / den
 
 
+@inline
+def _shrink_voxel(u, b, d, i0, i1, i2, j0, j1, j2, consts, aniso, K):
+    """``w = ∇u + b``; ``d = shrink(w, t)``; ``b = w − d`` at one voxel."""
+    h0, h1, h2, t, zero = consts
+    c = u[i0, i1, i2]
+    w2 = h2 * (u[i0, i1, j2] - c) + b[K - 1, i0, i1, i2]
+    w1 = h1 * (u[i0, j1, i2] - c) + b[K - 2, i0, i1, i2] if K >= 2 else zero
+    w0 = h0 * (u[j0, i1, i2] - c) + b[0, i0, i1, i2] if K >= 3 else zero
+    if aniso:
+        a = abs(w2)
+        s2 = (a - t) / a if a > t else zero
+        a = abs(w1)
+        s1 = (a - t) / a if a > t else zero
+        a = abs(w0)
+        s0 = (a - t) / a if a > t else zero
+    else:
+        a = math.sqrt(w0 * w0 + w1 * w1 + w2 * w2)
+        s2 = (a - t) / a if a > t else zero
+        s1 = s2
+        s0 = s2
+    d[K - 1, i0, i1, i2] = s2 * w2
+    b[K - 1, i0, i1, i2] = w2 - s2 * w2
+    if K >= 2:
+        d[K - 2, i0, i1, i2] = s1 * w1
+        b[K - 2, i0, i1, i2] = w1 - s1 * w1
+    if K >= 3:
+        d[0, i0, i1, i2] = s0 * w0
+        b[0, i0, i1, i2] = w0 - s0 * w0
+
+
+@inline
+def _shrink_line(u, b, d, i0, i1, j0, j1, consts, periodic, aniso, K):
+    n2 = u.shape[2]
+    for i2 in range(n2 - 1):
+        _shrink_voxel(u, b, d, i0, i1, i2, j0, j1, i2 + 1, consts, aniso, K)
+    i2 = n2 - 1
+    _shrink_voxel(u, b, d, i0, i1, i2, j0, j1, fwd_index(i2, n2, periodic), consts, aniso, K)
+
+
 @jit(parallel=True)
-def _shrink_update(u, b, d, a0, ih, periodic, thresh, aniso):
+def _shrink_update(u, b, d, ih, periodic, thresh, aniso):
     """``w = ∇u + b``; ``d = shrink(w, thresh)``; ``b = w − d`` (so ``|b_s| ≤ thresh``)."""
     n0, n1, n2 = u.shape
     K = d.shape[0]
+    consts = (scalar_like(ih[0], u), scalar_like(ih[1], u), scalar_like(ih[2], u),
+              scalar_like(thresh, u), scalar_like(0.0, u))
     for line in prange(n0 * n1):
         i0 = line // n1
         i1 = line - i0 * n1
-        for i2 in range(n2):
-            nrm = 0.0
-            for k in range(K):
-                w = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic) + b[k, i0, i1, i2]
-                nrm += w * w
-            nrm = math.sqrt(nrm)
-            for k in range(K):
-                w = ih[a0 + k] * fdiff(u, i0, i1, i2, a0 + k, periodic) + b[k, i0, i1, i2]
-                a = abs(w) if aniso else nrm
-                s = (a - thresh) / a if a > thresh else 0.0
-                d[k, i0, i1, i2] = s * w
-                b[k, i0, i1, i2] = w - s * w
+        j0 = fwd_index(i0, n0, periodic)
+        j1 = fwd_index(i1, n1, periodic)
+        if K == 3:
+            _shrink_line(u, b, d, i0, i1, j0, j1, consts, periodic, aniso, 3)
+        elif K == 2:
+            _shrink_line(u, b, d, i0, i1, j0, j1, consts, periodic, aniso, 2)
+        else:
+            _shrink_line(u, b, d, i0, i1, j0, j1, consts, periodic, aniso, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +465,7 @@ def solve_bregman(
         image, init, beta, rho if rho is not None else _default_rho(h_min), steps, periodic
     )
     aniso = tv == "anisotropic"
-    a0, ih = 3 - image.ndim, inv_steps(steps, image.ndim)
+    ih = inv_steps(steps, image.ndim)
     u3, v3, d4, b4 = as_3d(u), as_3d(image), as_4d(d), as_4d(b)
     rhs = np.empty_like(u)
     spectral = _SpectralSolver(image.shape, steps, periodic, rho) if u_solver == "exact" else None
@@ -411,14 +501,14 @@ def solve_bregman(
             if last_of_round and adapt:
                 np.copyto(d_prev, d)
                 np.copyto(b_prev, b)
-            _u_rhs(v3, d4, b4, a0, ih, periodic, rho, as_3d(rhs))
+            _u_rhs(v3, d4, b4, ih, periodic, rho, as_3d(rhs))
             if spectral is not None:
                 spectral.solve(rhs, u)
             else:
                 for _ in range(sweeps):
-                    _gauss_seidel_colour(u3, as_3d(rhs), a0, ih, rho, 0)
-                    _gauss_seidel_colour(u3, as_3d(rhs), a0, ih, rho, 1)
-            _shrink_update(u3, b4, d4, a0, ih, periodic, beta / rho, aniso)
+                    _gauss_seidel_colour(u3, as_3d(rhs), ih, rho, 0)
+                    _gauss_seidel_colour(u3, as_3d(rhs), ih, rho, 1)
+            _shrink_update(u3, b4, d4, ih, periodic, beta / rho, aniso)
             if last_of_round:
                 done = check(n_iter)
                 if not done and adapt:
