@@ -89,7 +89,7 @@ def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repe
     return rows
 
 
-def time_to_gap(tol=1e-4, beta=None, max_num_iter=20000):
+def time_to_gap(tol=1e-4, beta=None, max_num_iter=10000):
     from napari_tv._sample_data import microscopy_2d
 
     noisy, _ = microscopy_2d((256, 256), seed=0)

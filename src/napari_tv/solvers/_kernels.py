@@ -37,13 +37,17 @@ Whole-array kernels (parallel over the lines ``(i0, i1)``, i.e. ``prange(n0 * n1
     ``divergence_into(p4, out3, a0, ih, periodic)``       out3 <- div p4
     ``project_ball_into(p4, radius, isotropic)``          in place: |p_s|_2 <= r (isotropic)
                                                           or |p_{k,s}| <= r (anisotropic)
-    ``dual_ascent_step(p4, w3, ih, periodic, tau, mode)`` in place, g = D w (one fused pass):
+    ``dual_ascent_step(p4, w3, ih, periodic, tau, mode)`` in place, g = D w (one fused pass;
+    a Python dispatcher to one parallel kernel per mode):
         mode CHAMBOLLE: p <- (p + tau g) / (1 + tau |g|)     (Chambolle 2004, isotropic)
         mode CLIP:      p <- clip(p + tau g, -1, 1)           (anisotropic projection)
         mode PROJECT:   p <- (p + tau g) / max(1, |p + tau g|) (isotropic projection)
     ``rescaled_divergence(p4, v3, w3, ih, periodic, s)``  w3 <- div p4 + s * v3
     (these two are vectorised by LLVM: the component count is dispatched per line as a
-    constant and ``error_model="numpy"`` removes the division check)
+    constant, ``error_model="numpy"`` removes the division check, and the arithmetic is done
+    in the arrays' precision, so float32 uses twice the SIMD width)
+    ``scalar_like(x, arr)``  (inline) ``x`` in ``arr``'s dtype, for kernel constants
+    ``jit``  ``napari_tv._config.jit`` plus ``error_model="numpy"``
 
 Python wrappers (allocate, accept arrays of the original shape)
     ``gradient(f, spacing=None, periodic=False) -> (ndim, *f.shape)``
@@ -97,6 +101,7 @@ __all__ = [
     "back_terms",
     "inline",
     "jit",
+    "scalar_like",
     "CHAMBOLLE",
     "CLIP",
     "PROJECT",
