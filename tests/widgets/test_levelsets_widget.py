@@ -42,7 +42,8 @@ def test_level_slider_stack_perimeters_and_coarea(make_napari_viewer, wait_done,
     from napari_tv._widgets.denoise import DenoiseWidget
 
     viewer, layer, w = _widget(make_napari_viewer, steps_u8, scale=(0.5, 0.5))
-    combo = DenoiseWidget(viewer).layer_combo
+    denoise = DenoiseWidget(viewer)
+    combo = denoise.layer_combo
     w.set_parameters(connectivity=2)
     w.run()
     wait_done(w.runner)
