@@ -286,3 +286,18 @@ def test_exact_grid_comes_from_the_raw_integers(rng):
     grid = res.extra["levels"]
     np.testing.assert_array_equal(grid, np.arange(v.min(), v.max() + 1))
     assert np.all(np.isin(u, grid))
+
+
+def test_callback_fraction_reaches_one_on_convergence(image):
+    fractions = []
+    res = denoise_tv(
+        image,
+        0.3,
+        method="primal_dual",
+        tol=1e-3,
+        max_num_iter=5000,
+        callback=lambda info: fractions.append(info["fraction"]),
+        return_info=True,
+    )[1]
+    assert res.converged and fractions[-1] == 1.0
+    assert fractions == sorted(fractions) and all(0 < f <= 1 for f in fractions)

@@ -105,8 +105,7 @@ def dual_value(p, v, beta, fid="l2", weights=None, periodic=False):
     return -conjugate(beta * div(p, weights, periodic), v, fid)
 
 
-def feasible_dual_gap(u, v, p, beta, fid="l2", kind="isotropic", weights=None,
-                      periodic=False):
+def feasible_dual_gap(u, v, p, beta, fid="l2", kind="isotropic", weights=None, periodic=False):
     """``(P(u) - D(c p), c)``: ``p`` is projected on the ball, then scaled by the largest
     ``c`` in (0, 1] that makes ``f*`` finite (found by bisection to 1e-13)."""
     p = np.array(p, dtype=np.float64)

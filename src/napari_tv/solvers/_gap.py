@@ -245,9 +245,9 @@ class Monitor:
 
     ``monitor.check(n_iter, gap)`` records ``{"iter", "energy", "gap", "elapsed"}``, calls
     ``callback(info)`` with ``{"method", "iter", "max_iter", "energy", "gap", "elapsed",
-    "fraction"}`` and returns True when the solver must stop (``gap.rel < tol`` with ``tol > 0``
-    -> ``converged``; callback returned True -> ``cancelled``).  ``monitor.elapsed()`` gives the
-    wall-clock seconds since construction.
+    "fraction"}`` (``n_iter / max_iter``, 1.0 once converged) and returns True when the solver
+    must stop (``gap.rel < tol`` with ``tol > 0`` -> ``converged``; callback returned True ->
+    ``cancelled``).  ``monitor.elapsed()`` gives the wall-clock seconds since construction.
     """
 
     def __init__(self, method: str, max_iter: int, tol: float, callback=None):
@@ -285,7 +285,7 @@ class Monitor:
                 "energy": gap.primal,
                 "gap": gap.rel,
                 "elapsed": elapsed,
-                "fraction": min(1.0, n_iter / max(self.max_iter, 1)),
+                "fraction": 1.0 if self.converged else min(1.0, n_iter / max(self.max_iter, 1)),
             }
             if self.callback(info):
                 self.cancelled = True
