@@ -11,8 +11,8 @@ A Qt-free library (importing it loads no Qt, napari, magicgui or vispy) and a na
   :func:`resolve_weights`, :func:`graph_tv`, :func:`level_grid`, :func:`level_sets`,
   :func:`level_set`, :func:`from_level_sets`, :func:`perimeter`, :func:`level_perimeters`,
   :func:`coarea_tv`, :func:`dichotomy_partition`;
-* choosing β: :class:`BetaSweep`, :func:`beta_stack`, :func:`l_curve`,
-  :func:`estimate_noise_sigma`, :func:`suggest_beta`;
+* choosing β: :class:`BetaSweep`, :class:`LatestWins`, :class:`Generation`,
+  :func:`beta_stack`, :func:`l_curve`, :func:`estimate_noise_sigma`, :func:`suggest_beta`;
 * sample data: :func:`microscopy_2d`, :func:`microscopy_3d`.
 """
 
@@ -41,7 +41,15 @@ from .operators import (
     tv_norm,
 )
 from .solvers import TVResult, denoise_tv
-from .sweep import BetaSweep, beta_stack, estimate_noise_sigma, l_curve, suggest_beta
+from .sweep import (
+    BetaSweep,
+    Generation,
+    LatestWins,
+    beta_stack,
+    estimate_noise_sigma,
+    l_curve,
+    suggest_beta,
+)
 
 __version__ = "0.1.0"
 
@@ -49,6 +57,8 @@ __all__ = [
     "FIDELITIES",
     "SAMPLE_3D_SCALE",
     "BetaSweep",
+    "Generation",
+    "LatestWins",
     "TVResult",
     "beta_stack",
     "coarea_tv",
