@@ -7,7 +7,7 @@ import pytest
 
 
 def test_log_slider_maps_log_scale_and_box(qtbot):
-    from napari_tv._widgets._common import LogSlider
+    from napari_tv._widgets._controls import LogSlider
 
     s = LogSlider(1e-2, 1e2, 1.0)
     qtbot.addWidget(s)

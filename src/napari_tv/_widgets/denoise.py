@@ -21,19 +21,21 @@ from napari_tv.solvers.api import METHODS, SUPPORTED
 
 from ._common import (
     ImageInfo,
-    LayerCombo,
     LayerError,
-    LogSlider,
     TaskRunner,
     compose_frames,
-    format_spacing,
     has_time_label,
     image_layer_info,
     layer_index,
     make_progress_row,
     notify_error,
-    parse_spacing,
     show_output,
+)
+from ._controls import (
+    LayerCombo,
+    LogSlider,
+    format_spacing,
+    parse_spacing,
 )
 
 TV_KINDS = ("isotropic", "anisotropic")

@@ -25,20 +25,18 @@ from qtpy.QtWidgets import (
 
 from ._common import (
     ImageInfo,
-    LayerCombo,
     LayerError,
     TaskRunner,
     connect_while_alive,
     diverging_colormap,
-    format_spacing,
     has_time_label,
     image_layer_info,
     layer_index,
     make_progress_row,
     notify_error,
-    parse_spacing,
     show_output,
 )
+from ._controls import LayerCombo, format_spacing, parse_spacing
 
 SCHEMES = ("forward", "backward", "central")
 BOUNDARIES = ("neumann", "periodic")

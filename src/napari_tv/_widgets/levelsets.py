@@ -32,20 +32,22 @@ from qtpy.QtWidgets import (
 
 from ._common import (
     ImageInfo,
-    LayerCombo,
     LayerError,
-    LogSlider,
-    PlotWidget,
     TaskRunner,
-    format_spacing,
     has_time_label,
     image_layer_info,
     layer_index,
     make_progress_row,
     notify_error,
     notify_warning,
-    parse_spacing,
     show_output,
+)
+from ._controls import (
+    LayerCombo,
+    LogSlider,
+    PlotWidget,
+    format_spacing,
+    parse_spacing,
 )
 
 SUFFIXES = (" u^λ", " level sets", " dichotomy")

@@ -39,22 +39,24 @@ from napari_tv.solvers.api import METHODS, SUPPORTED
 
 from ._common import (
     ImageInfo,
-    LayerCombo,
     LayerError,
-    LogSlider,
-    PlotWidget,
     TaskRunner,
     compose_frames,
     connect_while_alive,
-    format_spacing,
     has_time_label,
     image_layer_info,
     layer_index,
     make_progress_row,
     notify_error,
     notify_warning,
-    parse_spacing,
     show_output,
+)
+from ._controls import (
+    LayerCombo,
+    LogSlider,
+    PlotWidget,
+    format_spacing,
+    parse_spacing,
 )
 
 OUTPUT_SUFFIX = " TV"
