@@ -26,11 +26,26 @@ NJIT = {"cache": True, "nogil": True, "fastmath": False}
 NJIT_PARALLEL = {**NJIT, "parallel": True}
 
 
-def jit(fn=None, *, parallel: bool = False):
-    """``numba.njit`` with the project's flags (``parallel=True`` for prange kernels)."""
-    flags = NJIT_PARALLEL if parallel else NJIT
+def jit(fn=None, *, parallel: bool = False, error_model: str = "python"):
+    """``numba.njit`` with the project's flags.
+
+    Parameters
+    ----------
+    parallel : bool
+        For kernels with ``prange`` loops.
+    error_model : {"python", "numpy"}
+        ``"numpy"`` makes a division by zero give inf/nan instead of raising; that removes the
+        check which keeps LLVM from vectorising a loop (the iterative solvers' kernels, whose
+        divisors are >= 1, measured 4-5x faster).
+    """
+    flags = {**(NJIT_PARALLEL if parallel else NJIT), "error_model": error_model}
 
     def wrap(f):
         return njit(**flags)(f)
 
     return wrap(fn) if fn is not None else wrap
+
+
+#: for per-voxel helpers called only from other kernels: inlined at Numba-IR level, where
+#: passing a dozen arrays per call would cost more than the work (the max-flow: 1.5x faster)
+inline = njit(inline="always", nogil=True)

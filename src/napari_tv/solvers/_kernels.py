@@ -63,29 +63,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+from functools import partial
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from napari_tv._config import NJIT, NJIT_PARALLEL
+from napari_tv import _config
+from napari_tv._config import inline
 
-
-def jit(fn=None, *, parallel: bool = False):
-    """``napari_tv._config.jit`` plus ``error_model="numpy"``: a division by zero gives inf/nan
-    instead of raising, which removes the check that keeps LLVM from vectorising the loops
-    (measured 4-5x on the Chambolle step).  Our divisions are by quantities >= 1 anyway."""
-    flags = {**(NJIT_PARALLEL if parallel else NJIT), "error_model": "numpy"}
-
-    def wrap(f):
-        return njit(**flags)(f)
-
-    return wrap(fn) if fn is not None else wrap
-
-
-#: per-voxel helpers are inlined into their callers at Numba-IR level (they are never called
-#: from Python, so they need no cache of their own; the callers carry the _config flags)
-inline = njit(inline="always")
+#: the project's flags with ``error_model="numpy"`` (no division check, so loops vectorise)
+jit = partial(_config.jit, error_model="numpy")
 
 __all__ = [
     "PARALLEL_MIN_SIZE",

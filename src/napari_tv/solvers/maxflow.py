@@ -38,10 +38,9 @@ References
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from napari_tv._config import NJIT, jit
+from napari_tv._config import inline, jit
 from napari_tv._validation import as_float_array
 
 __all__ = ["maxflow_grid", "cut_value"]
@@ -121,10 +120,9 @@ class GridFlowState:
 
 # --------------------------------------------------------------------------- kernels
 
-#: the project's flags plus inlining at Numba-IR level: the helpers below run in the inner
-#: loop, and passing a dozen arrays per call costs more than their work (measured: the whole
-#: max-flow 1.5x faster, camera 512² L1 round)
-inline_jit = numba.njit(inline="always", **NJIT)
+#: the helpers below run in the inner loop and are inlined at Numba-IR level (measured: the
+#: whole max-flow 1.5x faster on a camera 512² L1 round)
+inline_jit = inline
 
 
 @inline_jit
