@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_tv import cli
+from napari_tv import _io, cli
 from napari_tv.cli import main
 from napari_tv.levelsets import level_sets
 from napari_tv.operators import tv_gradient
@@ -108,10 +108,10 @@ def test_help_and_version(capsys):
 
 
 def test_imagej_metadata_is_read(imagej_tif, volume):
-    img = cli.read_image(imagej_tif)
+    img = _io.read_image(imagej_tif)
     np.testing.assert_array_equal(img.data, volume)
     assert img.flavour == "imagej" and img.axes == "ZYX"
-    assert cli.metadata_spacing(img) == pytest.approx(IJ_SPACING)
+    assert _io.metadata_spacing(img) == pytest.approx(IJ_SPACING)
 
 
 def test_ome_metadata_is_read(tmp_path, rng):
@@ -123,12 +123,12 @@ def test_ome_metadata_is_read(tmp_path, rng):
         ome=True,
         metadata={"axes": "ZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.4, "PhysicalSizeZ": 1.5},
     )
-    img = cli.read_image(path)
+    img = _io.read_image(path)
     assert img.flavour == "ome"
-    assert cli.metadata_spacing(img) == pytest.approx((1.5, 0.4, 0.3))
+    assert _io.metadata_spacing(img) == pytest.approx((1.5, 0.4, 0.3))
     # a channel axis has no spacing
     img.axes = "CYX"
-    assert cli.metadata_spacing(img, channel_axis=0) == pytest.approx((0.4, 0.3))
+    assert _io.metadata_spacing(img, channel_axis=0) == pytest.approx((0.4, 0.3))
 
 
 def test_gradient_in_process_keeps_imagej_metadata(capsys, imagej_tif, volume, tmp_path):
@@ -160,8 +160,8 @@ def test_ome_metadata_is_written_back(capsys, tmp_path, rng):
     )
     rc, _, err = call(capsys, "gradient", src, out)
     assert rc == 0, err
-    back = cli.read_image(out)
-    assert back.flavour == "ome" and cli.metadata_spacing(back) == pytest.approx((0.6, 0.3))
+    back = _io.read_image(out)
+    assert back.flavour == "ome" and _io.metadata_spacing(back) == pytest.approx((0.6, 0.3))
     assert back.data.dtype == np.float64  # OME keeps float64
     np.testing.assert_allclose(back.data, tv_gradient(data, spacing=(0.6, 0.3)))
 
@@ -220,8 +220,8 @@ def test_sample_in_process(capsys, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), microscopy_2d()[0])
     rc, _, err = call(capsys, "sample", "3d", tmp_path / "s3.tif", "--clean", "--seed", "3")
     assert rc == 0, err
-    img = cli.read_image(tmp_path / "s3.tif")
-    assert cli.metadata_spacing(img) == pytest.approx(SAMPLE_3D_SCALE)
+    img = _io.read_image(tmp_path / "s3.tif")
+    assert _io.metadata_spacing(img) == pytest.approx(SAMPLE_3D_SCALE)
 
 
 def test_force_overwrites(capsys, image_npy, tmp_path):

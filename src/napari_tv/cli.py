@@ -8,11 +8,11 @@
     napari-tv levels noisy.tif levels.tif --levels 16  # the level-set stack 1[u <= λ]
     napari-tv view [noisy.tif]                         # napari with the plugin's widgets
 
-Images are read and written as TIFF (``.tif``, ``.tiff``; ImageJ and OME-TIFF voxel sizes are
-read, used as the default ``spacing`` and written back) or NumPy ``.npy``.  Errors print one
-line (``napari-tv: error: ...``) and exit with status 2; Ctrl-C exits with status 130.  The
-output is written to a temporary file beside it and renamed at the end, so it is never left
-half-written, and it is never overwritten without ``--force``.
+Images are read and written (by :mod:`napari_tv._io`) as TIFF (``.tif``, ``.tiff``; ImageJ
+and OME-TIFF voxel sizes are read, used as the default ``spacing`` and written back) or NumPy
+``.npy``.  Errors print one line (``napari-tv: error: ...``) and exit with status 2; Ctrl-C
+exits with status 130.  The output is written to a temporary file beside it and renamed at the
+end, so it is never left half-written, and it is never overwritten without ``--force``.
 """
 
 from __future__ import annotations
@@ -22,19 +22,25 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from napari_tv._io import (
+    SUFFIXES,
+    ImageFile,
+    ImageFileError,
+    metadata_spacing,
+    read_image,
+    write_image,
+    write_level_stack,
+)
+
 PROG = "napari-tv"
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-SUFFIXES = (".tif", ".tiff", ".npy")
-_IMAGEJ_ORDER = "TZCYXS"
 
 
 class CLIError(Exception):
@@ -47,276 +53,16 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{sub}: {message}" if sub else message)
 
 
-# ----------------------------------------------------------------------------- image files
-
-
-@dataclass
-class ImageFile:
-    """An image read from disk with the voxel-size metadata to write back."""
-
-    data: np.ndarray
-    flavour: str = "npy"  # "npy", "tiff" (plain), "imagej" or "ome"
-    axes: str = ""  # one letter per axis of ``data`` (tifffile's series axes)
-    sizes: dict[str, float] = field(default_factory=dict)  # physical size per axis letter
-    units: dict[str, str] = field(default_factory=dict)  # unit per axis letter
-    resolution: tuple | None = None  # plain TIFF resolution tags, kept as they are
-    resolutionunit: int | None = None
-
-
-def _suffix(path: Path) -> str:
-    return path.suffix.lower()
-
-
-def _is_ome_name(path: Path) -> bool:
-    return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
-
-
-def _default_axes(ndim: int, channel_axis: int | None = None) -> str:
-    axes = list("QZYX"[-ndim:]) if ndim <= 4 else ["Q"] * ndim
-    if channel_axis is not None:
-        axes[channel_axis] = "C"
-    return "".join(axes)
-
-
-def _ome_pixels(xml: str) -> dict:
-    import tifffile
-
-    image = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
-    if isinstance(image, list):
-        image = image[0] if image else {}
-    return image.get("Pixels", {})
-
-
-def _read_tiff(path: Path) -> ImageFile:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tf:
-        series = tf.series[0]
-        data = series.asarray()
-        img = ImageFile(data=data, flavour="tiff", axes=series.axes)
-        page = tf.pages.first
-        if tf.is_ome:
-            img.flavour = "ome"
-            pixels = _ome_pixels(tf.ome_metadata)
-            for ax in "XYZ":
-                if f"PhysicalSize{ax}" in pixels:
-                    img.sizes[ax] = float(pixels[f"PhysicalSize{ax}"])
-                    img.units[ax] = str(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
-        elif tf.is_imagej:
-            img.flavour = "imagej"
-            meta = tf.imagej_metadata or {}
-            unit = str(meta.get("unit", "pixel"))
-            xres, yres = page.resolution
-            if xres > 0 and yres > 0:
-                img.sizes.update(X=1.0 / xres, Y=1.0 / yres)
-            if "spacing" in meta:
-                img.sizes["Z"] = float(meta["spacing"])
-            img.units = dict.fromkeys(img.sizes, unit)
-        else:
-            if "XResolution" in page.tags:
-                img.resolution = page.resolution
-                img.resolutionunit = int(page.resolutionunit)
-    if len(img.axes) != img.data.ndim:
-        img.axes = _default_axes(img.data.ndim)
-    return img
-
-
-def read_image(path) -> ImageFile:
-    """Read a TIFF or ``.npy`` image with its voxel-size metadata.
-
-    Parameters
-    ----------
-    path : str or Path
-        A ``.tif``/``.tiff`` (plain, ImageJ or OME) or ``.npy`` file (no pickles).
-
-    Returns
-    -------
-    ImageFile
-        The array (first TIFF series, as stored) and its metadata: ``axes`` (tifffile's axis
-        letters, guessed ``"YX"``/``"ZYX"`` for ``.npy``), physical ``sizes`` and ``units``
-        per axis letter (ImageJ resolution tags and ``spacing``, or OME ``PhysicalSize*``),
-        and a plain TIFF's resolution tags.
-
-    Raises
-    ------
-    CLIError
-        A missing file, a directory, another extension, or any failure to parse the file.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
-    >>> np.save(path, np.zeros((2, 3)))
-    >>> img = read_image(path)
-    >>> img.data.shape, img.axes, img.sizes
-    ((2, 3), 'YX', {})
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CLIError(f"{path}: no such file")
-    if path.is_dir():
-        raise CLIError(f"{path}: is a directory, not an image file")
-    suffix = _suffix(path)
-    if suffix not in SUFFIXES:
-        raise CLIError(
-            f"cannot read {path}: unsupported format {suffix or '(none)'!r} "
-            f"(use .tif, .tiff or .npy)"
-        )
-    try:
-        if suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-            return ImageFile(data=data, axes=_default_axes(data.ndim))
-        return _read_tiff(path)
-    except Exception as exc:  # a corrupt file can fail in any way; all mean "unreadable"
-        raise CLIError(f"cannot read {path}: {exc}") from None
-
-
-def metadata_spacing(img: ImageFile, channel_axis: int | None = None) -> tuple[float, ...] | None:
-    """The voxel size of the spatial axes (all but ``channel_axis``) from the file's metadata.
-
-    Parameters
-    ----------
-    img : ImageFile
-        As returned by :func:`read_image`.
-    channel_axis : int, optional
-        An axis to leave out (channels have no spacing).
-
-    Returns
-    -------
-    tuple of float or None
-        One step per remaining axis, in array order (``Z``, ``I`` and ``Q`` axes take the z
-        step, axes without a size 1.0); None when the file records no voxel size.
-
-    Examples
-    --------
-    >>> img = ImageFile(np.zeros((4, 5, 6)), "imagej", "ZYX", {"Z": 2.0, "Y": 0.5, "X": 0.5})
-    >>> metadata_spacing(img)
-    (2.0, 0.5, 0.5)
-    """
-    if not img.sizes or len(img.axes) != img.data.ndim:
-        return None
-    steps = []
-    for i, letter in enumerate(img.axes):
-        if i == channel_axis:
-            continue
-        key = "Z" if letter in "ZIQ" else letter
-        steps.append(float(img.sizes.get(key, 1.0)))
-    return tuple(steps)
-
-
-def _sizes_from_spacing(axes: str, spacing, channel_axis: int | None) -> dict[str, float]:
-    """Voxel sizes per axis letter from an explicit ``--spacing`` (for files without any)."""
-    if spacing is None:
-        return {}
-    spatial = [a for i, a in enumerate(axes) if i != channel_axis]
-    steps = (spacing,) * len(spatial) if np.isscalar(spacing) else tuple(spacing)
-    return {a: float(h) for a, h in zip(spatial, steps, strict=False) if a in "XYZ"}
-
-
-def _imagej_ok(axes: str) -> bool:
-    pos = [_IMAGEJ_ORDER.find(a) for a in axes]
-    return (
-        len(axes) >= 2
-        and min(pos) >= 0
-        and pos == sorted(pos)
-        and len(set(axes)) == len(axes)
-        and axes.rstrip("S").endswith("YX")
-    )
-
-
-def _tiff_kwargs(out: Path, like: ImageFile, axes: str, sizes: dict, units: dict, dtype):
-    """``tifffile`` keyword arguments and the dtype to store for OUT, following the input."""
-    if like.flavour == "ome" or _is_ome_name(out):
-        meta = {"axes": axes}
-        for ax, h in sizes.items():
-            meta[f"PhysicalSize{ax}"] = h
-            meta[f"PhysicalSize{ax}Unit"] = units.get(ax, "µm")
-        return {"ome": True, "metadata": meta}, dtype
-    if sizes and _imagej_ok(axes):  # ImageJ stores uint8, uint16 and float32 only
-        store = dtype if dtype in (np.uint8, np.uint16, np.float32) else np.dtype(np.float32)
-        unit = next(iter(units.values()), "micron") if units else "micron"
-        meta = {"axes": axes, "unit": "micron" if unit in ("µm", "um") else unit}
-        if "Z" in sizes and "Z" in axes:
-            meta["spacing"] = sizes["Z"]
-        kwargs = {"imagej": True, "metadata": meta}
-        kwargs["resolution"] = (1.0 / sizes.get("X", 1.0), 1.0 / sizes.get("Y", 1.0))
-        return kwargs, store
-    kwargs: dict = {"ome": False, "imagej": False, "metadata": None}
-    if like.resolution is not None:
-        kwargs.update(resolution=like.resolution, resolutionunit=like.resolutionunit)
-    return kwargs, dtype
-
-
-@contextlib.contextmanager
-def _atomic_output(out: Path) -> Iterator[Path]:
-    """A temporary file beside ``out``, renamed onto it on success and removed otherwise."""
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def write_image(
-    out: Path,
-    data: np.ndarray,
-    like: ImageFile,
-    *,
-    axes: str | None = None,
-    spacing=None,
-    channel_axis: int | None = None,
-) -> None:
-    """Write ``data`` to ``out`` atomically, with ``like``'s voxel sizes (or ``spacing``'s).
-
-    Parameters
-    ----------
-    out : Path
-        ``.npy`` or ``.tif``/``.tiff``; written to a temporary file beside it and renamed.
-    data : ndarray
-        The array to store.
-    like : ImageFile
-        The input it derives from: its flavour (OME in, OME out; ImageJ in, ImageJ out; a
-        plain TIFF keeps its resolution tags) and voxel sizes are written back.
-    axes : str, optional
-        Axis letters of ``data`` (default ``like.axes``).
-    spacing : float or sequence of float, optional
-        Written as ImageJ metadata when ``like`` has no voxel size of its own.
-    channel_axis : int, optional
-        The axis ``spacing`` skips.
-
-    Notes
-    -----
-    ImageJ TIFFs hold uint8, uint16 and float32 only: other dtypes are stored as float32.
-    """
-    axes = axes or like.axes or _default_axes(data.ndim)
-    sizes, units = like.sizes, like.units
-    if not sizes:
-        sizes = _sizes_from_spacing(axes, spacing, channel_axis)
-    with _atomic_output(out) as tmp:
-        if _suffix(out) == ".npy":
-            with open(tmp, "wb") as fh:
-                np.save(fh, data, allow_pickle=False)
-            return
-        import tifffile
-
-        kwargs, store = _tiff_kwargs(out, like, axes, sizes, units, data.dtype)
-        with open(tmp, "wb") as fh:
-            tifffile.imwrite(fh, np.asarray(data, dtype=store), **kwargs)
+# ---------------------------------------------------------------------------- output path
 
 
 def _check_output(out, inp, force: bool) -> Path:
     """OUT must be a writable .tif/.tiff/.npy path, not IN, and new unless ``--force``."""
     out = Path(out)
-    if _suffix(out) not in SUFFIXES:
+    suffix = out.suffix.lower()
+    if suffix not in SUFFIXES:
         raise CLIError(
-            f"cannot write {out}: unsupported format {_suffix(out) or '(none)'!r} "
+            f"cannot write {out}: unsupported format {suffix or '(none)'!r} "
             f"(use .tif, .tiff or .npy)"
         )
     if inp is not None:
@@ -496,15 +242,6 @@ def _run_gradient(args) -> int:
     return 0
 
 
-def _level_pages(data: np.ndarray, grid: np.ndarray) -> Iterator[np.ndarray]:
-    """The level sets as uint8 2-D TIFF pages, one level at a time (never the whole stack)."""
-    from napari_tv.levelsets import level_set
-
-    for lam in grid[:-1]:
-        mask = level_set(data, float(lam)).view(np.uint8)
-        yield from mask.reshape(-1, *mask.shape[-2:])
-
-
 def _run_levels(args) -> int:
     out = _check_output(args.output, args.input, args.force)
     img = read_image(args.input)
@@ -514,33 +251,7 @@ def _run_levels(args) -> int:
     grid = _library_call(level_grid, data, args.levels)
     if data.ndim not in (1, 2, 3):
         raise CLIError(f"IN must have 1, 2 or 3 dimensions, got {data.ndim} (shape {data.shape})")
-    shape = (len(grid) - 1, *data.shape)
-    if img.axes and "T" not in img.axes:
-        axes = "T" + img.axes
-    else:
-        axes = _default_axes(len(shape))
-    with _atomic_output(out) as tmp:
-        if _suffix(out) == ".npy":
-            from napari_tv.levelsets import level_set
-
-            stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-            for k, lam in enumerate(grid[:-1]):
-                stack[k] = level_set(data, float(lam))
-            stack.flush()
-            del stack
-        else:
-            import tifffile
-
-            sizes = img.sizes or _sizes_from_spacing(img.axes, args.spacing, None)
-            kwargs, _ = _tiff_kwargs(out, img, axes, sizes, img.units, np.dtype(np.uint8))
-            pages = _level_pages(data.reshape(1, -1) if data.ndim == 1 else data, grid)
-            with (
-                open(tmp, "wb") as fh,
-                tifffile.TiffWriter(
-                    fh, imagej=kwargs.pop("imagej", False), ome=kwargs.pop("ome", None)
-                ) as tw,
-            ):
-                tw.write(pages, shape=shape, dtype=np.uint8, **kwargs)
+    write_level_stack(out, img, grid, spacing=args.spacing)
     if not args.quiet:
         print(
             f"{len(grid) - 1} level sets u <= λ for λ = {grid[0]:g} .. {grid[-2]:g}"
@@ -709,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # --help, --version
             return int(exc.code or 0)
         return args.run(args)
-    except CLIError as exc:
+    except (CLIError, ImageFileError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

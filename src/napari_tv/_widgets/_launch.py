@@ -17,7 +17,7 @@ WIDGETS = (
 
 def _add_file(viewer, path: Path) -> None:
     """Add a TIFF/.npy image with its voxel size as ``scale`` (axes from the file)."""
-    from napari_tv.cli import metadata_spacing, read_image
+    from napari_tv._io import metadata_spacing, read_image
 
     img = read_image(path)
     data, axes = img.data, img.axes if len(img.axes) == img.data.ndim else ""
