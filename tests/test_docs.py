@@ -16,6 +16,8 @@ MODULES = [
     "napari_tv.operators",
     "napari_tv.fidelity",
     "napari_tv._sample_data",
+    "napari_tv._io",
+    "napari_tv.cli",
     "napari_tv.levelsets",
     "napari_tv.sweep",
     "napari_tv._scheduling",
