@@ -361,6 +361,47 @@ def test_dichotomy_partition_refines_at_every_depth(rng):
             assert iv[c, 1] - iv[c, 0] <= (p_hi - p_lo) // 2  # halved (or a single level)
 
 
+@pytest.mark.parametrize("stop_after", [1, 2, None])
+def test_dichotomy_partition_callback_reports_rounds_and_stops(rng, stop_after):
+    from napari_tv.levelsets import dichotomy_partition
+
+    image = rng.integers(0, 40, size=(9, 8)).astype(np.uint8)
+    full_labels, full_intervals = dichotomy_partition(image, 0.8)
+    n_rounds = len(full_intervals)
+    assert n_rounds == int(np.ceil(np.log2(len(level_grid(image))))) and n_rounds >= 4
+    seen = []
+
+    def callback(info):
+        seen.append(info)
+        return stop_after is not None and info["iter"] >= stop_after
+
+    labels, intervals = dichotomy_partition(image, 0.8, callback=callback)
+    done = n_rounds if stop_after is None else stop_after
+    # once per round, with an increasing fraction reaching 1.0 only at the end
+    assert [info["iter"] for info in seen] == list(range(1, done + 1))
+    fractions = [info["fraction"] for info in seen]
+    np.testing.assert_allclose(fractions, np.arange(1, done + 1) / n_rounds)
+    assert all(b > a for a, b in zip(fractions, fractions[1:], strict=False))
+    assert (fractions[-1] == 1.0) == (stop_after is None)
+    # stopped: the partition of the rounds completed, the same as the first rounds of a full run
+    assert len(labels) == len(intervals) == done
+    np.testing.assert_array_equal(labels, full_labels[:done])
+    for got, want in zip(intervals, full_intervals, strict=False):
+        np.testing.assert_array_equal(got, want)
+    if stop_after is not None:
+        assert np.any(intervals[-1][:, 0] < intervals[-1][:, 1])  # not yet single levels
+
+
+def test_dichotomy_partition_callback_true_after_the_last_round_changes_nothing(rng):
+    from napari_tv.levelsets import dichotomy_partition
+
+    image = rng.integers(0, 10, size=(6, 5)).astype(np.uint8)
+    labels, intervals = dichotomy_partition(image, 0.5)
+    got, got_iv = dichotomy_partition(image, 0.5, callback=lambda info: info["fraction"] >= 1.0)
+    np.testing.assert_array_equal(got, labels)
+    assert len(got_iv) == len(intervals)
+
+
 def test_dichotomy_partition_validates_like_the_solver():
     from napari_tv.levelsets import dichotomy_partition
 

@@ -13,6 +13,7 @@ Every perimeter uses the graph of :mod:`napari_tv.operators` (``neighbour_offset
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
 import numpy as np
 
@@ -403,6 +404,7 @@ def dichotomy_partition(
     weights=None,
     spacing=None,
     levels=None,
+    callback: Callable[[dict], bool] | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The partition of the image after each round of the exact solver's dichotomy.
 
@@ -418,17 +420,28 @@ def dichotomy_partition(
         The neighbourhood graph of the TV, as in :func:`perimeter`.
     levels : None, int or sequence of float, optional
         The grid, as in :func:`napari_tv.operators.level_grid` (decided by ``image``'s dtype).
+    callback : callable, optional
+        ``callback(info) -> bool``, passed to :func:`napari_tv.solvers.exact.solve_exact`:
+        called once after each max-flow round with ``info["iter"]`` (the round, from 1),
+        ``info["max_iter"]`` (the number of rounds, :math:`\\lceil \\log_2 L \\rceil`) and
+        ``info["fraction"]`` (``iter / max_iter``, 1.0 after the last round; a single-level
+        grid gives one call with fraction 1.0).  Returning True after round :math:`r` stops
+        the dichotomy there: the result then holds the :math:`r` rounds completed (see
+        Returns).  Returning True after the last round changes nothing.
 
     Returns
     -------
     labels : ndarray of int32, shape ``(depth, *image.shape)``
         ``labels[d, s]``: the interval pixel ``s`` is known to lie in after round ``d + 1``,
-        numbered ``0, 1, ...`` in increasing order of the intervals.
+        numbered ``0, 1, ...`` in increasing order of the intervals.  ``depth`` is the
+        number of rounds, :math:`\\lceil \\log_2 L \\rceil` for a grid of :math:`L` levels, or
+        the rounds completed when ``callback`` stopped the run early (then the last
+        partition is in general not yet made of single levels).
     intervals : list of ndarray of int64, shape ``(n_d, 2)``
         Per round, the ``[lo, hi]`` grid indices (inclusive) of each label:
         :math:`\\hat u_s \\in [\\lambda_{lo}, \\lambda_{hi}]` for ``labels[d, s]`` pointing at
         ``[lo, hi]``.  The last round holds single levels: ``lo == hi`` is the grid index
-        of the exact minimiser.
+        of the exact minimiser (unless ``callback`` stopped the run early).
 
     Raises
     ------
@@ -463,6 +476,9 @@ def dichotomy_partition(
     >>> intervals[-1][labels[-1], 0]  # grid index of the exact minimiser
     array([[1, 1, 6, 6],
            [1, 1, 6, 6]])
+    >>> stop_after_one = lambda info: info["iter"] >= 1  # e.g. a Cancel button
+    >>> len(dichotomy_partition(v, beta=1.0, callback=stop_after_one)[1])
+    1
     """
     from napari_tv.solvers.exact import solve_exact  # the solver imports this module's peers
 
@@ -477,6 +493,7 @@ def dichotomy_partition(
         weights=weights,
         spacing=spacing,
         levels=grid,
+        callback=callback,
         trace=True,
     )
     n_levels = np.int64(grid.size)

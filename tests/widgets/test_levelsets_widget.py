@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_tv.levelsets import (
     coarea_tv,
@@ -83,6 +84,67 @@ def test_dichotomy_depth_slider(make_napari_viewer, wait_done, steps_u8):
         assert out.metadata["round"] == depth
         assert out.metadata["n_intervals"] == len(intervals[depth - 1])
     np.testing.assert_array_equal(layer.data, original)
+
+
+def test_cancel_mid_dichotomy_keeps_layers_and_viewer(
+    make_napari_viewer, qtbot, wait_done, errors, monkeypatch, steps_u8
+):
+    import threading
+
+    original = steps_u8.copy()
+    viewer, layer, w = _widget(make_napari_viewer, steps_u8)
+    w.set_parameters(beta=1.5)
+    w.run_dichotomy()
+    wait_done(w.runner)
+    shown = viewer.layers["img dichotomy"]
+    before = (shown.data.copy(), dict(shown.metadata), w.depth_slider.maximum())
+    n_rounds = len(dichotomy_partition(steps_u8, 0.3)[1])
+    assert n_rounds == 3
+    qtbot.wait(100)  # past the progress bar's 50 ms throttle of the first run's last report
+
+    # hold the worker after round 2 until Cancel is pressed (a tiny image is otherwise too fast)
+    reached, rounds = threading.Event(), []
+    make_callback = w.runner.callback_for
+
+    def held_callback_for(cancel):
+        callback = make_callback(cancel)
+
+        def held(info):
+            rounds.append(info["iter"])
+            if info["iter"] == 2:
+                reached.set()
+                cancel.wait(30)
+            return callback(info)
+
+        return held
+
+    monkeypatch.setattr(w.runner, "callback_for", held_callback_for)
+    w.set_parameters(beta=0.3)
+    assert w.run_dichotomy() is not None
+    qtbot.waitUntil(reached.is_set, timeout=30_000)
+    qtbot.waitUntil(lambda: w.progress.value() > 0, timeout=10_000)  # round 1 was shown
+    assert w.progress.value() == round(1000 / n_rounds)
+    assert w.cancel_button.isEnabled() and not w.dichotomy_button.isEnabled()
+    qtbot.mouseClick(w.cancel_button, Qt.MouseButton.LeftButton)
+    wait_done(w.runner)
+    assert rounds == [1, 2]  # stopped after round 2 of 3
+    assert "cancelled" in w.status.text() and w.progress.value() == 0
+    assert w.dichotomy_button.isEnabled() and not w.cancel_button.isEnabled()
+    # the layers are as they were: the earlier dichotomy, the input image
+    assert viewer.layers["img dichotomy"] is shown
+    np.testing.assert_array_equal(shown.data, before[0])
+    assert shown.metadata == before[1] and w.depth_slider.maximum() == before[2]
+    np.testing.assert_array_equal(layer.data, original)
+    assert [ly.name for ly in viewer.layers] == ["img", "img dichotomy"]
+    # the viewer and the widget still work
+    monkeypatch.undo()
+    w.run_dichotomy()
+    wait_done(w.runner)
+    labels, intervals = dichotomy_partition(steps_u8, 0.3)
+    np.testing.assert_array_equal(viewer.layers["img dichotomy"].data, labels[-1] + 1)
+    assert viewer.layers["img dichotomy"].metadata["parameters"]["beta"] == 0.3
+    viewer.dims.set_current_step(0, 3)
+    assert not errors["error"] and not errors["warning"]
 
 
 def test_3d_float_and_bad_layers(make_napari_viewer, wait_done, errors, blobs_3d):

@@ -5,7 +5,8 @@
 * a small plot shows the perimeter of each level set, and a label sets the coarea sum
   ``Σ Δλ·Per(u^λ)`` beside the graph TV and ``tv_norm``;
 * "Run dichotomy" runs the exact solver on the layer and a depth slider walks through the
-  partition of the image after each max-flow round (``levelsets.dichotomy_partition``).
+  partition of the image after each max-flow round (``levelsets.dichotomy_partition``); the
+  progress bar follows the rounds and Cancel stops the run.
 
 Everything shown is computed by :mod:`napari_tv.levelsets` and :mod:`napari_tv.operators`.
 """
@@ -81,11 +82,15 @@ def level_summary(image: np.ndarray, params: dict[str, Any], callback=None) -> d
 
 
 def run_dichotomy(image: np.ndarray, params: dict[str, Any], callback=None) -> dict[str, Any]:
-    """``levelsets.dichotomy_partition`` (worker thread; it reports no progress)."""
+    """``levelsets.dichotomy_partition`` (worker thread).
+
+    ``callback`` is called once per max-flow round; when it returns True (Cancel) the run
+    stops after that round and the TaskRunner drops the partial result.
+    """
     from napari_tv.levelsets import dichotomy_partition
     from napari_tv.operators import level_grid
 
-    labels, intervals = dichotomy_partition(image, **params)
+    labels, intervals = dichotomy_partition(image, **params, callback=callback)
     return {"labels": labels, "intervals": intervals, "grid": level_grid(image, params["levels"])}
 
 
@@ -362,7 +367,11 @@ class LevelSetsWidget(QWidget):
 
     # -- dichotomy -----------------------------------------------------------------------
     def run_dichotomy(self):
-        """Run the exact solver with its trace; the depth slider then shows each round."""
+        """Run the exact solver with its trace; the depth slider then shows each round.
+
+        The progress bar follows the rounds; Cancel stops after the current round and leaves
+        the layers (and the last dichotomy shown) as they were.  Returns the worker.
+        """
         try:
             info, image, params = self._input()
         except LayerError as exc:
