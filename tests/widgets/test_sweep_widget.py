@@ -18,11 +18,16 @@ def _widget(make_napari_viewer, data, **layer_kw):
     return viewer, layer, widget
 
 
-@pytest.mark.parametrize("method", ["exact", "chambolle"])
+@pytest.mark.parametrize("method", ["exact", "chambolle", None])
 def test_twenty_quick_moves_give_the_last_beta(make_napari_viewer, qtbot, errors, blobs_2d, method):
     original = blobs_2d.copy()
     viewer, layer, w = _widget(make_napari_viewer, blobs_2d, scale=(0.5, 0.5))
-    w.set_parameters(method=method, tol=1e-4)
+    if method is None:  # the default: the warm-started primal-dual solver (fastest to follow)
+        method = "primal_dual"
+        assert w.method_combo.currentText() == method
+        w.set_parameters(tol=1e-4)
+    else:
+        w.set_parameters(method=method, tol=1e-4)
     betas = np.geomspace(0.02, 0.3, 20)[np.random.default_rng(0).permutation(20)]
     for beta in betas:  # no event processing in between: a burst of slider moves
         w.beta_slider.setValue(float(beta))

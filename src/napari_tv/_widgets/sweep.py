@@ -121,6 +121,9 @@ class SweepWidget(QWidget):
         self.time_check = QCheckBox("first axis is time (current time point)")
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
+        # the warm-started primal-dual solver is the one that follows a drag within 100 ms
+        # (docs/benchmarks.md: 23 ms at 512², Chambolle ~120 ms)
+        self.method_combo.setCurrentText("primal_dual")
         self.fidelity_combo = QComboBox()
         self.fidelity_combo.addItems(FIDELITIES)
         self.tv_combo = QComboBox()
