@@ -345,7 +345,7 @@ class _Dichotomy:
         if pool is not None and n >= MIN_PARALLEL_VOXELS:
             _group_sizes(self.lo, self.hi, self.counts)
             cum = np.cumsum(self.counts)
-            threshold = int(np.searchsorted(cum, cum[-1] // 2))
+            threshold = int(np.argmin(np.maximum(cum, cum[-1] - cum)))  # most even split
             na, nb = _split_nodes(self.lo, self.hi, threshold, self.nodes_a, self.nodes_b)
         if na and nb:
             st.run_two(self.nbr, self.rev, self.nodes_a[:na], self.nodes_b[:nb], pool)
