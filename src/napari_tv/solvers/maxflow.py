@@ -332,6 +332,20 @@ def _push_short_paths(nodes, rc, tr, nbr, rev):
     return flow
 
 
+@inline_jit
+def _can_grow(i, rc, tr, nbr, rev):
+    """Root i has a residual arc (in its tree's direction) to a voxel that is not a root of
+    its own tree.  A root without one starts passive: every voxel it could reach is already
+    in its tree, and an adoption that frees such a neighbour re-activates it (as in [1]_)."""
+    sink = tr[i] < 0.0
+    for d in range(nbr.shape[0]):
+        j = i + nbr[d]
+        cap = rc[j, rev[d]] if sink else rc[i, d]
+        if cap > 0.0 and (tr[j] == 0.0 or (tr[j] < 0.0) != sink):
+            return True
+    return False
+
+
 @jit
 def _bk_maxflow(nodes, rc, tr, nbr, rev, parent, is_sink, ts, dist, active, in_active, orphans,
                 qstate):  # fmt: skip
@@ -346,7 +360,8 @@ def _bk_maxflow(nodes, rc, tr, nbr, rev, parent, is_sink, ts, dist, active, in_a
             is_sink[i] = tr[i] < 0.0
             parent[i] = TERMINAL
             dist[i] = 1
-            _push_active(i, active, in_active, qstate)
+            if _can_grow(i, rc, tr, nbr, rev):
+                _push_active(i, active, in_active, qstate)
         else:
             parent[i] = FREE
     time = 0
