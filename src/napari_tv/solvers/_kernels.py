@@ -500,3 +500,264 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
     """Project a C-contiguous ``(ndim, *shape)`` field on the dual ball, in place; returns it."""
     project_ball_into(as_4d(p), float(radius), bool(isotropic))
     return p
+
+
+# ----------------------------------------------------------------------------------------------
+# Chambolle's iteration fused into one sweep: no stored w = div p + v/beta.
+#
+# The image is cut into slabs along its outermost real axis (planes in 3-D, rows in 2-D, seen
+# as ``(n1, 1, n2)`` so that a slab is always 2-D ``(m, n2)``); each block of consecutive slabs
+# is one task.  A task streams its slabs keeping the w of two slabs in a small per-task buffer
+# (L2-resident): w of slab i+1 (from the old p of slabs i+1 and i) is computed before p of slab
+# i is updated from the w of slabs i and i+1.  Per iteration p is read and written once and v
+# read once ((2K + 1) N values instead of (3K + 3) N for the two passes) in ONE parallel region.
+# The neighbouring blocks' old p (the first slab of the next block, the outer component of the
+# last slab of the previous one) come from halo copies taken in the previous sweep, double
+# buffered by iteration parity so that no task reads what another task is writing.
+# ----------------------------------------------------------------------------------------------
+
+
+@inline
+def _slab_w(q0, q1, q2, prev, vs, out, a0, b0, periodic, h0, h1, h2, ib, one, K):
+    """``out <- div p + ib v`` on one slab: ``q0`` outer, ``q1`` middle (K == 3), ``q2`` inner
+    components of the slab; ``prev`` the outer component of the previous slab; ``a0, b0`` the
+    outer back terms (in the arrays' dtype)."""
+    m, n2 = vs.shape
+    zero = one - one
+    for i1 in range(m):
+        im1, a1f, b1f = back_terms(i1, m, periodic)
+        a1 = one if a1f != 0.0 else zero
+        b1 = one if b1f != 0.0 else zero
+        for i2 in range(1, n2 - 1):
+            d = h2 * (q2[i1, i2] - q2[i1, i2 - 1]) + h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
+            if K == 3:
+                d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
+            out[i1, i2] = d + ib * vs[i1, i2]
+        for e in range(2 if n2 > 1 else 1):
+            i2 = 0 if e == 0 else n2 - 1
+            im2, a2f, b2f = back_terms(i2, n2, periodic)
+            d = h2 * ((q2[i1, i2] if a2f != 0.0 else zero) - (q2[i1, im2] if b2f != 0.0 else zero))
+            d += h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
+            if K == 3:
+                d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
+            out[i1, i2] = d + ib * vs[i1, i2]
+
+
+@inline
+def _voxel_update(q0, q1, q2, i1, i2, g0, g1, g2, tau, one, K, mode):
+    """Chambolle's (mode CHAMBOLLE) or the clipped (CLIP) dual update at one voxel."""
+    if mode == CHAMBOLLE:
+        nrm = g0 * g0 + g2 * g2
+        if K == 3:
+            nrm += g1 * g1
+        s = one / (one + tau * math.sqrt(nrm))
+        r0 = (q0[i1, i2] + tau * g0) * s
+        r2 = (q2[i1, i2] + tau * g2) * s
+        if K == 3:
+            q1[i1, i2] = (q1[i1, i2] + tau * g1) * s
+    else:
+        r0 = min(one, max(-one, q0[i1, i2] + tau * g0))
+        r2 = min(one, max(-one, q2[i1, i2] + tau * g2))
+        if K == 3:
+            q1[i1, i2] = min(one, max(-one, q1[i1, i2] + tau * g1))
+    q0[i1, i2] = r0
+    q2[i1, i2] = r2
+
+
+@inline
+def _slab_update(q0, q1, q2, wc, wn, periodic, h0, h1, h2, tau, one, K, mode):
+    """Update p on one slab from the w of this slab (``wc``) and of the next one (``wn``)."""
+    m, n2 = wc.shape
+    zero = one - one
+    for i1 in range(m):
+        j1 = fwd_index(i1, m, periodic)
+        for i2 in range(n2 - 1):
+            c = wc[i1, i2]
+            g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
+            _voxel_update(
+                q0,
+                q1,
+                q2,
+                i1,
+                i2,
+                h0 * (wn[i1, i2] - c),
+                g1,
+                h2 * (wc[i1, i2 + 1] - c),
+                tau,
+                one,
+                K,
+                mode,
+            )
+        i2 = n2 - 1
+        c = wc[i1, i2]
+        g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
+        g2 = h2 * (wc[i1, fwd_index(i2, n2, periodic)] - c)
+        _voxel_update(q0, q1, q2, i1, i2, h0 * (wn[i1, i2] - c), g1, g2, tau, one, K, mode)
+
+
+@inline
+def _outer_terms(i, n, periodic, one):
+    """``(a, b)`` of the outer axis at slab ``i`` in the arrays' dtype."""
+    zero = one - one
+    if periodic:
+        return one, one
+    return (one if i < n - 1 else zero), (one if i > 0 else zero)
+
+
+@inline
+def _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, K, mode):
+    """One task of ``FusedDualSweep``: the slabs ``bounds[t] <= i < bounds[t + 1]``."""
+    h0, h1, h2 = h
+    n0 = v.shape[0]
+    nb = bounds.shape[0] - 1
+    a, b = bounds[t], bounds[t + 1]
+    tp = t - 1 if t > 0 else nb - 1
+    tn = t + 1 if t + 1 < nb else 0
+    rd, wr = par, 1 - par
+    a0, b0 = _outer_terms(a, n0, periodic, one)
+    _slab_w(
+        p[0, a],
+        p[1, a],
+        p[K - 1, a],
+        hlast[rd, tp],
+        v[a],
+        wb[t, 0],
+        a0,
+        b0,
+        periodic,
+        h0,
+        h1,
+        h2,
+        ib,
+        one,
+        K,
+    )
+    cur = 0
+    for i in range(a, b):
+        wc = wb[t, cur]
+        wn = wb[t, 1 - cur]
+        j = i + 1 if i + 1 < n0 else 0
+        if i + 1 < b:  # the next slab is ours and still old
+            a0, b0 = _outer_terms(j, n0, periodic, one)
+            _slab_w(
+                p[0, j],
+                p[1, j],
+                p[K - 1, j],
+                p[0, i],
+                v[j],
+                wn,
+                a0,
+                b0,
+                periodic,
+                h0,
+                h1,
+                h2,
+                ib,
+                one,
+                K,
+            )
+        elif i + 1 < n0 or periodic:  # the next block's first slab: its old p is in the halo
+            a0, b0 = _outer_terms(j, n0, periodic, one)
+            hf = hfirst[rd, tn]
+            _slab_w(
+                hf[0], hf[1], hf[K - 1], p[0, i], v[j], wn, a0, b0, periodic, h0, h1, h2, ib, one, K
+            )
+        else:  # Neumann: no outer difference at the last slab
+            wn = wc
+        _slab_update(p[0, i], p[1, i], p[K - 1, i], wc, wn, periodic, h0, h1, h2, tau, one, K, mode)
+        if i == a:
+            hfirst[wr, t] = p[:, a]
+        if i == b - 1:
+            hlast[wr, t] = p[0, i]
+        cur = 1 - cur
+
+
+@jit(parallel=True)
+def _chambolle_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta):
+    K = p.shape[0]
+    h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
+    t = scalar_like(tau, p)
+    ib = scalar_like(inv_beta, p)
+    one = scalar_like(1.0, p)
+    for blk in prange(bounds.shape[0] - 1):
+        if K == 3:
+            _sweep_block(
+                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 3, CHAMBOLLE
+            )
+        else:
+            _sweep_block(
+                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 2, CHAMBOLLE
+            )
+
+
+@jit(parallel=True)
+def _clip_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta):
+    K = p.shape[0]
+    h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
+    t = scalar_like(tau, p)
+    ib = scalar_like(inv_beta, p)
+    one = scalar_like(1.0, p)
+    for blk in prange(bounds.shape[0] - 1):
+        if K == 3:
+            _sweep_block(
+                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 3, CLIP
+            )
+        else:
+            _sweep_block(
+                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 2, CLIP
+            )
+
+
+class FusedDualSweep:
+    """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` as one fused
+    parallel sweep per iteration, for 2-D and 3-D (``p`` of shape ``(ndim, *v.shape)``,
+    C-contiguous, updated in place).  ``mode`` CHAMBOLLE or CLIP.  Call ``step()`` once per
+    iteration; ``blocks`` tasks (default: Numba's thread count)."""
+
+    def __init__(self, p, v, ih, periodic, tau, inv_beta, mode, blocks=None):
+        ndim = v.ndim
+        if ndim not in (2, 3):
+            raise ValueError("FusedDualSweep needs a 2-D or 3-D image")
+        if ndim == 3:
+            self.p, self.v = p, v
+            self.ih = np.array(ih, dtype=np.float64)
+        else:  # rows as slabs of shape (1, n2)
+            n1, n2 = v.shape
+            self.p, self.v = p.reshape(2, n1, 1, n2), v.reshape(n1, 1, n2)
+            self.ih = np.array([ih[1], 0.0, ih[2]], dtype=np.float64)
+        n0, m, n2 = self.v.shape
+        nb = numba.get_num_threads() if blocks is None else int(blocks)
+        nb = max(1, min(nb, n0 // 2 if n0 >= 2 else 1))
+        self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
+        K, dt = ndim, v.dtype
+        self.hfirst = np.empty((2, nb, K, m, n2), dtype=dt)
+        self.hlast = np.empty((2, nb, m, n2), dtype=dt)
+        self.wb = np.empty((nb, 2, m, n2), dtype=dt)
+        self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
+        self.kernel = _chambolle_sweep if mode == CHAMBOLLE else _clip_sweep
+        self.sync()
+
+    def sync(self):
+        """Take the halo copies from ``p`` (after ``p`` was changed from outside)."""
+        self.par = 0
+        for t in range(self.bounds.size - 1):
+            a, b = self.bounds[t], self.bounds[t + 1]
+            self.hfirst[0, t] = self.p[:, a]
+            self.hlast[0, t] = self.p[0, b - 1]
+
+    def step(self, n=1):
+        for _ in range(n):
+            self.kernel(
+                self.p,
+                self.v,
+                self.hfirst,
+                self.hlast,
+                self.wb,
+                self.bounds,
+                self.par,
+                self.periodic,
+                self.ih,
+                self.tau,
+                self.inv_beta,
+            )
+            self.par = 1 - self.par

@@ -11,6 +11,7 @@ from napari_tv.solvers._gap import Monitor, check_interval, duality_gap
 from napari_tv.solvers._kernels import (
     CHAMBOLLE,
     CLIP,
+    FusedDualSweep,
     as_3d,
     as_4d,
     dual_ascent_step,
@@ -93,9 +94,10 @@ def solve_chambolle(
               p \leftarrow \operatorname{clip}(p + \tau D w, -1, 1)\ \text{(anisotropic)},
 
     with :math:`\tau = 2/L^2`, :math:`L^2 = 4\sum_a h_a^{-2} \ge \|D\|^2` (1/4 in 2-D and 1/6 in
-    3-D for unit spacing, the step of ``skimage.restoration.denoise_tv_chambolle``).  Each
-    iteration is two fused parallel passes (the rescaled divergence, then the difference and
-    the projection).  The stopping quantity is the relative duality gap of
+    3-D for unit spacing, the step of ``skimage.restoration.denoise_tv_chambolle``).  In 2-D
+    and 3-D each iteration is one fused parallel sweep over the slabs of the outer axis
+    (``_kernels.FusedDualSweep``: :math:`w` of the next slab, then :math:`p` of this one), so
+    :math:`p` is read and written once and :math:`v` read once per iteration.  The stopping quantity is the relative duality gap of
     :mod:`napari_tv.solvers._gap` at :math:`u = v + \beta\operatorname{div}p`:
 
     .. math:: \mathrm{gap} = \frac{P(u) - D(p)}{P(u)}
@@ -152,18 +154,27 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
     """Run the iterations in place on ``p``; leave ``u = v + beta div p``; return (n, gap)."""
     ih = inv_steps(spacing, image.ndim)
     tau = 2.0 / float(4.0 * np.sum(ih**2))
+    mode = CHAMBOLLE if isotropic else CLIP
     w = np.empty_like(image)
     v3, w3, p4 = as_3d(image), as_3d(w), as_4d(p)
     inv_beta = 1.0 / beta
-    rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
+    if image.ndim >= 2:  # one fused parallel sweep per iteration
+        sweep = FusedDualSweep(p, image, ih, periodic, tau, inv_beta, mode)
+        run = sweep.step
+    else:
+
+        def run(n):
+            for _ in range(n):
+                rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
+                dual_ascent_step(p4, w3, ih, periodic, tau, mode)
+
     n_iter, gap = 0, math.inf
     while n_iter < max_num_iter:
         n = min(check_interval(n_iter), max_num_iter - n_iter)
-        for _ in range(n):
-            dual_ascent_step(p4, w3, ih, periodic, tau, CHAMBOLLE if isotropic else CLIP)
-            rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
+        run(n)
         n_iter += n
         if monitor.wants_gap(n_iter):
+            rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
             np.multiply(w, beta, out=u)
             g = duality_gap(
                 u,
@@ -178,6 +189,7 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
             gap = g.rel
             if monitor.check(n_iter, g):
                 break
+    rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
     np.multiply(w, beta, out=u)
     if not np.isfinite(gap):  # max_num_iter == 0
         gap = duality_gap(
