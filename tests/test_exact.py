@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 import numpy as np
@@ -298,14 +299,16 @@ def test_two_threads_give_the_serial_result(monkeypatch, fidelity):
     monkeypatch.setattr(exact_mod, "THREADS", 2)
     monkeypatch.setattr(exact_mod, "MIN_PARALLEL_VOXELS", 100)
     calls = []
-    real_run_two = exact_mod.GridFlowState.run_two
+    real_solve_side = exact_mod._Dichotomy._solve_side
 
-    def spy(self, *args):
-        calls.append(len(args[2]) + len(args[3]))
-        return real_run_two(self, *args)
+    def spy(self, threshold, upper):
+        calls.append((threading.get_ident(), upper))
+        return real_solve_side(self, threshold, upper)
 
-    monkeypatch.setattr(exact_mod.GridFlowState, "run_two", spy)
+    monkeypatch.setattr(exact_mod._Dichotomy, "_solve_side", spy)
     both = solve_exact(v, 0.6, fidelity=fidelity, connectivity=2, levels=32)
-    assert len(calls) >= 2 and min(calls) > 0  # some rounds ran in two threads
+    upper_threads = {tid for tid, upper in calls if upper}
+    assert sum(upper for _, upper in calls) >= 2  # some rounds ran in two threads
+    assert threading.get_ident() not in upper_threads
     np.testing.assert_array_equal(both.u, serial.u)
     assert both.energy == serial.energy

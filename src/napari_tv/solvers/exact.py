@@ -195,18 +195,15 @@ def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes
 
 
 @jit
-def _reparametrise(v, lo, hi, grid, code, big, nbr, rc, tr, slope, nodes):
-    """Turn the previous round's residual graph into the next round's (module Notes).
+def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, threshold, upper, nodes):
+    """Turn the previous round's residual graph into the next round's (module Notes), for the
+    undecided voxels whose interval starts above ``threshold`` (``upper``) or not.
 
-    Lists the undecided voxels in ``nodes``; returns their number."""
+    Lists them in ``nodes``; returns their number.  Arcs to other groups are zeroed in both
+    directions, so two threads may each prepare and solve their own groups at once."""
     n = 0
     for i in range(lo.shape[0]):
-        if lo[i] < 0:
-            continue
-        if lo[i] == hi[i]:
-            tr[i] = 0.0
-            for d in range(nbr.shape[0]):
-                rc[i, d] = 0.0
+        if lo[i] < 0 or lo[i] == hi[i] or (lo[i] > threshold) != upper:
             continue
         nodes[n] = i
         n += 1
@@ -215,29 +212,28 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rc, tr, slope, nodes):
         tr[i] -= c - slope[i]
         slope[i] = c
         for d in range(nbr.shape[0]):
-            if lo[i + nbr[d]] != lo[i]:
-                rc[i, d] = 0.0  # arcs into the other half were saturated; drop the reverse
+            j = i + nbr[d]
+            if lo[j] != lo[i]:  # arcs into the other half were saturated; drop the reverse
+                rc[i, d] = 0.0
+                rc[j, rev[d]] = 0.0
     return n
 
 
 @jit
-def _split_intervals(lo, hi, parent, is_sink, seen):
+def _split_intervals(lo, hi, parent, is_sink, counts):
     """Source side (above the midpoint) keeps the upper half, the rest the lower half.
 
-    Returns the number of groups (distinct intervals) that were cut."""
-    groups = 0
+    ``counts[k]`` becomes the number of still undecided voxels whose interval starts at k."""
+    counts[:] = 0
     for i in range(lo.shape[0]):
         if lo[i] >= 0 and lo[i] < hi[i]:
-            if not seen[lo[i]]:
-                seen[lo[i]] = True
-                groups += 1
             m = (lo[i] + hi[i]) // 2
             if parent[i] >= 0 and not is_sink[i]:  # in the source tree
                 lo[i] = m + 1
             else:
                 hi[i] = m
-    seen[:] = False
-    return groups
+            if lo[i] < hi[i]:
+                counts[lo[i]] += 1
 
 
 @jit
@@ -247,22 +243,6 @@ def _group_sizes(lo, hi, counts):
     for i in range(lo.shape[0]):
         if lo[i] >= 0 and lo[i] < hi[i]:
             counts[lo[i]] += 1
-
-
-@jit
-def _split_nodes(lo, hi, threshold, nodes_a, nodes_b):
-    """Undecided voxels with lo <= threshold into nodes_a, the others into nodes_b."""
-    na = 0
-    nb = 0
-    for i in range(lo.shape[0]):
-        if lo[i] >= 0 and lo[i] < hi[i]:
-            if lo[i] <= threshold:
-                nodes_a[na] = i
-                na += 1
-            else:
-                nodes_b[nb] = i
-                nb += 1
-    return na, nb
 
 
 @jit
@@ -317,41 +297,55 @@ class _Dichotomy:
         self.code = FIDELITY_CODE[fidelity]
         self.big = _infinity_stand_in(np.asarray(image, dtype=np.float64).ravel(), grid,
                                       self.code, self.bw)  # fmt: skip
-        self.seen = np.zeros(len(grid), dtype=np.bool_)
         self.counts = np.zeros(len(grid), dtype=np.int64)
-        self.nodes_a = np.empty(int(np.prod(shape)), dtype=np.int64)
-        self.nodes_b = np.empty(int(np.prod(shape)), dtype=np.int64)
+        size = int(np.prod(shape))
+        #: per thread: node list, active queue, orphan queue, queue state (clock unused)
+        self.work = [(np.empty(size, np.int64), np.empty(size, np.int64),
+                      np.empty(size, np.int64), np.zeros(4, np.int64)) for _ in range(2)]
         self.fresh = True
 
     def set_interval(self, lo: int, hi: int) -> None:
         self.lo.reshape(self.pshape)[self.inner] = lo
         self.hi.reshape(self.pshape)[self.inner] = hi
+        _group_sizes(self.lo, self.hi, self.counts)
         self.fresh = True
+
+    def _solve_side(self, threshold: int, upper: bool) -> None:
+        """Prepare and solve the groups above ``threshold`` (``upper``) or the others."""
+        st = self.flow
+        nodes, active, orphans, qstate = self.work[int(upper)]
+        n = _reparametrise(self.v, self.lo, self.hi, self.grid, self.code, self.big, self.nbr,
+                           self.rev, st.rc, st.tr, self.slope, threshold, upper, nodes)  # fmt: skip
+        if n:
+            st._run(self.nbr, self.rev, nodes[:n], active, orphans, qstate)
 
     def round(self, pool=None) -> int:
         """Cut every undecided interval at its midpoint; returns the number of groups cut.
 
         With a thread ``pool`` and at least two groups, the groups are dealt into two sets of
-        about equal size whose flows run in two threads."""
+        about equal size, each prepared and solved in its own thread."""
         st = self.flow
-        args = (self.v, self.lo, self.hi, self.grid, self.code, self.big)
+        groups = int(np.count_nonzero(self.counts))
         if self.fresh:
-            n = _build_first_round(*args, self.bw, self.nbr, st.rc, st.tr, self.slope,
-                                   self.nodes_a)  # fmt: skip
+            nodes = self.work[0][0]
+            n = _build_first_round(self.v, self.lo, self.hi, self.grid, self.code, self.big,
+                                   self.bw, self.nbr, st.rc, st.tr, self.slope, nodes)  # fmt: skip
             self.fresh = False
+            if n:
+                st.run(self.nbr, self.rev, nodes[:n])
         else:
-            n = _reparametrise(*args, self.nbr, st.rc, st.tr, self.slope, self.nodes_a)
-        na = nb = 0
-        if pool is not None and n >= MIN_PARALLEL_VOXELS:
-            _group_sizes(self.lo, self.hi, self.counts)
+            threshold = len(self.grid)  # everything on the lower side: one thread
             cum = np.cumsum(self.counts)
-            threshold = int(np.argmin(np.maximum(cum, cum[-1] - cum)))  # most even split
-            na, nb = _split_nodes(self.lo, self.hi, threshold, self.nodes_a, self.nodes_b)
-        if na and nb:
-            st.run_two(self.nbr, self.rev, self.nodes_a[:na], self.nodes_b[:nb], pool)
-        elif n:
-            st.run(self.nbr, self.rev, self.nodes_a[:n])
-        return _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.seen)
+            if pool is not None and groups >= 2 and cum[-1] >= MIN_PARALLEL_VOXELS:
+                threshold = int(np.argmin(np.maximum(cum, cum[-1] - cum)))  # most even split
+            if threshold < len(self.grid):
+                fut = pool.submit(self._solve_side, threshold, True)
+                self._solve_side(threshold, False)
+                fut.result()
+            else:
+                self._solve_side(threshold, False)
+        _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.counts)
+        return groups
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
         lo = self.lo.reshape(self.pshape)[self.inner].copy()

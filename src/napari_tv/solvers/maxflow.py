@@ -95,18 +95,6 @@ class GridFlowState:
             nodes = np.arange(len(self.tr), dtype=np.int64)
         return self._run(nbr, rev, nodes, self.active, self.orphans, self.qstate)
 
-    def run_two(self, nbr, rev, nodes_a, nodes_b, pool) -> float:
-        """Two independent max-flows on node sets that no arc joins, in two threads.
-
-        The kernels release the GIL; they share the per-voxel arrays (each touches only its
-        own voxels and reads a neighbour's state only across an arc of positive capacity) and
-        have their own queues."""
-        fut = pool.submit(self._run, nbr, rev, nodes_a, np.empty(len(nodes_a), np.int64),
-                          np.empty(len(nodes_a), np.int64), np.zeros(4, np.int64))  # fmt: skip
-        flow_b = self._run(nbr, rev, nodes_b, np.empty(len(nodes_b), np.int64),
-                           np.empty(len(nodes_b), np.int64), np.zeros(4, np.int64))  # fmt: skip
-        return fut.result() + flow_b
-
     def _run(self, nbr, rev, nodes, active, orphans, qstate) -> float:
         return _bk_maxflow(
             nodes, self.rc, self.tr, nbr, rev, self.parent, self.is_sink, self.ts, self.dist,
