@@ -299,16 +299,16 @@ def test_two_threads_give_the_serial_result(monkeypatch, fidelity):
     monkeypatch.setattr(exact_mod, "THREADS", 2)
     monkeypatch.setattr(exact_mod, "MIN_PARALLEL_VOXELS", 100)
     calls = []
-    real_solve_side = exact_mod._Dichotomy._solve_side
+    real_solve_chunk = exact_mod._Dichotomy._solve_chunk
 
-    def spy(self, threshold, upper):
-        calls.append((threading.get_ident(), upper))
-        return real_solve_side(self, threshold, upper)
+    def spy(self, first, last, worker):
+        calls.append((threading.get_ident(), worker))
+        return real_solve_chunk(self, first, last, worker)
 
-    monkeypatch.setattr(exact_mod._Dichotomy, "_solve_side", spy)
+    monkeypatch.setattr(exact_mod._Dichotomy, "_solve_chunk", spy)
     both = solve_exact(v, 0.6, fidelity=fidelity, connectivity=2, levels=32)
-    upper_threads = {tid for tid, upper in calls if upper}
-    assert sum(upper for _, upper in calls) >= 2  # some rounds ran in two threads
-    assert threading.get_ident() not in upper_threads
+    helper_threads = {tid for tid, worker in calls if worker == 1}
+    assert sum(worker == 1 for _, worker in calls) >= 2  # some groups ran in the helper thread
+    assert helper_threads and threading.get_ident() not in helper_threads
     np.testing.assert_array_equal(both.u, serial.u)
     assert both.energy == serial.energy

@@ -110,6 +110,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,9 @@ __all__ = ["solve_exact", "solve_level"]
 #: Measured on 2 cores (camera 512² L1 βw=0.26-0.78, 256² L2 β=20, best of 5): 1.1-1.4x faster
 #: overall on a quiet machine; with the other core kept busy, between 0.92x and 1.1x.
 THREADS = 2 if (os.cpu_count() or 1) >= 2 else 1
+#: a round's groups are dealt into this many runs of about equal size, which the threads take
+#: as they get free (the work of a group is not proportional to its size)
+CHUNKS = 6
 #: below this many undecided voxels a round runs in one thread
 MIN_PARALLEL_VOXELS = 20_000
 
@@ -195,15 +199,15 @@ def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes
 
 
 @jit
-def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, threshold, upper, nodes):
+def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, last, nodes):
     """Turn the previous round's residual graph into the next round's (module Notes), for the
-    undecided voxels whose interval starts above ``threshold`` (``upper``) or not.
+    undecided voxels whose interval starts in ``[first, last]``.
 
     Lists them in ``nodes``; returns their number.  Arcs to other groups are zeroed in both
     directions, so two threads may each prepare and solve their own groups at once."""
     n = 0
     for i in range(lo.shape[0]):
-        if lo[i] < 0 or lo[i] == hi[i] or (lo[i] > threshold) != upper:
+        if lo[i] < first or lo[i] > last or lo[i] == hi[i]:
             continue
         nodes[n] = i
         n += 1
@@ -275,6 +279,18 @@ def _infinity_stand_in(v, grid, code, bw) -> float:
     return 2.0 * total + 1.0
 
 
+def _deal_groups(counts: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Up to ``k`` runs ``(first, last)`` of consecutive interval starts holding about equal
+    numbers of voxels, smallest first (``list.pop`` then takes the largest)."""
+    cum = np.cumsum(counts)
+    ends = np.searchsorted(cum, cum[-1] * np.arange(1, k + 1) / k)
+    ends = np.unique(np.minimum(ends, len(counts) - 1))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    sizes = cum[ends] - np.concatenate([[0], cum[ends[:-1]]])
+    order = np.argsort(sizes, kind="stable")
+    return [(int(starts[j]), int(ends[j])) for j in order if sizes[j] > 0]
+
+
 class _Dichotomy:
     """Padded work arrays shared by the rounds of one solve."""
 
@@ -310,20 +326,28 @@ class _Dichotomy:
         _group_sizes(self.lo, self.hi, self.counts)
         self.fresh = True
 
-    def _solve_side(self, threshold: int, upper: bool) -> None:
-        """Prepare and solve the groups above ``threshold`` (``upper``) or the others."""
+    def _solve_chunk(self, first: int, last: int, worker: int) -> None:
+        """Prepare and solve the groups whose interval starts in ``[first, last]``."""
         st = self.flow
-        nodes, active, orphans, qstate = self.work[int(upper)]
+        nodes, active, orphans, qstate = self.work[worker]
         n = _reparametrise(self.v, self.lo, self.hi, self.grid, self.code, self.big, self.nbr,
-                           self.rev, st.rc, st.tr, self.slope, threshold, upper, nodes)  # fmt: skip
+                           self.rev, st.rc, st.tr, self.slope, first, last, nodes)  # fmt: skip
         if n:
             st._run(self.nbr, self.rev, nodes[:n], active, orphans, qstate)
+
+    def _solve_chunks(self, chunks: list, worker: int, lock: threading.Lock) -> None:
+        while True:
+            with lock:
+                if not chunks:
+                    return
+                first, last = chunks.pop()
+            self._solve_chunk(first, last, worker)
 
     def round(self, pool=None) -> int:
         """Cut every undecided interval at its midpoint; returns the number of groups cut.
 
-        With a thread ``pool`` and at least two groups, the groups are dealt into two sets of
-        about equal size, each prepared and solved in its own thread."""
+        With a thread ``pool`` and at least two groups, the groups are dealt into ``CHUNKS``
+        runs of about equal size, which two threads take, largest first, as they get free."""
         st = self.flow
         groups = int(np.count_nonzero(self.counts))
         if self.fresh:
@@ -334,16 +358,14 @@ class _Dichotomy:
             if n:
                 st.run(self.nbr, self.rev, nodes[:n])
         else:
-            threshold = len(self.grid)  # everything on the lower side: one thread
-            cum = np.cumsum(self.counts)
-            if pool is not None and groups >= 2 and cum[-1] >= MIN_PARALLEL_VOXELS:
-                threshold = int(np.argmin(np.maximum(cum, cum[-1] - cum)))  # most even split
-            if threshold < len(self.grid):
-                fut = pool.submit(self._solve_side, threshold, True)
-                self._solve_side(threshold, False)
+            if pool is not None and groups >= 2 and self.counts.sum() >= MIN_PARALLEL_VOXELS:
+                chunks = _deal_groups(self.counts, CHUNKS)
+                lock = threading.Lock()
+                fut = pool.submit(self._solve_chunks, chunks, 1, lock)
+                self._solve_chunks(chunks, 0, lock)
                 fut.result()
             else:
-                self._solve_side(threshold, False)
+                self._solve_chunk(0, len(self.grid) - 1, 0)
         _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.counts)
         return groups
 
