@@ -92,9 +92,15 @@ them, so the minimum cuts — and the smallest one — are unchanged.  One ``C``
 keeps the reparametrisation above exact.
 
 *Memory* per (padded) voxel: the max-flow's ``16K + 43`` bytes (:mod:`.maxflow`) plus the data
-``v`` and current slope (8 + 8), the interval ``lo``, ``hi`` (4 + 4) and the round's node lists
-(8 + 8): 115 B per pixel in 2-D (connectivity 1), 179 B per voxel in 3-D (connectivity 1;
-about 0.4 GB for 128³).
+``v`` and current slope (8 + 8), the interval ``lo``, ``hi`` (4 + 4), the two threads' node lists
+(8 + 8) and the second thread's queues (8 + 8): 131 B per pixel in 2-D (connectivity 1), 195 B
+per voxel in 3-D (connectivity 1; about 0.43 GB for 128³).
+
+*Threads.*  From the second round on, a round's groups are independent problems: they are dealt
+into ``CHUNKS`` runs of consecutive intervals holding about equal numbers of voxels, and two
+threads (``THREADS``) take the runs, largest first, each reparametrising and solving its own
+groups (the kernels release the GIL; arcs to other groups are zeroed in both directions first,
+so a thread never reads another's voxels across a positive arc).
 
 References
 ----------
@@ -315,9 +321,11 @@ class _Dichotomy:
                                       self.code, self.bw)  # fmt: skip
         self.counts = np.zeros(len(grid), dtype=np.int64)
         size = int(np.prod(shape))
-        #: per thread: node list, active queue, orphan queue, queue state (clock unused)
-        self.work = [(np.empty(size, np.int64), np.empty(size, np.int64),
-                      np.empty(size, np.int64), np.zeros(4, np.int64)) for _ in range(2)]
+        #: per thread: node list, active queue, orphan queue, queue state
+        st = self.flow
+        self.work = [(np.empty(size, np.int64), st.active, st.orphans, st.qstate),
+                     (np.empty(size, np.int64), np.empty(size, np.int64),
+                      np.empty(size, np.int64), np.zeros(4, np.int64))]  # fmt: skip
         self.fresh = True
 
     def set_interval(self, lo: int, hi: int) -> None:
