@@ -708,6 +708,24 @@ def _clip_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_bet
             )
 
 
+@jit
+def _chambolle_sweeps(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta, n):
+    """``n`` sweeps from compiled code (no Python call between parallel regions)."""
+    for _ in range(n):
+        _chambolle_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta)
+        par = 1 - par
+    return par
+
+
+@jit
+def _clip_sweeps(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta, n):
+    """``n`` sweeps from compiled code (no Python call between parallel regions)."""
+    for _ in range(n):
+        _clip_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta)
+        par = 1 - par
+    return par
+
+
 class FusedDualSweep:
     """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` as one fused
     parallel sweep per iteration, for 2-D and 3-D (``p`` of shape ``(ndim, *v.shape)``,
@@ -734,7 +752,7 @@ class FusedDualSweep:
         self.hlast = np.empty((2, nb, m, n2), dtype=dt)
         self.wb = np.empty((nb, 2, m, n2), dtype=dt)
         self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
-        self.kernel = _chambolle_sweep if mode == CHAMBOLLE else _clip_sweep
+        self.kernel = _chambolle_sweeps if mode == CHAMBOLLE else _clip_sweeps
         self.sync()
 
     def sync(self):
@@ -746,18 +764,18 @@ class FusedDualSweep:
             self.hlast[0, t] = self.p[0, b - 1]
 
     def step(self, n=1):
-        for _ in range(n):
-            self.kernel(
-                self.p,
-                self.v,
-                self.hfirst,
-                self.hlast,
-                self.wb,
-                self.bounds,
-                self.par,
-                self.periodic,
-                self.ih,
-                self.tau,
-                self.inv_beta,
-            )
-            self.par = 1 - self.par
+        """Run ``n`` iterations."""
+        self.par = self.kernel(
+            self.p,
+            self.v,
+            self.hfirst,
+            self.hlast,
+            self.wb,
+            self.bounds,
+            self.par,
+            self.periodic,
+            self.ih,
+            self.tau,
+            self.inv_beta,
+            int(n),
+        )

@@ -97,8 +97,9 @@ def solve_chambolle(
     3-D for unit spacing, the step of ``skimage.restoration.denoise_tv_chambolle``).  In 2-D
     and 3-D each iteration is one fused parallel sweep over the slabs of the outer axis
     (``_kernels.FusedDualSweep``: :math:`w` of the next slab, then :math:`p` of this one), so
-    :math:`p` is read and written once and :math:`v` read once per iteration.  The stopping quantity is the relative duality gap of
-    :mod:`napari_tv.solvers._gap` at :math:`u = v + \beta\operatorname{div}p`:
+    :math:`p` is read and written once and :math:`v` read once per iteration.  The stopping
+    quantity is the relative duality gap of :mod:`napari_tv.solvers._gap` at
+    :math:`u = v + \beta\operatorname{div}p`:
 
     .. math:: \mathrm{gap} = \frac{P(u) - D(p)}{P(u)}
               = \frac{\beta \sum_s \big(|(Du)_s| - \langle (Du)_s, p_s\rangle\big)}{P(u)},
@@ -168,14 +169,16 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
                 rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
                 dual_ascent_step(p4, w3, ih, periodic, tau, mode)
 
-    n_iter, gap = 0, math.inf
+    n_iter, gap, fresh = 0, math.inf, False  # fresh: u = beta w is up to date
     while n_iter < max_num_iter:
         n = min(check_interval(n_iter), max_num_iter - n_iter)
         run(n)
         n_iter += n
+        fresh = False
         if monitor.wants_gap(n_iter):
             rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
             np.multiply(w, beta, out=u)
+            fresh = True
             g = duality_gap(
                 u,
                 image,
@@ -189,8 +192,9 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
             gap = g.rel
             if monitor.check(n_iter, g):
                 break
-    rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
-    np.multiply(w, beta, out=u)
+    if not fresh:
+        rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
+        np.multiply(w, beta, out=u)
     if not np.isfinite(gap):  # max_num_iter == 0
         gap = duality_gap(
             u, image, p, beta, isotropic=isotropic, spacing=spacing, periodic=periodic, floor=0.0
