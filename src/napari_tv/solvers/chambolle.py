@@ -2,8 +2,6 @@ r"""Chambolle's dual projection algorithm for L2 (ROF) total-variation denoising
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from napari_tv.operators import tv_energy
@@ -131,12 +129,12 @@ def solve_chambolle(
         gap = 0.0
         n_iter = 0
         monitor.converged = True
+        energy = tv_energy(u, image, beta, fidelity="l2", tv=tv, boundary=boundary, spacing=spacing)
     else:
         with threads_for(image.size):
-            n_iter, gap = _iterate(
+            n_iter, gap, energy = _iterate(
                 image, beta, p, u, tv == "isotropic", spacing, periodic, max_num_iter, monitor
             )
-    energy = tv_energy(u, image, beta, fidelity="l2", tv=tv, boundary=boundary, spacing=spacing)
     return TVResult(
         u=u,
         energy=energy,
@@ -152,7 +150,8 @@ def solve_chambolle(
 
 
 def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, monitor):
-    """Run the iterations in place on ``p``; leave ``u = v + beta div p``; return (n, gap)."""
+    """Run the iterations in place on ``p``; leave ``u = v + beta div p``; return ``(n, gap,
+    energy)``, the gap and the energy (the gap's primal, in float64) at the final ``u``."""
     ih = inv_steps(spacing, image.ndim)
     tau = 2.0 / float(4.0 * np.sum(ih**2))
     mode = CHAMBOLLE if isotropic else CLIP
@@ -169,7 +168,7 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
                 rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
                 dual_ascent_step(p4, w3, ih, periodic, tau, mode)
 
-    n_iter, gap, fresh = 0, math.inf, False  # fresh: u = beta w is up to date
+    n_iter, fresh = 0, False  # fresh: u = beta w and g are up to date
     while n_iter < max_num_iter:
         n = min(check_interval(n_iter), max_num_iter - n_iter)
         run(n)
@@ -189,14 +188,12 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
                 periodic=periodic,
                 floor=0.0,
             )
-            gap = g.rel
             if monitor.check(n_iter, g):
                 break
-    if not fresh:
+    if not fresh:  # max_num_iter == 0, or no gap wanted at the end
         rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
         np.multiply(w, beta, out=u)
-    if not np.isfinite(gap):  # max_num_iter == 0
-        gap = duality_gap(
+        g = duality_gap(
             u, image, p, beta, isotropic=isotropic, spacing=spacing, periodic=periodic, floor=0.0
-        ).rel
-    return n_iter, gap
+        )
+    return n_iter, g.rel, g.primal
