@@ -133,9 +133,9 @@ from napari_tv.solvers.maxflow import GridFlowState, interior, padded_geometry
 __all__ = ["solve_exact", "solve_level"]
 
 #: threads for the max-flows of one round: from the second round on, the groups (independent
-#: problems) are dealt into two halves of about equal size, each solved in its own thread.
-#: Measured on 2 cores (camera 512² L1 βw=0.26-0.78, 256² L2 β=20, best of 5): 1.1-1.4x faster
-#: overall on a quiet machine; with the other core kept busy, between 0.92x and 1.1x.
+#: problems) are dealt into ``CHUNKS`` runs which two threads take as they get free.  Measured
+#: on 2 cores (camera 512² L1 βw=0.26-0.78, 256² L2 β=20, best of 5, vs one thread): 1.6-1.8x
+#: faster on a quiet machine; with the other core kept busy by another process, 0.93-1.2x.
 THREADS = 2 if (os.cpu_count() or 1) >= 2 else 1
 #: a round's groups are dealt into this many runs of about equal size, which the threads take
 #: as they get free (the work of a group is not proportional to its size)
