@@ -517,7 +517,7 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-@inline
+@jit
 def _slab_w(q0, q1, q2, prev, vs, out, a0, b0, periodic, h0, h1, h2, ib, one, K):
     """``out <- div p + ib v`` on one slab: ``q0`` outer, ``q1`` middle (K == 3), ``q2`` inner
     components of the slab; ``prev`` the outer component of the previous slab; ``a0, b0`` the
@@ -564,7 +564,7 @@ def _voxel_update(q0, q1, q2, i1, i2, g0, g1, g2, tau, one, K, mode):
     q2[i1, i2] = r2
 
 
-@inline
+@jit
 def _slab_update(q0, q1, q2, wc, wn, periodic, h0, h1, h2, tau, one, K, mode):
     """Update p on one slab from the w of this slab (``wc``) and of the next one (``wn``)."""
     m, n2 = wc.shape
@@ -604,7 +604,7 @@ def _outer_terms(i, n, periodic, one):
     return (one if i < n - 1 else zero), (one if i > 0 else zero)
 
 
-@inline
+@jit
 def _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, K, mode):
     """One task of ``FusedDualSweep``: the slabs ``bounds[t] <= i < bounds[t + 1]``."""
     h0, h1, h2 = h
@@ -672,40 +672,38 @@ def _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, 
         cur = 1 - cur
 
 
+# The block bodies are serial functions with the component count and the mode as constants:
+# inlined into the parallel kernels they made Numba's parfor passes take a minute per dtype.
+@jit
+def _chambolle_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one):
+    if p.shape[0] == 3:
+        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 3, 0)
+    else:
+        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 2, 0)
+
+
+@jit
+def _clip_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one):
+    if p.shape[0] == 3:
+        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 3, 1)
+    else:
+        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 2, 1)
+
+
 @jit(parallel=True)
 def _chambolle_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta):
-    K = p.shape[0]
     h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
-    t = scalar_like(tau, p)
-    ib = scalar_like(inv_beta, p)
-    one = scalar_like(1.0, p)
+    t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
     for blk in prange(bounds.shape[0] - 1):
-        if K == 3:
-            _sweep_block(
-                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 3, CHAMBOLLE
-            )
-        else:
-            _sweep_block(
-                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 2, CHAMBOLLE
-            )
+        _chambolle_block(blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one)
 
 
 @jit(parallel=True)
 def _clip_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta):
-    K = p.shape[0]
     h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
-    t = scalar_like(tau, p)
-    ib = scalar_like(inv_beta, p)
-    one = scalar_like(1.0, p)
+    t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
     for blk in prange(bounds.shape[0] - 1):
-        if K == 3:
-            _sweep_block(
-                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 3, CLIP
-            )
-        else:
-            _sweep_block(
-                blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one, 2, CLIP
-            )
+        _clip_block(blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one)
 
 
 @jit
