@@ -130,7 +130,7 @@ def main() -> int:
     # 4. β sweep: L-curve, suggested β (discrepancy principle), live result at that β
     front(sweep)
     sweep.layer_combo.set_layer(viewer.layers[noisy])
-    sweep.set_parameters(method="chambolle", k=8, beta_range=(0.2, 20.0), tol=1e-3)
+    sweep.set_parameters(method="primal_dual", k=8, beta_range=(0.2, 20.0), tol=1e-3)
     sweep.run_curve(suggest=True)
     wait_until(lambda: not sweep.runner.running)
     sweep.use_suggested.click()
