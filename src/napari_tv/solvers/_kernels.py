@@ -517,30 +517,29 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-@jit
-def _slab_w(q0, q1, q2, prev, vs, out, a0, b0, periodic, h0, h1, h2, ib, one, K):
-    """``out <- div p + ib v`` on one slab: ``q0`` outer, ``q1`` middle (K == 3), ``q2`` inner
-    components of the slab; ``prev`` the outer component of the previous slab; ``a0, b0`` the
-    outer back terms (in the arrays' dtype)."""
+@inline
+def _row_w(q0, q1, q2, prev, vs, out, i1, a0, b0, periodic, h0, h1, h2, ib, one, K):
+    """``out <- div p + ib v`` on row ``i1`` of one slab: ``q0`` outer, ``q1`` middle (K == 3),
+    ``q2`` inner components of the slab; ``prev`` the outer component of the previous slab;
+    ``a0, b0`` the outer back terms (in the arrays' dtype)."""
     m, n2 = vs.shape
     zero = one - one
-    for i1 in range(m):
-        im1, a1f, b1f = back_terms(i1, m, periodic)
-        a1 = one if a1f != 0.0 else zero
-        b1 = one if b1f != 0.0 else zero
-        for i2 in range(1, n2 - 1):
-            d = h2 * (q2[i1, i2] - q2[i1, i2 - 1]) + h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
-            if K == 3:
-                d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
-            out[i1, i2] = d + ib * vs[i1, i2]
-        for e in range(2 if n2 > 1 else 1):
-            i2 = 0 if e == 0 else n2 - 1
-            im2, a2f, b2f = back_terms(i2, n2, periodic)
-            d = h2 * ((q2[i1, i2] if a2f != 0.0 else zero) - (q2[i1, im2] if b2f != 0.0 else zero))
-            d += h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
-            if K == 3:
-                d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
-            out[i1, i2] = d + ib * vs[i1, i2]
+    im1, a1f, b1f = back_terms(i1, m, periodic)
+    a1 = one if a1f != 0.0 else zero
+    b1 = one if b1f != 0.0 else zero
+    for i2 in range(1, n2 - 1):
+        d = h2 * (q2[i1, i2] - q2[i1, i2 - 1]) + h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
+        if K == 3:
+            d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
+        out[i1, i2] = d + ib * vs[i1, i2]
+    for e in range(2 if n2 > 1 else 1):
+        i2 = 0 if e == 0 else n2 - 1
+        im2, a2f, b2f = back_terms(i2, n2, periodic)
+        d = h2 * ((q2[i1, i2] if a2f != 0.0 else zero) - (q2[i1, im2] if b2f != 0.0 else zero))
+        d += h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
+        if K == 3:
+            d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
+        out[i1, i2] = d + ib * vs[i1, i2]
 
 
 @inline
@@ -564,35 +563,63 @@ def _voxel_update(q0, q1, q2, i1, i2, g0, g1, g2, tau, one, K, mode):
     q2[i1, i2] = r2
 
 
+@inline
+def _row_update(q0, q1, q2, wc, wn, i1, periodic, h0, h1, h2, tau, one, K, mode):
+    """Update p on row ``i1`` of one slab from the w of this slab (``wc``) and of the next
+    one (``wn``)."""
+    m, n2 = wc.shape
+    zero = one - one
+    j1 = fwd_index(i1, m, periodic)
+    for i2 in range(n2 - 1):
+        c = wc[i1, i2]
+        g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
+        _voxel_update(
+            q0,
+            q1,
+            q2,
+            i1,
+            i2,
+            h0 * (wn[i1, i2] - c),
+            g1,
+            h2 * (wc[i1, i2 + 1] - c),
+            tau,
+            one,
+            K,
+            mode,
+        )
+    i2 = n2 - 1
+    c = wc[i1, i2]
+    g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
+    g2 = h2 * (wc[i1, fwd_index(i2, n2, periodic)] - c)
+    _voxel_update(q0, q1, q2, i1, i2, h0 * (wn[i1, i2] - c), g1, g2, tau, one, K, mode)
+
+
+@jit
+def _slab_w(q0, q1, q2, prev, vs, out, a0, b0, periodic, h0, h1, h2, ib, one, K):
+    """``out <- div p + ib v`` on one slab (see ``_row_w``)."""
+    for i1 in range(vs.shape[0]):
+        _row_w(q0, q1, q2, prev, vs, out, i1, a0, b0, periodic, h0, h1, h2, ib, one, K)
+
+
 @jit
 def _slab_update(q0, q1, q2, wc, wn, periodic, h0, h1, h2, tau, one, K, mode):
     """Update p on one slab from the w of this slab (``wc``) and of the next one (``wn``)."""
-    m, n2 = wc.shape
-    zero = one - one
-    for i1 in range(m):
-        j1 = fwd_index(i1, m, periodic)
-        for i2 in range(n2 - 1):
-            c = wc[i1, i2]
-            g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
-            _voxel_update(
-                q0,
-                q1,
-                q2,
-                i1,
-                i2,
-                h0 * (wn[i1, i2] - c),
-                g1,
-                h2 * (wc[i1, i2 + 1] - c),
-                tau,
-                one,
-                K,
-                mode,
-            )
-        i2 = n2 - 1
-        c = wc[i1, i2]
-        g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
-        g2 = h2 * (wc[i1, fwd_index(i2, n2, periodic)] - c)
-        _voxel_update(q0, q1, q2, i1, i2, h0 * (wn[i1, i2] - c), g1, g2, tau, one, K, mode)
+    for i1 in range(wc.shape[0]):
+        _row_update(q0, q1, q2, wc, wn, i1, periodic, h0, h1, h2, tau, one, K, mode)
+
+
+@jit
+def _slab_step(
+    n0, n1, n2, vn, wn, a0, b0, q0, q1, q2, wc, periodic, h0, h1, h2, tau, ib, one, K, mode
+):
+    """``_slab_w`` of the next slab (components ``n0, n1, n2``, data ``vn``, into ``wn``; its
+    previous slab is this one) and ``_slab_update`` of this slab, interleaved row by row:
+    row ``i1`` of ``wn`` needs the old row ``i1`` of ``q0``, and the update of that row needs
+    only rows ``i1`` of ``wn`` and ``i1, i1 + 1`` of ``wc``, so each row of this slab is read
+    once for both while it is in L1."""
+    for i1 in range(wc.shape[0]):
+        _row_w(n0, n1, n2, q0, vn, wn, i1, a0, b0, periodic, h0, h1, h2, ib, one, K)
+        _row_update(q0, q1, q2, wc, wn, i1, periodic, h0, h1, h2, tau, one, K, mode)
 
 
 @inline
@@ -637,34 +664,38 @@ def _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, 
         wc = wb[t, cur]
         wn = wb[t, 1 - cur]
         j = i + 1 if i + 1 < n0 else 0
-        if i + 1 < b:  # the next slab is ours and still old
+        q0, q1, q2 = p[0, i], p[1, i], p[K - 1, i]
+        if i + 1 < b or i + 1 < n0 or periodic:
             a0, b0 = _outer_terms(j, n0, periodic, one)
-            _slab_w(
-                p[0, j],
-                p[1, j],
-                p[K - 1, j],
-                p[0, i],
+            if i + 1 < b:  # the next slab is ours and still old
+                r0, r1, r2 = p[0, j], p[1, j], p[K - 1, j]
+            else:  # the next block's first slab: its old p is in the halo
+                hf = hfirst[rd, tn]
+                r0, r1, r2 = hf[0], hf[1], hf[K - 1]
+            _slab_step(
+                r0,
+                r1,
+                r2,
                 v[j],
                 wn,
                 a0,
                 b0,
+                q0,
+                q1,
+                q2,
+                wc,
                 periodic,
                 h0,
                 h1,
                 h2,
+                tau,
                 ib,
                 one,
                 K,
-            )
-        elif i + 1 < n0 or periodic:  # the next block's first slab: its old p is in the halo
-            a0, b0 = _outer_terms(j, n0, periodic, one)
-            hf = hfirst[rd, tn]
-            _slab_w(
-                hf[0], hf[1], hf[K - 1], p[0, i], v[j], wn, a0, b0, periodic, h0, h1, h2, ib, one, K
+                mode,
             )
         else:  # Neumann: no outer difference at the last slab
-            wn = wc
-        _slab_update(p[0, i], p[1, i], p[K - 1, i], wc, wn, periodic, h0, h1, h2, tau, one, K, mode)
+            _slab_update(q0, q1, q2, wc, wc, periodic, h0, h1, h2, tau, one, K, mode)
         if i == a:
             hfirst[wr, t] = p[:, a]
         if i == b - 1:
