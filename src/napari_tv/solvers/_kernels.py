@@ -631,9 +631,28 @@ def _outer_terms(i, n, periodic, one):
     return (one if i < n - 1 else zero), (one if i > 0 else zero)
 
 
+@inline
+def _slab_arrays(p, i, lo, hi0, hi1, a, b, K):
+    """The (outer, middle, inner) components of slab ``i`` of a block ``[a, b)``: its own slabs
+    from ``p``, the ghost slabs ``a - 1``, ``b``, ``b + 1`` from their buffers (``i`` is a
+    virtual index: ``a - 1`` may be -1 and ``b`` may be ``n0`` with periodic wrap)."""
+    if a <= i < b:
+        return p[0, i], p[1, i], p[K - 1, i]
+    g = lo if i == a - 1 else (hi0 if i == b else hi1)
+    return g[0], g[1], g[K - 1]
+
+
 @jit
-def _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, K, mode):
-    """One task of ``FusedDualSweep``: the slabs ``bounds[t] <= i < bounds[t + 1]``."""
+def _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, K, mode):
+    """Two iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs.
+
+    Level 1 (iteration k -> k + 1) runs one slab ahead of level 2 (k + 1 -> k + 2): after
+    level 1 has updated slab i, level 2 computes w' of slab i (from the new slabs i and i - 1)
+    and updates slab i - 1, which is still in cache.  The block's second iteration needs the
+    first iteration's values on the neighbouring slabs a - 1 and b, so the task recomputes
+    them itself (ghost slabs, from copies of slabs a - 2 .. a - 1 and b .. b + 1 that their
+    owners took at the end of the previous pass: ``hl[par, t - 1]``, ``hf[par, t + 1]``, double
+    buffered by parity, and each read and overwritten by this task only)."""
     h0, h1, h2 = h
     n0 = v.shape[0]
     nb = bounds.shape[0] - 1
@@ -641,49 +660,36 @@ def _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, 
     tp = t - 1 if t > 0 else nb - 1
     tn = t + 1 if t + 1 < nb else 0
     rd, wr = par, 1 - par
-    a0, b0 = _outer_terms(a, n0, periodic, one)
-    _slab_w(
-        p[0, a],
-        p[1, a],
-        p[K - 1, a],
-        hlast[rd, tp],
-        v[a],
-        wb[t, 0],
-        a0,
-        b0,
-        periodic,
-        h0,
-        h1,
-        h2,
-        ib,
-        one,
-        K,
-    )
-    cur = 0
-    for i in range(a, b):
-        wc = wb[t, cur]
-        wn = wb[t, 1 - cur]
-        j = i + 1 if i + 1 < n0 else 0
-        q0, q1, q2 = p[0, i], p[1, i], p[K - 1, i]
-        if i + 1 < b or i + 1 < n0 or periodic:
-            a0, b0 = _outer_terms(j, n0, periodic, one)
-            if i + 1 < b:  # the next slab is ours and still old
-                r0, r1, r2 = p[0, j], p[1, j], p[K - 1, j]
-            else:  # the next block's first slab: its old p is in the halo
-                hf = hfirst[rd, tn]
-                r0, r1, r2 = hf[0], hf[1], hf[K - 1]
+    ghost_lo = periodic or a > 0
+    ghost_hi = periodic or b < n0
+    lo, lo_prev = hl[rd, tp, 1], hl[rd, tp, 0, 0]  # p(a - 1); outer component of p(a - 2)
+    hi0, hi1 = hf[rd, tn, 0], hf[rd, tn, 1]  # p(b), p(b + 1)
+    first = a - 1 if ghost_lo else a
+    last = b if ghost_hi else b - 1
+    r0, r1, r2 = _slab_arrays(p, first, lo, hi0, hi1, a, b, K)
+    rf = (first + n0) % n0
+    a0, b0 = _outer_terms(rf, n0, periodic, one)
+    _slab_w(r0, r1, r2, lo_prev, v[rf], wb[t, 0], a0, b0, periodic, h0, h1, h2, ib, one, K)
+    c1, c2 = 0, 2  # the current w of level 1 is wb[t, c1], of level 2 wb[t, c2]
+    for i in range(first, last + 1):
+        ri = (i + n0) % n0
+        q0, q1, q2 = _slab_arrays(p, i, lo, hi0, hi1, a, b, K)
+        if periodic or ri + 1 < n0:  # level 1: w of slab i + 1, update of slab i
+            rj = (ri + 1) % n0
+            r0, r1, r2 = _slab_arrays(p, i + 1, lo, hi0, hi1, a, b, K)
+            a0, b0 = _outer_terms(rj, n0, periodic, one)
             _slab_step(
                 r0,
                 r1,
                 r2,
-                v[j],
-                wn,
+                v[rj],
+                wb[t, 1 - c1],
                 a0,
                 b0,
                 q0,
                 q1,
                 q2,
-                wc,
+                wb[t, c1],
                 periodic,
                 h0,
                 h1,
@@ -695,76 +701,144 @@ def _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, 
                 mode,
             )
         else:  # Neumann: no outer difference at the last slab
-            _slab_update(q0, q1, q2, wc, wc, periodic, h0, h1, h2, tau, one, K, mode)
-        if i == a:
-            hfirst[wr, t] = p[:, a]
-        if i == b - 1:
-            hlast[wr, t] = p[0, i]
-        cur = 1 - cur
+            _slab_update(q0, q1, q2, wb[t, c1], wb[t, c1], periodic, h0, h1, h2, tau, one, K, mode)
+        c1 = 1 - c1
+        if i < a:
+            continue
+        a0, b0 = _outer_terms(ri, n0, periodic, one)
+        if i == a:  # level 2 starts: w' of slab a (from the ghost's new outer component)
+            _slab_w(
+                q0,
+                q1,
+                q2,
+                lo[0] if ghost_lo else lo_prev,
+                v[ri],
+                wb[t, c2],
+                a0,
+                b0,
+                periodic,
+                h0,
+                h1,
+                h2,
+                ib,
+                one,
+                K,
+            )
+        else:  # level 2: w' of slab i, update of slab i - 1
+            _slab_step(
+                q0,
+                q1,
+                q2,
+                v[ri],
+                wb[t, 5 - c2],
+                a0,
+                b0,
+                p[0, i - 1],
+                p[1, i - 1],
+                p[K - 1, i - 1],
+                wb[t, c2],
+                periodic,
+                h0,
+                h1,
+                h2,
+                tau,
+                ib,
+                one,
+                K,
+                mode,
+            )
+            c2 = 5 - c2
+    if not ghost_hi:  # Neumann: level 2 of the last slab
+        i = b - 1
+        _slab_update(
+            p[0, i],
+            p[1, i],
+            p[K - 1, i],
+            wb[t, c2],
+            wb[t, c2],
+            periodic,
+            h0,
+            h1,
+            h2,
+            tau,
+            one,
+            K,
+            mode,
+        )
+    hf[wr, t, 0] = p[:, a]
+    hf[wr, t, 1] = p[:, a + 1]
+    hl[wr, t, 0] = p[:, b - 2]
+    hl[wr, t, 1] = p[:, b - 1]
 
 
 # The block bodies are serial functions with the component count and the mode as constants:
 # inlined into the parallel kernels they made Numba's parfor passes take a minute per dtype.
 @jit
-def _chambolle_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one):
+def _chambolle_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one):
     if p.shape[0] == 3:
-        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 3, 0)
+        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 3, 0)
     else:
-        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 2, 0)
+        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 2, 0)
 
 
 @jit
-def _clip_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one):
+def _clip_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one):
     if p.shape[0] == 3:
-        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 3, 1)
+        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 3, 1)
     else:
-        _sweep_block(t, p, v, hfirst, hlast, wb, bounds, par, periodic, h, tau, ib, one, 2, 1)
+        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 2, 1)
 
 
 @jit(parallel=True)
-def _chambolle_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta):
+def _chambolle_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta):
     h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
     t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
     for blk in prange(bounds.shape[0] - 1):
-        _chambolle_block(blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one)
+        _chambolle_block(blk, p, v, hf, hl, wb, bounds, par, periodic, h, t, ib, one)
 
 
 @jit(parallel=True)
-def _clip_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta):
+def _clip_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta):
     h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
     t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
     for blk in prange(bounds.shape[0] - 1):
-        _clip_block(blk, p, v, hfirst, hlast, wb, bounds, par, periodic, h, t, ib, one)
+        _clip_block(blk, p, v, hf, hl, wb, bounds, par, periodic, h, t, ib, one)
 
 
 @jit
-def _chambolle_sweeps(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta, n):
-    """``n`` sweeps from compiled code (no Python call between parallel regions)."""
+def _chambolle_sweeps(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta, n):
+    """``n`` double sweeps from compiled code (no Python call between parallel regions)."""
     for _ in range(n):
-        _chambolle_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta)
+        _chambolle_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta)
         par = 1 - par
     return par
 
 
 @jit
-def _clip_sweeps(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta, n):
-    """``n`` sweeps from compiled code (no Python call between parallel regions)."""
+def _clip_sweeps(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta, n):
+    """``n`` double sweeps from compiled code (no Python call between parallel regions)."""
     for _ in range(n):
-        _clip_sweep(p, v, hfirst, hlast, wb, bounds, par, periodic, ih, tau, inv_beta)
+        _clip_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta)
         par = 1 - par
     return par
 
 
 class FusedDualSweep:
-    """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` as one fused
-    parallel sweep per iteration, for 2-D and 3-D (``p`` of shape ``(ndim, *v.shape)``,
-    C-contiguous, updated in place).  ``mode`` CHAMBOLLE or CLIP.  Call ``step()`` once per
-    iteration; ``blocks`` tasks (default: Numba's thread count)."""
+    """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` for 2-D and 3-D
+    (``p`` of shape ``(ndim, *v.shape)``, C-contiguous, updated in place), ``mode`` CHAMBOLLE
+    or CLIP, ``blocks`` tasks (default: Numba's thread count).
+
+    Two iterations per parallel pass over the slabs (``_double_block``): ``p`` is read and
+    written once and ``v`` read once per two iterations.  An odd iteration, and images too
+    thin for blocks of two slabs, use the plain two-kernel iteration.  ``step(n)`` runs ``n``
+    iterations; call ``sync()`` after changing ``p`` from outside."""
 
     def __init__(self, p, v, ih, periodic, tau, inv_beta, mode, blocks=None):
         ndim = v.ndim
         if ndim not in (2, 3):
             raise ValueError("FusedDualSweep needs a 2-D or 3-D image")
+        # the arrays as given, for the plain iteration (``ih``: 1/spacing on the padded axes)
+        self.p_orig, self.v_orig, self.ih_orig = p, v, np.asarray(ih, dtype=np.float64)
         if ndim == 3:
             self.p, self.v = p, v
             self.ih = np.array(ih, dtype=np.float64)
@@ -774,14 +848,17 @@ class FusedDualSweep:
             self.ih = np.array([ih[1], 0.0, ih[2]], dtype=np.float64)
         n0, m, n2 = self.v.shape
         nb = numba.get_num_threads() if blocks is None else int(blocks)
-        nb = max(1, min(nb, n0 // 2 if n0 >= 2 else 1))
+        nb = max(1, min(nb, n0 // 2))
         self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
+        self.fused = n0 >= 2  # every block has at least two slabs
         K, dt = ndim, v.dtype
-        self.hfirst = np.empty((2, nb, K, m, n2), dtype=dt)
-        self.hlast = np.empty((2, nb, m, n2), dtype=dt)
-        self.wb = np.empty((nb, 2, m, n2), dtype=dt)
+        self.hf = np.zeros((2, nb, 2, K, m, n2), dtype=dt)
+        self.hl = np.zeros((2, nb, 2, K, m, n2), dtype=dt)
+        self.wb = np.empty((nb, 4, m, n2), dtype=dt)
         self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
+        self.mode = mode
         self.kernel = _chambolle_sweeps if mode == CHAMBOLLE else _clip_sweeps
+        self.w = None  # scratch of the plain iteration
         self.sync()
 
     def sync(self):
@@ -789,22 +866,39 @@ class FusedDualSweep:
         self.par = 0
         for t in range(self.bounds.size - 1):
             a, b = self.bounds[t], self.bounds[t + 1]
-            self.hfirst[0, t] = self.p[:, a]
-            self.hlast[0, t] = self.p[0, b - 1]
+            self.hf[0, t] = np.moveaxis(self.p[:, a : a + 2], 1, 0)
+            self.hl[0, t] = np.moveaxis(self.p[:, b - 2 : b], 1, 0)
+
+    def _plain(self):
+        """One iteration by the two plain kernels (divergence, then the dual update)."""
+        if self.w is None:
+            self.w = np.empty_like(self.v_orig)
+        p4, v3, w3, ih = as_4d(self.p_orig), as_3d(self.v_orig), as_3d(self.w), self.ih_orig
+        rescaled_divergence(p4, v3, w3, ih, self.periodic, self.inv_beta)
+        dual_ascent_step(p4, w3, ih, self.periodic, self.tau, self.mode)
 
     def step(self, n=1):
         """Run ``n`` iterations."""
-        self.par = self.kernel(
-            self.p,
-            self.v,
-            self.hfirst,
-            self.hlast,
-            self.wb,
-            self.bounds,
-            self.par,
-            self.periodic,
-            self.ih,
-            self.tau,
-            self.inv_beta,
-            int(n),
-        )
+        n = int(n)
+        if not self.fused:
+            for _ in range(n):
+                self._plain()
+            return
+        if n >= 2:
+            self.par = self.kernel(
+                self.p,
+                self.v,
+                self.hf,
+                self.hl,
+                self.wb,
+                self.bounds,
+                self.par,
+                self.periodic,
+                self.ih,
+                self.tau,
+                self.inv_beta,
+                n // 2,
+            )
+        if n % 2:
+            self._plain()
+            self.sync()
