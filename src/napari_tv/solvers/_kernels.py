@@ -503,17 +503,20 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# Chambolle's iteration fused into one sweep: no stored w = div p + v/beta.
+# Chambolle's iteration fused into sweeps over slabs, two iterations per sweep: no stored
+# w = div p + v/beta.
 #
 # The image is cut into slabs along its outermost real axis (planes in 3-D, rows in 2-D, seen
 # as ``(n1, 1, n2)`` so that a slab is always 2-D ``(m, n2)``); each block of consecutive slabs
-# is one task.  A task streams its slabs keeping the w of two slabs in a small per-task buffer
-# (L2-resident): w of slab i+1 (from the old p of slabs i+1 and i) is computed before p of slab
-# i is updated from the w of slabs i and i+1.  Per iteration p is read and written once and v
-# read once ((2K + 1) N values instead of (3K + 3) N for the two passes) in ONE parallel region.
-# The neighbouring blocks' old p (the first slab of the next block, the outer component of the
-# last slab of the previous one) come from halo copies taken in the previous sweep, double
-# buffered by iteration parity so that no task reads what another task is writing.
+# is one task.  A task streams its slabs keeping the w of two slabs per level in a small
+# per-task buffer (L2-resident).  Level 1 computes w of slab i+1 (from the old p of slabs i+1
+# and i) and updates p of slab i from the w of slabs i and i+1, row by row (``_slab_step``);
+# level 2 then does the same one slab behind, on the values level 1 has just written (see
+# ``_double_block``).  Per two iterations p is read and written once and v read once
+# ((2K + 1) N values instead of 2 (3K + 3) N for two plain two-kernel iterations), in ONE
+# parallel region.  The neighbouring blocks' old p (two slabs on each side, whose first
+# iteration the task recomputes as ghost slabs) come from halo copies taken at the end of the
+# previous sweep, double buffered by parity so that no task reads what another is writing.
 # ----------------------------------------------------------------------------------------------
 
 

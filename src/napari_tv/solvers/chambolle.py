@@ -93,9 +93,10 @@ def solve_chambolle(
 
     with :math:`\tau = 2/L^2`, :math:`L^2 = 4\sum_a h_a^{-2} \ge \|D\|^2` (1/4 in 2-D and 1/6 in
     3-D for unit spacing, the step of ``skimage.restoration.denoise_tv_chambolle``).  In 2-D
-    and 3-D each iteration is one fused parallel sweep over the slabs of the outer axis
-    (``_kernels.FusedDualSweep``: :math:`w` of the next slab, then :math:`p` of this one), so
-    :math:`p` is read and written once and :math:`v` read once per iteration.  The stopping
+    and 3-D two iterations are one fused parallel sweep over the slabs of the outer axis
+    (``_kernels.FusedDualSweep``: :math:`w` of the next slab, then :math:`p` of this one, and
+    the second iteration one slab behind the first), so :math:`p` is read and written once
+    and :math:`v` read once per two iterations.  The stopping
     quantity is the relative duality gap of :mod:`napari_tv.solvers._gap` at
     :math:`u = v + \beta\operatorname{div}p`:
 
