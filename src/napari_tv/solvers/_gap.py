@@ -108,13 +108,13 @@ def fenchel_young(u, v, z, code):
 
 @inline
 def _gap_voxel(
-    u, v, p, i0, i1, i2, j0, j1, j2, im0, im1, im2, a, b, h, periodic, iso, beta, c, code, K
+    acc, u, v, p, i0, i1, i2, j0, j1, j2, im0, im1, im2, a, b, h, periodic, iso, beta, c, code, K
 ):
-    """The four gap terms at one voxel of the padded view: ``(f(u,v), |Du|, Fenchel-Young,
-    |Du| - c<Du,p>)`` in float64.  ``j*`` are the forward neighbours (the voxel itself at a
-    Neumann end, where the difference vanishes), ``im*`` the backward ones with the
-    divergence's weights ``a = (a0, a1, a2)``, ``b = (b0, b1, b2)`` (``div p = Σ_axis h (a p_x -
-    b p_im)``); the last ``K`` axes carry the ``K`` components of ``p``."""
+    """``acc`` plus the four gap terms at one voxel of the padded view: ``(f(u,v), |Du|,
+    Fenchel-Young, |Du| - c<Du,p>)`` in float64.  ``j*`` are the forward neighbours (the
+    voxel itself at a Neumann end, where the difference vanishes), ``im*`` the backward ones
+    with the divergence's weights ``a = (a0, a1, a2)``, ``b = (b0, b1, b2)`` (``div p =
+    Σ_axis h (a p_x - b p_im)``); the last ``K`` axes carry the ``K`` components of ``p``."""
     h0, h1, h2 = h
     a0, a1, a2 = a
     b0, b1, b2 = b
@@ -140,7 +140,12 @@ def _gap_voxel(
         dot += g0 * q0
     if iso:
         nrm = math.sqrt(nrm)
-    return value_scalar(uc, vs, code), nrm, fenchel_young(uc, vs, c * beta * d, code), nrm - c * dot
+    return (
+        acc[0] + value_scalar(uc, vs, code),
+        acc[1] + nrm,
+        acc[2] + fenchel_young(uc, vs, c * beta * d, code),
+        acc[3] + (nrm - c * dot),
+    )
 
 
 @inline
@@ -152,73 +157,20 @@ def _gap_line(u, v, p, i0, i1, ih, periodic, iso, beta, c, code, K, out, line):
     j1 = fwd_index(i1, n1, periodic)
     im0, a0, b0 = back_terms(i0, n0, periodic)
     im1, a1, b1 = back_terms(i1, n1, periodic)
-    fid = 0.0
-    tv = 0.0
-    fy = 0.0
-    tg = 0.0
+    acc = (0.0, 0.0, 0.0, 0.0)
     a_in, b_in = (a0, a1, 1.0), (b0, b1, 1.0)
+    # fmt: off
     for i2 in range(1, n2 - 1):  # the interior: no boundary test per voxel
-        t0, t1, t2, t3 = _gap_voxel(
-            u,
-            v,
-            p,
-            i0,
-            i1,
-            i2,
-            j0,
-            j1,
-            i2 + 1,
-            im0,
-            im1,
-            i2 - 1,
-            a_in,
-            b_in,
-            h,
-            periodic,
-            iso,
-            beta,
-            c,
-            code,
-            K,
-        )
-        fid += t0
-        tv += t1
-        fy += t2
-        tg += t3
+        acc = _gap_voxel(acc, u, v, p, i0, i1, i2, j0, j1, i2 + 1, im0, im1, i2 - 1, a_in, b_in,
+                         h, periodic, iso, beta, c, code, K)
     for e in range(2 if n2 > 1 else 1):
         i2 = 0 if e == 0 else n2 - 1
         im2, a2, b2 = back_terms(i2, n2, periodic)
-        t0, t1, t2, t3 = _gap_voxel(
-            u,
-            v,
-            p,
-            i0,
-            i1,
-            i2,
-            j0,
-            j1,
-            fwd_index(i2, n2, periodic),
-            im0,
-            im1,
-            im2,
-            (a0, a1, a2),
-            (b0, b1, b2),
-            h,
-            periodic,
-            iso,
-            beta,
-            c,
-            code,
-            K,
-        )
-        fid += t0
-        tv += t1
-        fy += t2
-        tg += t3
-    out[line, 0] = fid
-    out[line, 1] = tv
-    out[line, 2] = fy
-    out[line, 3] = tg
+        acc = _gap_voxel(acc, u, v, p, i0, i1, i2, j0, j1, fwd_index(i2, n2, periodic), im0, im1,
+                         im2, (a0, a1, a2), (b0, b1, b2), h, periodic, iso, beta, c, code, K)
+    # fmt: on
+    for k in range(4):
+        out[line, k] = acc[k]
 
 
 # The line sums as serial functions: the ROF case (L2, isotropic) of 2-D and 3-D images with

@@ -669,6 +669,7 @@ def _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, K
     hi0, hi1 = hf[rd, tn, 0], hf[rd, tn, 1]  # p(b), p(b + 1)
     first = a - 1 if ghost_lo else a
     last = b if ghost_hi else b - 1
+    # fmt: off
     r0, r1, r2 = _slab_arrays(p, first, lo, hi0, hi1, a, b, K)
     rf = (first + n0) % n0
     a0, b0 = _outer_terms(rf, n0, periodic, one)
@@ -681,28 +682,8 @@ def _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, K
             rj = (ri + 1) % n0
             r0, r1, r2 = _slab_arrays(p, i + 1, lo, hi0, hi1, a, b, K)
             a0, b0 = _outer_terms(rj, n0, periodic, one)
-            _slab_step(
-                r0,
-                r1,
-                r2,
-                v[rj],
-                wb[t, 1 - c1],
-                a0,
-                b0,
-                q0,
-                q1,
-                q2,
-                wb[t, c1],
-                periodic,
-                h0,
-                h1,
-                h2,
-                tau,
-                ib,
-                one,
-                K,
-                mode,
-            )
+            _slab_step(r0, r1, r2, v[rj], wb[t, 1 - c1], a0, b0, q0, q1, q2, wb[t, c1],
+                       periodic, h0, h1, h2, tau, ib, one, K, mode)
         else:  # Neumann: no outer difference at the last slab
             _slab_update(q0, q1, q2, wb[t, c1], wb[t, c1], periodic, h0, h1, h2, tau, one, K, mode)
         c1 = 1 - c1
@@ -710,64 +691,17 @@ def _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, K
             continue
         a0, b0 = _outer_terms(ri, n0, periodic, one)
         if i == a:  # level 2 starts: w' of slab a (from the ghost's new outer component)
-            _slab_w(
-                q0,
-                q1,
-                q2,
-                lo[0] if ghost_lo else lo_prev,
-                v[ri],
-                wb[t, c2],
-                a0,
-                b0,
-                periodic,
-                h0,
-                h1,
-                h2,
-                ib,
-                one,
-                K,
-            )
+            _slab_w(q0, q1, q2, lo[0] if ghost_lo else lo_prev, v[ri], wb[t, c2], a0, b0,
+                    periodic, h0, h1, h2, ib, one, K)
         else:  # level 2: w' of slab i, update of slab i - 1
-            _slab_step(
-                q0,
-                q1,
-                q2,
-                v[ri],
-                wb[t, 5 - c2],
-                a0,
-                b0,
-                p[0, i - 1],
-                p[1, i - 1],
-                p[K - 1, i - 1],
-                wb[t, c2],
-                periodic,
-                h0,
-                h1,
-                h2,
-                tau,
-                ib,
-                one,
-                K,
-                mode,
-            )
+            _slab_step(q0, q1, q2, v[ri], wb[t, 5 - c2], a0, b0, p[0, i - 1], p[1, i - 1],
+                       p[K - 1, i - 1], wb[t, c2], periodic, h0, h1, h2, tau, ib, one, K, mode)
             c2 = 5 - c2
     if not ghost_hi:  # Neumann: level 2 of the last slab
         i = b - 1
-        _slab_update(
-            p[0, i],
-            p[1, i],
-            p[K - 1, i],
-            wb[t, c2],
-            wb[t, c2],
-            periodic,
-            h0,
-            h1,
-            h2,
-            tau,
-            one,
-            K,
-            mode,
-        )
+        _slab_update(p[0, i], p[1, i], p[K - 1, i], wb[t, c2], wb[t, c2], periodic, h0, h1, h2,
+                     tau, one, K, mode)
+    # fmt: on
     hf[wr, t, 0] = p[:, a]
     hf[wr, t, 1] = p[:, a + 1]
     hl[wr, t, 0] = p[:, b - 2]
