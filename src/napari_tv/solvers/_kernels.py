@@ -761,21 +761,27 @@ def _clip_sweeps(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta, n):
 
 
 class FusedDualSweep:
-    """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` for 2-D and 3-D
-    (``p`` of shape ``(ndim, *v.shape)``, C-contiguous, updated in place), ``mode`` CHAMBOLLE
-    or CLIP, ``blocks`` tasks (default: Numba's thread count).
+    """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` (``p`` of shape
+    ``(ndim, *v.shape)``, C-contiguous, updated in place), ``mode`` CHAMBOLLE or CLIP,
+    ``blocks`` tasks (default: Numba's thread count).
 
-    Two iterations per parallel pass over the slabs (``_double_block``): ``p`` is read and
-    written once and ``v`` read once per two iterations.  An odd iteration, and images too
-    thin for blocks of two slabs, use the plain two-kernel iteration.  ``step(n)`` runs ``n``
-    iterations; call ``sync()`` after changing ``p`` from outside."""
+    2-D and 3-D: two iterations per parallel pass over the slabs (``_double_block``): ``p`` is
+    read and written once and ``v`` read once per two iterations.  An odd iteration, 1-D
+    images and images too thin for blocks of two slabs use the plain two-kernel iteration.
+    ``step(n)`` runs ``n`` iterations; call ``sync()`` after changing ``p`` from outside."""
 
     def __init__(self, p, v, ih, periodic, tau, inv_beta, mode, blocks=None):
         ndim = v.ndim
-        if ndim not in (2, 3):
-            raise ValueError("FusedDualSweep needs a 2-D or 3-D image")
+        if ndim not in (1, 2, 3):
+            raise ValueError("FusedDualSweep needs a 1-D, 2-D or 3-D image")
         # the arrays as given, for the plain iteration (``ih``: 1/spacing on the padded axes)
         self.p_orig, self.v_orig, self.ih_orig = p, v, np.asarray(ih, dtype=np.float64)
+        self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
+        self.mode = mode
+        self.w = None  # scratch of the plain iteration
+        self.fused = ndim >= 2 and v.shape[0] >= 2  # every block has at least two slabs
+        if not self.fused:
+            return
         if ndim == 3:
             self.p, self.v = p, v
             self.ih = np.array(ih, dtype=np.float64)
@@ -787,19 +793,17 @@ class FusedDualSweep:
         nb = numba.get_num_threads() if blocks is None else int(blocks)
         nb = max(1, min(nb, n0 // 2))
         self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
-        self.fused = n0 >= 2  # every block has at least two slabs
         K, dt = ndim, v.dtype
         self.hf = np.zeros((2, nb, 2, K, m, n2), dtype=dt)
         self.hl = np.zeros((2, nb, 2, K, m, n2), dtype=dt)
         self.wb = np.empty((nb, 4, m, n2), dtype=dt)
-        self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
-        self.mode = mode
         self.kernel = _chambolle_sweeps if mode == CHAMBOLLE else _clip_sweeps
-        self.w = None  # scratch of the plain iteration
         self.sync()
 
     def sync(self):
         """Take the halo copies from ``p`` (after ``p`` was changed from outside)."""
+        if not self.fused:
+            return
         self.par = 0
         for t in range(self.bounds.size - 1):
             a, b = self.bounds[t], self.bounds[t + 1]

@@ -12,7 +12,6 @@ from napari_tv.solvers._kernels import (
     FusedDualSweep,
     as_3d,
     as_4d,
-    dual_ascent_step,
     inv_steps,
     rescaled_divergence,
     threads_for,
@@ -159,16 +158,7 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
     w = np.empty_like(image)
     v3, w3, p4 = as_3d(image), as_3d(w), as_4d(p)
     inv_beta = 1.0 / beta
-    if image.ndim >= 2:  # one fused parallel sweep per iteration
-        sweep = FusedDualSweep(p, image, ih, periodic, tau, inv_beta, mode)
-        run = sweep.step
-    else:
-
-        def run(n):
-            for _ in range(n):
-                rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
-                dual_ascent_step(p4, w3, ih, periodic, tau, mode)
-
+    run = FusedDualSweep(p, image, ih, periodic, tau, inv_beta, mode).step
     n_iter, fresh = 0, False  # fresh: u = beta w and g are up to date
     while n_iter < max_num_iter:
         n = min(check_interval(n_iter), max_num_iter - n_iter)
