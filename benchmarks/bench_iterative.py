@@ -9,10 +9,13 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
    default Numba threads and with one thread.
 2. Time to a relative duality gap of 1e-4 for every iterative method, on the 2-D sample.
 3. Effective memory traffic of a Chambolle iteration next to ``np.copyto`` bandwidth.
-   Bytes-per-iteration model (2-D/3-D: one fused sweep per two iterations,
-   ``_kernels.FusedDualSweep``; the per-slab w buffers stay in cache): a sweep reads ``p``
-   (K N) and ``v`` (N) and writes ``p`` (K N): ``(2K + 1) N / 2`` values per iteration (K =
+   Bytes-per-iteration model (2-D/3-D: one fused pass per ``L = SWEEP_LEVELS`` iterations,
+   ``_kernels.FusedDualSweep``; the per-slab w buffers stay in cache): a pass reads ``p``
+   (K N) and ``v`` (N) and writes ``p`` (K N): ``(2K + 1) N / L`` values per iteration (K =
    ndim components), times the item size.  Copy bandwidth counts read + write.
+4. The fused sweep alone (``FusedDualSweep.step``) in Gvoxel-iterations per second for
+   several iterations per pass (``levels``) and chunk sizes, measured alternately (median of
+   rounds): the evidence for the defaults ``SWEEP_LEVELS`` and ``SWEEP_CHUNK``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ import numba
 import numpy as np
 
 from napari_tv.solvers import denoise_tv
+from napari_tv.solvers._kernels import (
+    CHAMBOLLE,
+    SWEEP_CHUNK,
+    SWEEP_LEVELS,
+    FusedDualSweep,
+    inv_steps,
+)
 
 
 def _median_time(fn, repeat):
@@ -134,8 +144,8 @@ def memory_traffic(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
     for shape, n in cases:
         v = rng.random(shape, dtype=np.float32)
         k = len(shape)
-        # one sweep per two iterations reads and writes p (k values) and reads v
-        bytes_per_iter = (2 * k + 1) * v.size * v.itemsize / 2
+        # one pass per SWEEP_LEVELS iterations reads and writes p (k values) and reads v
+        bytes_per_iter = (2 * k + 1) * v.size * v.itemsize / SWEEP_LEVELS
         denoise_tv(v, 0.1, tol=0.0, max_num_iter=2)
         t = _median_time(lambda v=v, n=n: denoise_tv(v, 0.1, tol=0.0, max_num_iter=n), repeat)
         # subtract the fixed costs (allocation, final energy) measured with 0 iterations
@@ -148,11 +158,51 @@ def memory_traffic(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
         )
 
 
+def sweep_settings(
+    cases=(((512, 512), 400), ((128, 128, 128), 40)),
+    settings=((1, None), (2, None), (3, None), (4, None), (6, None), (8, None), (4, 2048),
+              (4, 1 << 15), (4, 1 << 20)),
+    rounds=7,
+):  # fmt: skip
+    """Gvoxel-iterations/s of ``FusedDualSweep.step(n)`` for (levels, chunk) settings."""
+    print("\n## The fused Chambolle sweep: iterations per pass and chunk size (float32)\n")
+    print(
+        f"Gvoxel-iterations per second, median of {rounds} alternating rounds, "
+        f"{numba.get_num_threads()} threads; defaults: levels={SWEEP_LEVELS}, "
+        f"chunk={SWEEP_CHUNK} voxels.\n"
+    )
+    names = [f"L={lv}" + ("" if ch is None else f", chunk={ch}") for lv, ch in settings]
+    print("| shape | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    rows = []
+    for shape, n in cases:
+        v = np.random.default_rng(0).random(shape, dtype=np.float32)
+        tau = 1.0 / (2 * v.ndim)
+        sweeps = []
+        for levels, chunk in settings:
+            p = np.zeros((v.ndim,) + shape, dtype=np.float32)
+            ih = inv_steps(None, v.ndim)
+            sw = FusedDualSweep(p, v, ih, False, tau, 10.0, CHAMBOLLE, levels=levels, chunk=chunk)
+            sw.step(n)  # compile, warm up
+            sweeps.append(sw)
+        times = [[] for _ in sweeps]
+        for _ in range(rounds):
+            for i, sw in enumerate(sweeps):
+                t0 = time.perf_counter()
+                sw.step(n)
+                times[i].append(time.perf_counter() - t0)
+        rates = [v.size * n / float(np.median(t)) / 1e9 for t in times]
+        rows.append((shape, rates))
+        print(f"| {'x'.join(map(str, shape))} | " + " | ".join(f"{r:.2f}" for r in rates) + " |")
+    return rows
+
+
 def main() -> None:
     print("# Iterative solvers")
     chambolle_vs_skimage()
     time_to_gap()
     memory_traffic()
+    sweep_settings()
 
 
 if __name__ == "__main__":

@@ -208,11 +208,18 @@ def _numpy_chambolle(p, v, beta, tau, weights, periodic, isotropic, n):
 )
 @pytest.mark.parametrize("periodic", [False, True])
 @pytest.mark.parametrize("isotropic", [True, False])
-@pytest.mark.parametrize("blocks", [1, 2, 3, 8])
-def test_fused_sweep_matches_numpy_iteration(rng, shape, periodic, isotropic, blocks):
-    """The fused one-pass sweep (slab pipeline, per-block halos by parity) computes exactly the
-    textbook iteration, for any number of blocks, both boundaries, both updates and spacing;
-    and p changed from outside is taken up after sync()."""
+@pytest.mark.parametrize(
+    ("blocks", "levels", "chunk"),
+    [(1, 1, None), (2, 2, 1), (3, 3, 12), (8, 5, 1), (2, 4, None), (1, 6, 20)],
+    ids=lambda x: str(x),
+)
+def test_fused_sweep_matches_numpy_iteration(
+    rng, shape, periodic, isotropic, blocks, levels, chunk
+):
+    """The fused sweep (several iterations per pass over the slabs, per-block halos by parity,
+    flat row loops with fixed-up row ends, chunks of rows) computes exactly the textbook
+    iteration, for any number of blocks, levels per pass and rows per chunk, both boundaries,
+    both updates and spacing; and p changed from outside is taken up after sync()."""
     from napari_tv.solvers._kernels import CHAMBOLLE, CLIP, FusedDualSweep, inv_steps
 
     v = rng.standard_normal(shape)
@@ -229,6 +236,8 @@ def test_fused_sweep_matches_numpy_iteration(rng, shape, periodic, isotropic, bl
         1.0 / beta,
         CHAMBOLLE if isotropic else CLIP,
         blocks=blocks,
+        levels=levels,
+        chunk=chunk,
     )
     sweep.step(7)
     expected = _numpy_chambolle(np.zeros_like(p), v, beta, tau, weights, periodic, isotropic, 7)

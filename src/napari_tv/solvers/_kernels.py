@@ -503,126 +503,226 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# Chambolle's iteration fused into sweeps over slabs, two iterations per sweep: no stored
+# Chambolle's iteration fused into passes over slabs, several iterations per pass: no stored
 # w = div p + v/beta.
 #
-# The image is cut into slabs along its outermost real axis (planes in 3-D, rows in 2-D, seen
-# as ``(n1, 1, n2)`` so that a slab is always 2-D ``(m, n2)``); each block of consecutive slabs
-# is one task.  A task streams its slabs keeping the w of two slabs per level in a small
-# per-task buffer (L2-resident).  Level 1 computes w of slab i+1 (from the old p of slabs i+1
-# and i) and updates p of slab i from the w of slabs i and i+1, row by row (``_slab_step``);
-# level 2 then does the same one slab behind, on the values level 1 has just written (see
-# ``_double_block``).  Per two iterations p is read and written once and v read once
-# ((2K + 1) N values instead of 2 (3K + 3) N for two plain two-kernel iterations), in ONE
-# parallel region.  The neighbouring blocks' old p (two slabs on each side, whose first
-# iteration the task recomputes as ghost slabs) come from halo copies taken at the end of the
-# previous sweep, double buffered by parity so that no task reads what another is writing.
+# The image is cut into slabs along its outermost real axis (planes in 3-D, rows in 2-D); a
+# slab is a flat array of m rows of n2 (m = 1 in 2-D) and each block of consecutive slabs is
+# one task.  A task streams its slabs keeping the w of two slabs per level in a small per-task
+# buffer (cache-resident).  Level 0 computes w of slab i+1 (from the old p of slabs i+1 and i)
+# and updates p of slab i from the w of slabs i and i+1, by chunks of rows (``_slab_step``);
+# level l does the same l slabs behind, on the values level l-1 has just written (see
+# ``_multi_block``).  Per pass of L levels p is read and written once and v read once
+# ((2K + 1) N values instead of L (3K + 3) N for L plain two-kernel iterations), in ONE
+# parallel region.  The neighbouring blocks' old p (L slabs on each side, whose first
+# iterations the task recomputes as ghost slabs) come from halo copies taken at the end of the
+# previous pass, double buffered by parity so that no task reads what another is writing.
 # ----------------------------------------------------------------------------------------------
 
 
+# The slab kernels see a slab as a flat 1-D array of ``m`` rows of ``n2`` (C order).  The
+# rows with the same middle-axis terms (the first, the interior ones, the last) are one flat
+# loop each, which treats every voxel as an interior one of its row; the first and the last
+# voxel of every row are then put right by scalar code.  The flat loops index with unsigned
+# integers: no views to create (creating one is an atomic reference count, contended between
+# threads) and no negative-index wrap-around check, so LLVM vectorises them.
+
+
 @inline
-def _row_w(q0, q1, q2, prev, vs, out, i1, a0, b0, periodic, h0, h1, h2, ib, one, K):
-    """``out <- div p + ib v`` on row ``i1`` of one slab: ``q0`` outer, ``q1`` middle (K == 3),
-    ``q2`` inner components of the slab; ``prev`` the outer component of the previous slab;
-    ``a0, b0`` the outer back terms (in the arrays' dtype)."""
-    m, n2 = vs.shape
+def _middle_w(r, m, n2, periodic, one):
+    """``(o1, a1, b1)``: the middle-axis part of ``div p`` on row ``r`` of a slab of ``m`` rows
+    is ``a1 q1[k] - b1 q1[k + o1]`` at flat index ``k``."""
     zero = one - one
-    im1, a1f, b1f = back_terms(i1, m, periodic)
-    a1 = one if a1f != 0.0 else zero
-    b1 = one if b1f != 0.0 else zero
-    for i2 in range(1, n2 - 1):
-        d = h2 * (q2[i1, i2] - q2[i1, i2 - 1]) + h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
+    if periodic:
+        return (-n2 if r > 0 else (m - 1) * n2), one, one
+    return (-n2 if r > 0 else 0), (one if r < m - 1 else zero), (one if r > 0 else zero)
+
+
+@inline
+def _middle_update(r, m, n2, periodic):
+    """``o1``: the middle-axis difference of w on row ``r`` is ``w[k + o1] - w[k]``."""
+    if r < m - 1:
+        return n2
+    return -(m - 1) * n2 if periodic else 0
+
+
+@inline
+def _flat_w(q0, q1, q2, prev, vs, out, k0, k1, o1, a0, b0, a1, b1, h0, h1, h2, ib, K):
+    """``out <- div p + ib v`` on the flat indices ``[k0, k1)`` (``k0 >= 1``) with the inner
+    difference ``q2[k] - q2[k - 1]`` of the interior of a row."""
+    s0, sl, sm = np.uint64(k0), np.uint64(k0 - 1), np.uint64(k0 + o1)
+    for j in range(k1 - k0):
+        u = np.uint64(j)
+        k = s0 + u
+        d = h2 * (q2[k] - q2[sl + u]) + h0 * (a0 * q0[k] - b0 * prev[k])
         if K == 3:
-            d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
-        out[i1, i2] = d + ib * vs[i1, i2]
+            d += h1 * (a1 * q1[k] - b1 * q1[sm + u])
+        out[k] = d + ib * vs[k]
+
+
+@inline
+def _w_edges(
+    q0, q1, q2, prev, vs, out, r, n2, a0, b0, a1, b1, o1, periodic, h0, h1, h2, ib, one, K
+):
+    """The first and the last voxel of row ``r`` of ``out <- div p + ib v``."""
+    zero = one - one
     for e in range(2 if n2 > 1 else 1):
         i2 = 0 if e == 0 else n2 - 1
         im2, a2f, b2f = back_terms(i2, n2, periodic)
-        d = h2 * ((q2[i1, i2] if a2f != 0.0 else zero) - (q2[i1, im2] if b2f != 0.0 else zero))
-        d += h0 * (a0 * q0[i1, i2] - b0 * prev[i1, i2])
+        k = r * n2 + i2
+        km = r * n2 + im2
+        d = h2 * ((q2[k] if a2f != 0.0 else zero) - (q2[km] if b2f != 0.0 else zero))
+        d += h0 * (a0 * q0[k] - b0 * prev[k])
         if K == 3:
-            d += h1 * (a1 * q1[i1, i2] - b1 * q1[im1, i2])
-        out[i1, i2] = d + ib * vs[i1, i2]
+            d += h1 * (a1 * q1[k] - b1 * q1[k + o1])
+        out[k] = d + ib * vs[k]
 
 
 @inline
-def _voxel_update(q0, q1, q2, i1, i2, g0, g1, g2, tau, one, K, mode):
-    """Chambolle's (mode CHAMBOLLE) or the clipped (CLIP) dual update at one voxel."""
+def _rows_w(q0, q1, q2, prev, vs, out, n2, r0, r1, a0, b0, periodic, h0, h1, h2, ib, one, K):
+    """``out <- div p + ib v`` on rows ``[r0, r1)`` of one slab (flat, rows of ``n2``): ``q0``
+    outer, ``q1`` middle (K == 3), ``q2`` inner components of the slab; ``prev`` the outer
+    component of the previous slab; ``a0, b0`` the outer back terms (in the arrays' dtype)."""
+    m = vs.shape[0] // n2
+    r = r0
+    while r < r1:
+        re = r + 1 if r == 0 or r >= m - 1 else min(r1, m - 1)
+        o1, a1, b1 = _middle_w(r, m, n2, periodic, one)
+        # fmt: off
+        _flat_w(q0, q1, q2, prev, vs, out, max(r * n2, 1), re * n2, o1, a0, b0, a1, b1, h0, h1,
+                h2, ib, K)
+        for i in range(r, re):
+            _w_edges(q0, q1, q2, prev, vs, out, i, n2, a0, b0, a1, b1, o1, periodic, h0, h1, h2,
+                     ib, one, K)
+        # fmt: on
+        r = re
+
+
+@inline
+def _dual_update(x0, x1, x2, g0, g1, g2, tau, one, K, mode):
+    """Chambolle's (mode CHAMBOLLE) or the clipped (CLIP) dual update of one voxel's
+    ``(x0, x1, x2)`` (``x1`` and ``g1`` unused unless K == 3): the new values."""
     if mode == CHAMBOLLE:
         nrm = g0 * g0 + g2 * g2
         if K == 3:
             nrm += g1 * g1
         s = one / (one + tau * math.sqrt(nrm))
-        r0 = (q0[i1, i2] + tau * g0) * s
-        r2 = (q2[i1, i2] + tau * g2) * s
-        if K == 3:
-            q1[i1, i2] = (q1[i1, i2] + tau * g1) * s
-    else:
-        r0 = min(one, max(-one, q0[i1, i2] + tau * g0))
-        r2 = min(one, max(-one, q2[i1, i2] + tau * g2))
-        if K == 3:
-            q1[i1, i2] = min(one, max(-one, q1[i1, i2] + tau * g1))
-    q0[i1, i2] = r0
-    q2[i1, i2] = r2
+        return (x0 + tau * g0) * s, (x1 + tau * g1) * s, (x2 + tau * g2) * s
+    return (
+        min(one, max(-one, x0 + tau * g0)),
+        min(one, max(-one, x1 + tau * g1)),
+        min(one, max(-one, x2 + tau * g2)),
+    )
 
 
 @inline
-def _row_update(q0, q1, q2, wc, wn, i1, periodic, h0, h1, h2, tau, one, K, mode):
-    """Update p on row ``i1`` of one slab from the w of this slab (``wc``) and of the next
-    one (``wn``)."""
-    m, n2 = wc.shape
+def _flat_update(q0, q1, q2, wc, wn, k0, k1, o1, h0, h1, h2, tau, one, K, mode):
+    """Update p on the flat indices ``[k0, k1)`` from the w of this slab (``wc``) and of the
+    next one (``wn``), with the inner difference ``wc[k + 1] - wc[k]`` of the interior of a
+    row."""
     zero = one - one
-    j1 = fwd_index(i1, m, periodic)
-    for i2 in range(n2 - 1):
-        c = wc[i1, i2]
-        g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
-        _voxel_update(
-            q0,
-            q1,
-            q2,
-            i1,
-            i2,
-            h0 * (wn[i1, i2] - c),
-            g1,
-            h2 * (wc[i1, i2 + 1] - c),
-            tau,
-            one,
-            K,
-            mode,
-        )
+    s0, s1, sm = np.uint64(k0), np.uint64(k0 + 1), np.uint64(k0 + o1)
+    for j in range(k1 - k0):
+        u = np.uint64(j)
+        k = s0 + u
+        x = wc[k]
+        g1 = h1 * (wc[sm + u] - x) if K == 3 else zero
+        g0, g2 = h0 * (wn[k] - x), h2 * (wc[s1 + u] - x)
+        r0, r1, r2 = _dual_update(q0[k], q1[k], q2[k], g0, g1, g2, tau, one, K, mode)
+        q0[k] = r0
+        if K == 3:
+            q1[k] = r1
+        q2[k] = r2
+
+
+@inline
+def _rows_update(q0, q1, q2, wc, wn, ends, n2, r0, r1, periodic, h0, h1, h2, tau, one, K, mode):
+    """Update p on rows ``[r0, r1)`` of one slab from the w of this slab (``wc``) and of the
+    next one (``wn``): the last voxel of every row first into ``ends`` (from the old p), then
+    the rows with the same middle-axis difference as flat loops, then ``ends`` back."""
+    m = wc.shape[0] // n2
+    zero = one - one
     i2 = n2 - 1
-    c = wc[i1, i2]
-    g1 = h1 * (wc[j1, i2] - c) if K == 3 else zero
-    g2 = h2 * (wc[i1, fwd_index(i2, n2, periodic)] - c)
-    _voxel_update(q0, q1, q2, i1, i2, h0 * (wn[i1, i2] - c), g1, g2, tau, one, K, mode)
+    j2 = fwd_index(i2, n2, periodic)
+    for r in range(r0, r1):
+        k = r * n2 + i2
+        x = wc[k]
+        g1 = h1 * (wc[fwd_index(r, m, periodic) * n2 + i2] - x) if K == 3 else zero
+        g0, g2 = h0 * (wn[k] - x), h2 * (wc[r * n2 + j2] - x)
+        e0, e1, e2 = _dual_update(q0[k], q1[k], q2[k], g0, g1, g2, tau, one, K, mode)
+        ends[0, r], ends[1, r], ends[2, r] = e0, e1, e2
+    r = r0
+    while r < r1:
+        re = min(r1, m - 1) if r < m - 1 else r + 1
+        o1 = _middle_update(r, m, n2, periodic)
+        # (the last voxel of the slab is left out: its wc[k + 1] is past the end)
+        _flat_update(q0, q1, q2, wc, wn, r * n2, min(re * n2, m * n2 - 1), o1, h0, h1, h2, tau,
+                     one, K, mode)  # fmt: skip
+        r = re
+    for r in range(r0, r1):
+        k = r * n2 + i2
+        q0[k] = ends[0, r]
+        if K == 3:
+            q1[k] = ends[1, r]
+        q2[k] = ends[2, r]
 
 
 @jit
-def _slab_w(q0, q1, q2, prev, vs, out, a0, b0, periodic, h0, h1, h2, ib, one, K):
-    """``out <- div p + ib v`` on one slab (see ``_row_w``)."""
-    for i1 in range(vs.shape[0]):
-        _row_w(q0, q1, q2, prev, vs, out, i1, a0, b0, periodic, h0, h1, h2, ib, one, K)
+def _slab_w(q0, q1, q2, prev, vs, out, n2, a0, b0, periodic, h0, h1, h2, ib, one, K):
+    """``out <- div p + ib v`` on one slab (see ``_rows_w``)."""
+    m = vs.shape[0] // n2
+    _rows_w(q0, q1, q2, prev, vs, out, n2, 0, m, a0, b0, periodic, h0, h1, h2, ib, one, K)
 
 
 @jit
-def _slab_update(q0, q1, q2, wc, wn, periodic, h0, h1, h2, tau, one, K, mode):
+def _slab_update(q0, q1, q2, wc, wn, ends, n2, periodic, h0, h1, h2, tau, one, K, mode):
     """Update p on one slab from the w of this slab (``wc``) and of the next one (``wn``)."""
-    for i1 in range(wc.shape[0]):
-        _row_update(q0, q1, q2, wc, wn, i1, periodic, h0, h1, h2, tau, one, K, mode)
+    m = wc.shape[0] // n2
+    # fmt: off
+    _rows_update(q0, q1, q2, wc, wn, ends, n2, 0, m, periodic, h0, h1, h2, tau, one, K, mode)
+    # fmt: on
 
 
 @jit
 def _slab_step(
-    n0, n1, n2, vn, wn, a0, b0, q0, q1, q2, wc, periodic, h0, h1, h2, tau, ib, one, K, mode
+    n0,
+    n1,
+    n2,
+    vn,
+    wn,
+    a0,
+    b0,
+    q0,
+    q1,
+    q2,
+    wc,
+    ends,
+    rl,
+    cr,
+    periodic,
+    h0,
+    h1,
+    h2,
+    tau,
+    ib,
+    one,
+    K,
+    mode,
 ):
     """``_slab_w`` of the next slab (components ``n0, n1, n2``, data ``vn``, into ``wn``; its
-    previous slab is this one) and ``_slab_update`` of this slab, interleaved row by row:
-    row ``i1`` of ``wn`` needs the old row ``i1`` of ``q0``, and the update of that row needs
-    only rows ``i1`` of ``wn`` and ``i1, i1 + 1`` of ``wc``, so each row of this slab is read
-    once for both while it is in L1."""
-    for i1 in range(wc.shape[0]):
-        _row_w(n0, n1, n2, q0, vn, wn, i1, a0, b0, periodic, h0, h1, h2, ib, one, K)
-        _row_update(q0, q1, q2, wc, wn, i1, periodic, h0, h1, h2, tau, one, K, mode)
+    previous slab is this one) and ``_slab_update`` of this slab (rows of ``rl``),
+    interleaved by chunks of ``cr`` rows: rows ``[r0, r1)`` of ``wn`` need the old rows
+    ``[r0, r1)`` of ``q0``, and the update of those rows needs only rows ``[r0, r1)`` of
+    ``wn`` and ``[r0, r1]`` of ``wc``, so each chunk of this slab is read once for both
+    while it is in cache."""
+    m = wc.shape[0] // rl
+    for r0 in range(0, m, cr):
+        r1 = min(r0 + cr, m)
+        # fmt: off
+        _rows_w(n0, n1, n2, q0, vn, wn, rl, r0, r1, a0, b0, periodic, h0, h1, h2, ib, one, K)
+        _rows_update(q0, q1, q2, wc, wn, ends, rl, r0, r1, periodic, h0, h1, h2, tau, one, K,
+                     mode)
+        # fmt: on
 
 
 @inline
@@ -635,142 +735,171 @@ def _outer_terms(i, n, periodic, one):
 
 
 @inline
-def _slab_arrays(p, i, lo, hi0, hi1, a, b, K):
+def _slab_arrays(p, i, lo, hi, a, b, K):
     """The (outer, middle, inner) components of slab ``i`` of a block ``[a, b)``: its own slabs
-    from ``p``, the ghost slabs ``a - 1``, ``b``, ``b + 1`` from their buffers (``i`` is a
-    virtual index: ``a - 1`` may be -1 and ``b`` may be ``n0`` with periodic wrap)."""
+    from ``p``, the ghost slabs ``a - H .. a - 1`` from ``lo[H + i - a]`` and ``b .. b + H - 1``
+    from ``hi[i - b]`` (``H`` the halo depth; ``i`` is a virtual index: it may be negative or
+    reach past ``n0`` with periodic wrap)."""
     if a <= i < b:
         return p[0, i], p[1, i], p[K - 1, i]
-    g = lo if i == a - 1 else (hi0 if i == b else hi1)
+    g = lo[lo.shape[0] + i - a] if i < a else hi[i - b]
     return g[0], g[1], g[K - 1]
 
 
 @jit
-def _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, K, mode):
-    """Two iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs.
+def _multi_block(
+    t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, K, mode
+):
+    """``levels`` iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs.
 
-    Level 1 (iteration k -> k + 1) runs one slab ahead of level 2 (k + 1 -> k + 2): after
-    level 1 has updated slab i, level 2 computes w' of slab i (from the new slabs i and i - 1)
-    and updates slab i - 1, which is still in cache.  The block's second iteration needs the
-    first iteration's values on the neighbouring slabs a - 1 and b, so the task recomputes
-    them itself (ghost slabs, from copies of slabs a - 2 .. a - 1 and b .. b + 1 that their
-    owners took at the end of the previous pass: ``hl[par, t - 1]``, ``hf[par, t + 1]``, double
-    buffered by parity, and each read and overwritten by this task only)."""
+    Level ``l`` (iteration k + l -> k + l + 1) runs ``l`` slabs behind level 0: at time ``i`` it
+    computes the w of slab ``i - l + 1`` (from level ``l - 1``'s values of slabs ``i - l + 1``
+    and ``i - l``, just written) and updates slab ``i - l``, which is still in cache.  The last
+    level needs the values of level ``l`` on ``levels - 1 - l`` slabs on each side of the block,
+    so the task recomputes them itself (ghost slabs, from copies of the ``H`` slabs beside the
+    block that their owners took at the end of the previous pass: ``hl[par, t - 1]``,
+    ``hf[par, t + 1]``, double buffered by parity, and each read and overwritten by this task
+    only).  The pass ends by taking this block's own copies (its first and last ``H`` slabs)
+    for the next pass, each as soon as its last level is done (while it is in cache)."""
     h0, h1, h2 = h
     n0 = v.shape[0]
     nb = bounds.shape[0] - 1
+    H = hf.shape[2]
     a, b = bounds[t], bounds[t + 1]
     tp = t - 1 if t > 0 else nb - 1
     tn = t + 1 if t + 1 < nb else 0
-    rd, wr = par, 1 - par
-    ghost_lo = periodic or a > 0
-    ghost_hi = periodic or b < n0
-    lo, lo_prev = hl[rd, tp, 1], hl[rd, tp, 0, 0]  # p(a - 1); outer component of p(a - 2)
-    hi0, hi1 = hf[rd, tn, 0], hf[rd, tn, 1]  # p(b), p(b + 1)
-    first = a - 1 if ghost_lo else a
-    last = b if ghost_hi else b - 1
-    # fmt: off
-    r0, r1, r2 = _slab_arrays(p, first, lo, hi0, hi1, a, b, K)
-    rf = (first + n0) % n0
-    a0, b0 = _outer_terms(rf, n0, periodic, one)
-    _slab_w(r0, r1, r2, lo_prev, v[rf], wb[t, 0], a0, b0, periodic, h0, h1, h2, ib, one, K)
-    c1, c2 = 0, 2  # the current w of level 1 is wb[t, c1], of level 2 wb[t, c2]
-    for i in range(first, last + 1):
-        ri = (i + n0) % n0
-        q0, q1, q2 = _slab_arrays(p, i, lo, hi0, hi1, a, b, K)
-        if periodic or ri + 1 < n0:  # level 1: w of slab i + 1, update of slab i
-            rj = (ri + 1) % n0
-            r0, r1, r2 = _slab_arrays(p, i + 1, lo, hi0, hi1, a, b, K)
-            a0, b0 = _outer_terms(rj, n0, periodic, one)
-            _slab_step(r0, r1, r2, v[rj], wb[t, 1 - c1], a0, b0, q0, q1, q2, wb[t, c1],
-                       periodic, h0, h1, h2, tau, ib, one, K, mode)
-        else:  # Neumann: no outer difference at the last slab
-            _slab_update(q0, q1, q2, wb[t, c1], wb[t, c1], periodic, h0, h1, h2, tau, one, K, mode)
-        c1 = 1 - c1
-        if i < a:
-            continue
-        a0, b0 = _outer_terms(ri, n0, periodic, one)
-        if i == a:  # level 2 starts: w' of slab a (from the ghost's new outer component)
-            _slab_w(q0, q1, q2, lo[0] if ghost_lo else lo_prev, v[ri], wb[t, c2], a0, b0,
-                    periodic, h0, h1, h2, ib, one, K)
-        else:  # level 2: w' of slab i, update of slab i - 1
-            _slab_step(q0, q1, q2, v[ri], wb[t, 5 - c2], a0, b0, p[0, i - 1], p[1, i - 1],
-                       p[K - 1, i - 1], wb[t, c2], periodic, h0, h1, h2, tau, ib, one, K, mode)
-            c2 = 5 - c2
-    if not ghost_hi:  # Neumann: level 2 of the last slab
-        i = b - 1
-        _slab_update(p[0, i], p[1, i], p[K - 1, i], wb[t, c2], wb[t, c2], periodic, h0, h1, h2,
-                     tau, one, K, mode)
-    # fmt: on
-    hf[wr, t, 0] = p[:, a]
-    hf[wr, t, 1] = p[:, a + 1]
-    hl[wr, t, 0] = p[:, b - 2]
-    hl[wr, t, 1] = p[:, b - 1]
+    lo, hi = hl[par, tp], hf[par, tn]
+    glo = levels - 1 if periodic or a > 0 else 0  # ghost slabs of level 0 below a
+    ghi = levels - 1 if periodic or b < n0 else 0  # and from b up
+    cur = np.zeros(levels, dtype=np.int64)  # level l's w of its current slab: wb[t, 2 l + cur]
+    ends = np.empty((3, v.shape[1] // rl), dtype=p.dtype)  # scratch of ``_rows_update``
+    for i in range(a - glo - 1, b + levels - 1):
+        for lv in range(levels):
+            s = i - lv  # level lv updates slab s and computes the w of slab s + 1
+            first = a - max(glo - lv, 0)
+            last = b - 1 + max(ghi - lv, 0)
+            wc = wb[t, 2 * lv + cur[lv]]
+            wn = wb[t, 2 * lv + 1 - cur[lv]]
+            rn = (s + 1 + n0) % n0
+            a0, b0 = _outer_terms(rn, n0, periodic, one)
+            # fmt: off
+            if s + 1 == first:  # the level starts: w of its first slab only
+                r0, r1, r2 = _slab_arrays(p, s + 1, lo, hi, a, b, K)
+                prev = r0  # (unused: b0 == 0) when there is no slab below
+                if periodic or rn > 0:
+                    prev = _slab_arrays(p, s, lo, hi, a, b, K)[0]
+                _slab_w(r0, r1, r2, prev, v[rn], wc, rl, a0, b0, periodic, h0, h1, h2, ib, one,
+                        K)
+            elif first <= s <= last:
+                q0, q1, q2 = _slab_arrays(p, s, lo, hi, a, b, K)
+                if periodic or rn > 0:  # w of slab s + 1, update of slab s
+                    r0, r1, r2 = _slab_arrays(p, s + 1, lo, hi, a, b, K)
+                    _slab_step(r0, r1, r2, v[rn], wn, a0, b0, q0, q1, q2, wc, ends, rl, cr,
+                               periodic, h0, h1, h2, tau, ib, one, K, mode)
+                    cur[lv] = 1 - cur[lv]
+                else:  # Neumann: no outer difference at the last slab
+                    _slab_update(q0, q1, q2, wc, wc, ends, rl, periodic, h0, h1, h2, tau, one,
+                                 K, mode)
+            # fmt: on
+        s = i - levels + 1  # the last level is done with slab s: copy it for the next pass
+        if a <= s < b:
+            if s - a < H:
+                hf[1 - par, t, s - a] = p[:, s]
+            if s >= b - H:
+                hl[1 - par, t, s - b + H] = p[:, s]
 
 
 # The block bodies are serial functions with the component count and the mode as constants:
 # inlined into the parallel kernels they made Numba's parfor passes take a minute per dtype.
 @jit
-def _chambolle_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one):
+def _chambolle_block(t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one):
     if p.shape[0] == 3:
-        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 3, 0)
+        _multi_block(
+            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 3, 0
+        )
     else:
-        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 2, 0)
+        _multi_block(
+            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 2, 0
+        )
 
 
 @jit
-def _clip_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one):
+def _clip_block(t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one):
     if p.shape[0] == 3:
-        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 3, 1)
+        _multi_block(
+            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 3, 1
+        )
     else:
-        _double_block(t, p, v, hf, hl, wb, bounds, par, periodic, h, tau, ib, one, 2, 1)
+        _multi_block(
+            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 2, 1
+        )
 
 
 @jit(parallel=True)
-def _chambolle_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta):
+def _chambolle_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta):
     h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
     t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
     for blk in prange(bounds.shape[0] - 1):
-        _chambolle_block(blk, p, v, hf, hl, wb, bounds, par, periodic, h, t, ib, one)
+        _chambolle_block(
+            blk, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, t, ib, one
+        )
 
 
 @jit(parallel=True)
-def _clip_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta):
+def _clip_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta):
     h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
     t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
     for blk in prange(bounds.shape[0] - 1):
-        _clip_block(blk, p, v, hf, hl, wb, bounds, par, periodic, h, t, ib, one)
+        _clip_block(blk, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, t, ib, one)
 
 
 @jit
-def _chambolle_sweeps(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta, n):
-    """``n`` double sweeps from compiled code (no Python call between parallel regions)."""
-    for _ in range(n):
-        _chambolle_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta)
+def _chambolle_sweeps(p, v, hf, hl, wb, bounds, par, rl, cr, periodic, ih, tau, inv_beta, n):
+    """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
+    between parallel regions); returns the parity of the halo copies to read next."""
+    while n > 0:
+        levels = min(n, hf.shape[2])
+        _chambolle_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta)
         par = 1 - par
+        n -= levels
     return par
 
 
 @jit
-def _clip_sweeps(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta, n):
-    """``n`` double sweeps from compiled code (no Python call between parallel regions)."""
-    for _ in range(n):
-        _clip_sweep(p, v, hf, hl, wb, bounds, par, periodic, ih, tau, inv_beta)
+def _clip_sweeps(p, v, hf, hl, wb, bounds, par, rl, cr, periodic, ih, tau, inv_beta, n):
+    """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
+    between parallel regions); returns the parity of the halo copies to read next."""
+    while n > 0:
+        levels = min(n, hf.shape[2])
+        _clip_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta)
         par = 1 - par
+        n -= levels
     return par
+
+
+#: iterations per parallel pass of ``FusedDualSweep`` (``benchmarks/bench_iterative.py``
+#: measures the choice)
+SWEEP_LEVELS = 4
+#: voxels per chunk of rows of a slab in ``FusedDualSweep`` (the next slab's w and this slab's
+#: update are computed chunk by chunk)
+SWEEP_CHUNK = 8192
 
 
 class FusedDualSweep:
     """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` (``p`` of shape
     ``(ndim, *v.shape)``, C-contiguous, updated in place), ``mode`` CHAMBOLLE or CLIP,
-    ``blocks`` tasks (default: Numba's thread count).
+    ``blocks`` tasks (default: Numba's thread count), ``levels`` iterations per pass
+    (default ``SWEEP_LEVELS``), slabs processed by chunks of ``chunk`` voxels (default
+    ``SWEEP_CHUNK``, at least one row).
 
-    2-D and 3-D: two iterations per parallel pass over the slabs (``_double_block``): ``p`` is
-    read and written once and ``v`` read once per two iterations.  An odd iteration, 1-D
-    images and images too thin for blocks of two slabs use the plain two-kernel iteration.
-    ``step(n)`` runs ``n`` iterations; call ``sync()`` after changing ``p`` from outside."""
+    2-D and 3-D: ``levels`` iterations per parallel pass over the slabs (``_multi_block``): per
+    pass ``p`` is read and written once and ``v`` read once.  1-D images use the plain
+    two-kernel iteration.  ``step(n)`` runs ``n`` iterations; call ``sync()`` after changing
+    ``p`` from outside."""
 
-    def __init__(self, p, v, ih, periodic, tau, inv_beta, mode, blocks=None):
+    def __init__(
+        self, p, v, ih, periodic, tau, inv_beta, mode, blocks=None, levels=None, chunk=None
+    ):
         ndim = v.ndim
         if ndim not in (1, 2, 3):
             raise ValueError("FusedDualSweep needs a 1-D, 2-D or 3-D image")
@@ -779,24 +908,23 @@ class FusedDualSweep:
         self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
         self.mode = mode
         self.w = None  # scratch of the plain iteration
-        self.fused = ndim >= 2 and v.shape[0] >= 2  # every block has at least two slabs
+        self.fused = ndim >= 2
         if not self.fused:
             return
-        if ndim == 3:
-            self.p, self.v = p, v
-            self.ih = np.array(ih, dtype=np.float64)
-        else:  # rows as slabs of shape (1, n2)
-            n1, n2 = v.shape
-            self.p, self.v = p.reshape(2, n1, 1, n2), v.reshape(n1, 1, n2)
-            self.ih = np.array([ih[1], 0.0, ih[2]], dtype=np.float64)
-        n0, m, n2 = self.v.shape
+        # slabs as flat rows of n2: (n0, m * n2); a 2-D image has slabs of one row
+        n0, m, n2 = v.shape if ndim == 3 else (v.shape[0], 1, v.shape[1])
+        self.p, self.v = p.reshape(ndim, n0, m * n2), v.reshape(n0, m * n2)
+        self.ih = np.array(ih if ndim == 3 else [ih[1], 0.0, ih[2]], dtype=np.float64)
+        self.n2 = n2
+        self.chunk_rows = max(1, (SWEEP_CHUNK if chunk is None else int(chunk)) // n2)
+        depth = max(1, min(SWEEP_LEVELS if levels is None else int(levels), n0))
         nb = numba.get_num_threads() if blocks is None else int(blocks)
-        nb = max(1, min(nb, n0 // 2))
+        nb = max(1, min(nb, n0 // depth))  # every block has at least ``depth`` slabs
         self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
         K, dt = ndim, v.dtype
-        self.hf = np.zeros((2, nb, 2, K, m, n2), dtype=dt)
-        self.hl = np.zeros((2, nb, 2, K, m, n2), dtype=dt)
-        self.wb = np.empty((nb, 4, m, n2), dtype=dt)
+        self.hf = np.zeros((2, nb, depth, K, m * n2), dtype=dt)
+        self.hl = np.zeros((2, nb, depth, K, m * n2), dtype=dt)
+        self.wb = np.empty((nb, 2 * depth, m * n2), dtype=dt)
         self.kernel = _chambolle_sweeps if mode == CHAMBOLLE else _clip_sweeps
         self.sync()
 
@@ -805,10 +933,11 @@ class FusedDualSweep:
         if not self.fused:
             return
         self.par = 0
+        depth = self.hf.shape[2]
         for t in range(self.bounds.size - 1):
             a, b = self.bounds[t], self.bounds[t + 1]
-            self.hf[0, t] = np.moveaxis(self.p[:, a : a + 2], 1, 0)
-            self.hl[0, t] = np.moveaxis(self.p[:, b - 2 : b], 1, 0)
+            self.hf[0, t] = np.moveaxis(self.p[:, a : a + depth], 1, 0)
+            self.hl[0, t] = np.moveaxis(self.p[:, b - depth : b], 1, 0)
 
     def _plain(self):
         """One iteration by the two plain kernels (divergence, then the dual update)."""
@@ -825,7 +954,7 @@ class FusedDualSweep:
             for _ in range(n):
                 self._plain()
             return
-        if n >= 2:
+        if n > 0:
             self.par = self.kernel(
                 self.p,
                 self.v,
@@ -834,12 +963,11 @@ class FusedDualSweep:
                 self.wb,
                 self.bounds,
                 self.par,
+                self.n2,
+                self.chunk_rows,
                 self.periodic,
                 self.ih,
                 self.tau,
                 self.inv_beta,
-                n // 2,
+                n,
             )
-        if n % 2:
-            self._plain()
-            self.sync()
