@@ -160,8 +160,8 @@ def memory_traffic(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
 
 def sweep_settings(
     cases=(((512, 512), 400), ((128, 128, 128), 40)),
-    settings=((1, None), (2, None), (3, None), (4, None), (6, None), (8, None), (4, 2048),
-              (4, 1 << 15), (4, 1 << 20)),
+    settings=((1, None), (2, None), (3, None), (4, None), (5, None), (6, None), (8, None),
+              (5, 2048), (5, 1 << 15), (5, 1 << 20)),
     rounds=7,
 ):  # fmt: skip
     """Gvoxel-iterations/s of ``FusedDualSweep.step(n)`` for (levels, chunk) settings."""

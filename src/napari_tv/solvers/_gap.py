@@ -340,6 +340,15 @@ class Monitor:
         """Whether a gap evaluation is needed after ``n_iter`` iterations."""
         return self.tol > 0 or self.callback is not None or n_iter >= self.max_iter
 
+    def next_run(self, n_iter: int) -> int:
+        """Iterations to run after ``n_iter`` before the next gap evaluation: ``check_interval``
+        when the stopping rule or a callback looks at the gap, otherwise all the rest (so that
+        ``tol=0`` without a callback runs in one go)."""
+        rest = self.max_iter - n_iter
+        if self.tol > 0 or self.callback is not None:
+            return min(check_interval(n_iter), rest)
+        return rest
+
     def check(self, n_iter: int, gap: Gap) -> bool:
         elapsed = self.elapsed()
         self.history.append(

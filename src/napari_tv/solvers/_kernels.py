@@ -520,12 +520,17 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-# The slab kernels see a slab as a flat 1-D array of ``m`` rows of ``n2`` (C order).  The
-# rows with the same middle-axis terms (the first, the interior ones, the last) are one flat
-# loop each, which treats every voxel as an interior one of its row; the first and the last
-# voxel of every row are then put right by scalar code.  The flat loops index with unsigned
-# integers: no views to create (creating one is an atomic reference count, contended between
-# threads) and no negative-index wrap-around check, so LLVM vectorises them.
+# The slab kernels address everything by flat offsets into three 1-D arrays, so that no array
+# view is created per slab (creating one is an atomic reference count on the array's memory
+# info, contended between the threads: with views per slab, a 2048 x 128 image ran no faster
+# on two threads than on one):
+#   S  the dual p (component k of slab i at (k n0 + i) M) followed by the halo copies,
+#   V  the image (slab i at i M),   W  the per-task w buffers.
+# A slab is m rows of n2 (M = m n2 values; m = 1 in 2-D).  The rows with the same middle-axis
+# terms (the first, the interior ones, the last) are one flat loop each, which treats every
+# voxel as an interior one of its row; the first and the last voxel of every row are then put
+# right by scalar code.  The flat loops index with unsigned integers (no negative-index
+# wrap-around check), so LLVM vectorises them.
 
 
 @inline
@@ -547,54 +552,53 @@ def _middle_update(r, m, n2, periodic):
 
 
 @inline
-def _flat_w(q0, q1, q2, prev, vs, out, k0, k1, o1, a0, b0, a1, b1, h0, h1, h2, ib, K):
-    """``out <- div p + ib v`` on the flat indices ``[k0, k1)`` (``k0 >= 1``) with the inner
-    difference ``q2[k] - q2[k - 1]`` of the interior of a row."""
-    s0, sl, sm = np.uint64(k0), np.uint64(k0 - 1), np.uint64(k0 + o1)
+def _flat_w(S, V, W, q, prev, ov, ow, k0, k1, o1, a0, b0, a1, b1, h0, h1, h2, ib, K):
+    """``w = div p + ib v`` into ``W[ow + k]`` for ``k`` in ``[k0, k1)`` of a slab whose
+    components start at ``q = (q0, q1, q2)`` in ``S`` (``prev``: the outer component of the
+    previous slab; ``ov``: the slab of ``V``), with the inner difference ``q2[k] - q2[k - 1]``
+    of the interior of a row (at ``k = 0`` it reads the value before the slab's inner
+    component, which is in ``S`` since that component is never the first one)."""
+    c0, c1, c2 = np.uint64(q[0] + k0), np.uint64(q[1] + k0), np.uint64(q[2] + k0)
+    l1, l2 = np.uint64(q[1] + k0 + o1), np.uint64(q[2] + k0 - 1)
+    pv, sv, sw = np.uint64(prev + k0), np.uint64(ov + k0), np.uint64(ow + k0)
     for j in range(k1 - k0):
         u = np.uint64(j)
-        k = s0 + u
-        d = h2 * (q2[k] - q2[sl + u]) + h0 * (a0 * q0[k] - b0 * prev[k])
+        d = h2 * (S[c2 + u] - S[l2 + u]) + h0 * (a0 * S[c0 + u] - b0 * S[pv + u])
         if K == 3:
-            d += h1 * (a1 * q1[k] - b1 * q1[sm + u])
-        out[k] = d + ib * vs[k]
+            d += h1 * (a1 * S[c1 + u] - b1 * S[l1 + u])
+        W[sw + u] = d + ib * V[sv + u]
 
 
 @inline
-def _w_edges(
-    q0, q1, q2, prev, vs, out, r, n2, a0, b0, a1, b1, o1, periodic, h0, h1, h2, ib, one, K
-):
-    """The first and the last voxel of row ``r`` of ``out <- div p + ib v``."""
+def _w_edges(S, V, W, q, prev, ov, ow, r, n2, a0, b0, a1, b1, o1, periodic, h, ib, one, K):
+    """The first and the last voxel of row ``r`` of ``w = div p + ib v``."""
+    h0, h1, h2 = h
     zero = one - one
     for e in range(2 if n2 > 1 else 1):
         i2 = 0 if e == 0 else n2 - 1
         im2, a2f, b2f = back_terms(i2, n2, periodic)
         k = r * n2 + i2
         km = r * n2 + im2
-        d = h2 * ((q2[k] if a2f != 0.0 else zero) - (q2[km] if b2f != 0.0 else zero))
-        d += h0 * (a0 * q0[k] - b0 * prev[k])
+        d = h2 * ((S[q[2] + k] if a2f != 0.0 else zero) - (S[q[2] + km] if b2f != 0.0 else zero))
+        d += h0 * (a0 * S[q[0] + k] - b0 * S[prev + k])
         if K == 3:
-            d += h1 * (a1 * q1[k] - b1 * q1[k + o1])
-        out[k] = d + ib * vs[k]
+            d += h1 * (a1 * S[q[1] + k] - b1 * S[q[1] + k + o1])
+        W[ow + k] = d + ib * V[ov + k]
 
 
 @inline
-def _rows_w(q0, q1, q2, prev, vs, out, n2, r0, r1, a0, b0, periodic, h0, h1, h2, ib, one, K):
-    """``out <- div p + ib v`` on rows ``[r0, r1)`` of one slab (flat, rows of ``n2``): ``q0``
-    outer, ``q1`` middle (K == 3), ``q2`` inner components of the slab; ``prev`` the outer
-    component of the previous slab; ``a0, b0`` the outer back terms (in the arrays' dtype)."""
-    m = vs.shape[0] // n2
+def _rows_w(S, V, W, q, prev, ov, ow, n2, m, r0, r1, a0, b0, periodic, h, ib, one, K):
+    """``w = div p + ib v`` on rows ``[r0, r1)`` of one slab (``q``: the offsets of its outer,
+    middle (K == 3) and inner components in ``S``; ``prev``: the outer component of the
+    previous slab; ``a0, b0``: the outer back terms, in the arrays' dtype)."""
+    h0, h1, h2 = h
     r = r0
     while r < r1:
         re = r + 1 if r == 0 or r >= m - 1 else min(r1, m - 1)
         o1, a1, b1 = _middle_w(r, m, n2, periodic, one)
-        # fmt: off
-        _flat_w(q0, q1, q2, prev, vs, out, max(r * n2, 1), re * n2, o1, a0, b0, a1, b1, h0, h1,
-                h2, ib, K)
+        _flat_w(S, V, W, q, prev, ov, ow, r * n2, re * n2, o1, a0, b0, a1, b1, h0, h1, h2, ib, K)
         for i in range(r, re):
-            _w_edges(q0, q1, q2, prev, vs, out, i, n2, a0, b0, a1, b1, o1, periodic, h0, h1, h2,
-                     ib, one, K)
-        # fmt: on
+            _w_edges(S, V, W, q, prev, ov, ow, i, n2, a0, b0, a1, b1, o1, periodic, h, ib, one, K)
         r = re
 
 
@@ -616,113 +620,85 @@ def _dual_update(x0, x1, x2, g0, g1, g2, tau, one, K, mode):
 
 
 @inline
-def _flat_update(q0, q1, q2, wc, wn, k0, k1, o1, h0, h1, h2, tau, one, K, mode):
-    """Update p on the flat indices ``[k0, k1)`` from the w of this slab (``wc``) and of the
-    next one (``wn``), with the inner difference ``wc[k + 1] - wc[k]`` of the interior of a
-    row."""
+def _flat_update(S, W, q, wc, wn, k0, k1, o1, h0, h1, h2, tau, one, K, mode):
+    """Update p (components at ``q`` in ``S``) on the flat indices ``[k0, k1)`` from the w of
+    this slab (at ``wc`` in ``W``) and of the next one (``wn``), with the inner difference
+    ``w[k + 1] - w[k]`` of the interior of a row (at the slab's last voxel it reads the value
+    after the buffer, which is in ``W``: it has one more element)."""
     zero = one - one
-    s0, s1, sm = np.uint64(k0), np.uint64(k0 + 1), np.uint64(k0 + o1)
+    c0, c1, c2 = np.uint64(q[0] + k0), np.uint64(q[1] + k0), np.uint64(q[2] + k0)
+    sc, sr, sm = np.uint64(wc + k0), np.uint64(wc + k0 + 1), np.uint64(wc + k0 + o1)
+    sn = np.uint64(wn + k0)
     for j in range(k1 - k0):
         u = np.uint64(j)
-        k = s0 + u
-        x = wc[k]
-        g1 = h1 * (wc[sm + u] - x) if K == 3 else zero
-        g0, g2 = h0 * (wn[k] - x), h2 * (wc[s1 + u] - x)
-        r0, r1, r2 = _dual_update(q0[k], q1[k], q2[k], g0, g1, g2, tau, one, K, mode)
-        q0[k] = r0
+        x = W[sc + u]
+        g1 = h1 * (W[sm + u] - x) if K == 3 else zero
+        g0, g2 = h0 * (W[sn + u] - x), h2 * (W[sr + u] - x)
+        r0, r1, r2 = _dual_update(S[c0 + u], S[c1 + u], S[c2 + u], g0, g1, g2, tau, one, K, mode)
+        S[c0 + u] = r0
         if K == 3:
-            q1[k] = r1
-        q2[k] = r2
+            S[c1 + u] = r1
+        S[c2 + u] = r2
 
 
 @inline
-def _rows_update(q0, q1, q2, wc, wn, ends, n2, r0, r1, periodic, h0, h1, h2, tau, one, K, mode):
-    """Update p on rows ``[r0, r1)`` of one slab from the w of this slab (``wc``) and of the
-    next one (``wn``): the last voxel of every row first into ``ends`` (from the old p), then
-    the rows with the same middle-axis difference as flat loops, then ``ends`` back."""
-    m = wc.shape[0] // n2
+def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, tau, one, K, mode):
+    """Update p on rows ``[r0, r1)`` of one slab from the w of this slab (at ``wc``) and of the
+    next one (``wn``): the last voxel of every row first into ``E`` (from the old p), then the
+    rows with the same middle-axis difference as flat loops over whole rows (so that their
+    length is a multiple of the row length, with no vector remainder when that is a multiple
+    of the vector width), then ``E`` back."""
+    h0, h1, h2 = h
     zero = one - one
     i2 = n2 - 1
     j2 = fwd_index(i2, n2, periodic)
     for r in range(r0, r1):
         k = r * n2 + i2
-        x = wc[k]
-        g1 = h1 * (wc[fwd_index(r, m, periodic) * n2 + i2] - x) if K == 3 else zero
-        g0, g2 = h0 * (wn[k] - x), h2 * (wc[r * n2 + j2] - x)
-        e0, e1, e2 = _dual_update(q0[k], q1[k], q2[k], g0, g1, g2, tau, one, K, mode)
-        ends[0, r], ends[1, r], ends[2, r] = e0, e1, e2
+        x = W[wc + k]
+        g1 = h1 * (W[wc + fwd_index(r, m, periodic) * n2 + i2] - x) if K == 3 else zero
+        g0, g2 = h0 * (W[wn + k] - x), h2 * (W[wc + r * n2 + j2] - x)
+        x0, x1, x2 = S[q[0] + k], S[q[1] + k], S[q[2] + k]
+        E[0, r], E[1, r], E[2, r] = _dual_update(x0, x1, x2, g0, g1, g2, tau, one, K, mode)
     r = r0
     while r < r1:
         re = min(r1, m - 1) if r < m - 1 else r + 1
         o1 = _middle_update(r, m, n2, periodic)
-        # (the last voxel of the slab is left out: its wc[k + 1] is past the end)
-        _flat_update(q0, q1, q2, wc, wn, r * n2, min(re * n2, m * n2 - 1), o1, h0, h1, h2, tau,
-                     one, K, mode)  # fmt: skip
+        _flat_update(S, W, q, wc, wn, r * n2, re * n2, o1, h0, h1, h2, tau, one, K, mode)
         r = re
     for r in range(r0, r1):
         k = r * n2 + i2
-        q0[k] = ends[0, r]
+        S[q[0] + k] = E[0, r]
         if K == 3:
-            q1[k] = ends[1, r]
-        q2[k] = ends[2, r]
+            S[q[1] + k] = E[1, r]
+        S[q[2] + k] = E[2, r]
 
 
 @jit
-def _slab_w(q0, q1, q2, prev, vs, out, n2, a0, b0, periodic, h0, h1, h2, ib, one, K):
-    """``out <- div p + ib v`` on one slab (see ``_rows_w``)."""
-    m = vs.shape[0] // n2
-    _rows_w(q0, q1, q2, prev, vs, out, n2, 0, m, a0, b0, periodic, h0, h1, h2, ib, one, K)
+def _slab_w(S, V, W, q, prev, ov, ow, n2, m, a0, b0, periodic, h, ib, one, K):
+    """``w = div p + ib v`` on one slab (see ``_rows_w``)."""
+    _rows_w(S, V, W, q, prev, ov, ow, n2, m, 0, m, a0, b0, periodic, h, ib, one, K)
 
 
 @jit
-def _slab_update(q0, q1, q2, wc, wn, ends, n2, periodic, h0, h1, h2, tau, one, K, mode):
+def _slab_update(S, W, E, q, wc, wn, n2, m, periodic, h, tau, one, K, mode):
     """Update p on one slab from the w of this slab (``wc``) and of the next one (``wn``)."""
-    m = wc.shape[0] // n2
-    # fmt: off
-    _rows_update(q0, q1, q2, wc, wn, ends, n2, 0, m, periodic, h0, h1, h2, tau, one, K, mode)
-    # fmt: on
+    _rows_update(S, W, E, q, wc, wn, n2, m, 0, m, periodic, h, tau, one, K, mode)
 
 
 @jit
 def _slab_step(
-    n0,
-    n1,
-    n2,
-    vn,
-    wn,
-    a0,
-    b0,
-    q0,
-    q1,
-    q2,
-    wc,
-    ends,
-    rl,
-    cr,
-    periodic,
-    h0,
-    h1,
-    h2,
-    tau,
-    ib,
-    one,
-    K,
-    mode,
+    S, V, W, E, qn, ov, wn, a0, b0, q, wc, n2, m, cr, periodic, h, tau, ib, one, K, mode
 ):
-    """``_slab_w`` of the next slab (components ``n0, n1, n2``, data ``vn``, into ``wn``; its
-    previous slab is this one) and ``_slab_update`` of this slab (rows of ``rl``),
-    interleaved by chunks of ``cr`` rows: rows ``[r0, r1)`` of ``wn`` need the old rows
-    ``[r0, r1)`` of ``q0``, and the update of those rows needs only rows ``[r0, r1)`` of
-    ``wn`` and ``[r0, r1]`` of ``wc``, so each chunk of this slab is read once for both
-    while it is in cache."""
-    m = wc.shape[0] // rl
+    """``_slab_w`` of the next slab (components ``qn``, data at ``ov``, into ``wn``; its
+    previous slab is this one) and ``_slab_update`` of this slab (components ``q``),
+    interleaved by chunks of ``cr`` rows: rows ``[r0, r1)`` of the next w need the old rows
+    ``[r0, r1)`` of this slab's outer component, and the update of those rows needs only rows
+    ``[r0, r1)`` of the next w and ``[r0, r1]`` of this one, so each chunk of this slab is
+    read once for both while it is in cache."""
     for r0 in range(0, m, cr):
         r1 = min(r0 + cr, m)
-        # fmt: off
-        _rows_w(n0, n1, n2, q0, vn, wn, rl, r0, r1, a0, b0, periodic, h0, h1, h2, ib, one, K)
-        _rows_update(q0, q1, q2, wc, wn, ends, rl, r0, r1, periodic, h0, h1, h2, tau, one, K,
-                     mode)
-        # fmt: on
+        _rows_w(S, V, W, qn, q[0], ov, wn, n2, m, r0, r1, a0, b0, periodic, h, ib, one, K)
+        _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, tau, one, K, mode)
 
 
 @inline
@@ -735,167 +711,171 @@ def _outer_terms(i, n, periodic, one):
 
 
 @inline
-def _slab_arrays(p, i, lo, hi, a, b, K):
-    """The (outer, middle, inner) components of slab ``i`` of a block ``[a, b)``: its own slabs
-    from ``p``, the ghost slabs ``a - H .. a - 1`` from ``lo[H + i - a]`` and ``b .. b + H - 1``
-    from ``hi[i - b]`` (``H`` the halo depth; ``i`` is a virtual index: it may be negative or
-    reach past ``n0`` with periodic wrap)."""
+def _slab_offsets(i, a, b, n0, M, K, H, lo, hi):
+    """Offsets in ``S`` of the (outer, middle, inner) components of slab ``i`` of a block
+    ``[a, b)``: its own slabs in p, the ghost slabs ``a - H .. a - 1`` in the halo copies at
+    ``lo``, ``b .. b + H - 1`` in those at ``hi`` (``i`` is a virtual index: it may be
+    negative or reach past ``n0`` with periodic wrap)."""
     if a <= i < b:
-        return p[0, i], p[1, i], p[K - 1, i]
-    g = lo[lo.shape[0] + i - a] if i < a else hi[i - b]
-    return g[0], g[1], g[K - 1]
+        return i * M, (n0 + i) * M, ((K - 1) * n0 + i) * M
+    base = lo + (H + i - a) * K * M if i < a else hi + (i - b) * K * M
+    return base, base + M, base + (K - 1) * M
+
+
+@inline
+def _copy_slab(S, i, dst, n0, M, K):
+    """Copy the K components of slab ``i`` of p to ``S[dst:dst + K M]``."""
+    for k in range(K):
+        src, d = np.uint64((k * n0 + i) * M), np.uint64(dst + k * M)
+        for j in range(M):
+            u = np.uint64(j)
+            S[d + u] = S[src + u]
 
 
 @jit
-def _multi_block(
-    t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, K, mode
-):
-    """``levels`` iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs.
+def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, K, mode):
+    """``levels`` iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs
+    (``geo = (n0, m, n2, cr, K, H)``: slabs, rows per slab, row length, rows per chunk,
+    components, halo depth).
 
     Level ``l`` (iteration k + l -> k + l + 1) runs ``l`` slabs behind level 0: at time ``i`` it
     computes the w of slab ``i - l + 1`` (from level ``l - 1``'s values of slabs ``i - l + 1``
     and ``i - l``, just written) and updates slab ``i - l``, which is still in cache.  The last
     level needs the values of level ``l`` on ``levels - 1 - l`` slabs on each side of the block,
     so the task recomputes them itself (ghost slabs, from copies of the ``H`` slabs beside the
-    block that their owners took at the end of the previous pass: ``hl[par, t - 1]``,
+    block that their owners took during the previous pass: ``hl[par, t - 1]``,
     ``hf[par, t + 1]``, double buffered by parity, and each read and overwritten by this task
-    only).  The pass ends by taking this block's own copies (its first and last ``H`` slabs)
-    for the next pass, each as soon as its last level is done (while it is in cache)."""
-    h0, h1, h2 = h
-    n0 = v.shape[0]
+    only).  The pass takes this block's own copies (its first and last ``H`` slabs) for the
+    next pass, each as soon as its last level is done (while it is in cache)."""
+    n0, m, n2, cr, _, H = geo
+    M = m * n2
     nb = bounds.shape[0] - 1
-    H = hf.shape[2]
     a, b = bounds[t], bounds[t + 1]
     tp = t - 1 if t > 0 else nb - 1
     tn = t + 1 if t + 1 < nb else 0
-    lo, hi = hl[par, tp], hf[par, tn]
+    blk = H * K * M  # one block's halo copies; S holds p, then hf[2, nb], then hl[2, nb]
+    hf0 = K * n0 * M
+    hl0 = hf0 + 2 * nb * blk
+    lo, hi = hl0 + (par * nb + tp) * blk, hf0 + (par * nb + tn) * blk
+    out_f, out_l = hf0 + ((1 - par) * nb + t) * blk, hl0 + ((1 - par) * nb + t) * blk
     glo = levels - 1 if periodic or a > 0 else 0  # ghost slabs of level 0 below a
     ghi = levels - 1 if periodic or b < n0 else 0  # and from b up
-    cur = np.zeros(levels, dtype=np.int64)  # level l's w of its current slab: wb[t, 2 l + cur]
-    ends = np.empty((3, v.shape[1] // rl), dtype=p.dtype)  # scratch of ``_rows_update``
+    cur = np.zeros(levels, dtype=np.int64)  # level l's w of its current slab: buffer 2 l + cur
+    E = np.empty((3, m), dtype=S.dtype)  # scratch of ``_rows_update``
+    w0 = t * 2 * H * M
     for i in range(a - glo - 1, b + levels - 1):
         for lv in range(levels):
             s = i - lv  # level lv updates slab s and computes the w of slab s + 1
             first = a - max(glo - lv, 0)
             last = b - 1 + max(ghi - lv, 0)
-            wc = wb[t, 2 * lv + cur[lv]]
-            wn = wb[t, 2 * lv + 1 - cur[lv]]
+            wc = w0 + (2 * lv + cur[lv]) * M
+            wn = w0 + (2 * lv + 1 - cur[lv]) * M
             rn = (s + 1 + n0) % n0
             a0, b0 = _outer_terms(rn, n0, periodic, one)
             # fmt: off
             if s + 1 == first:  # the level starts: w of its first slab only
-                r0, r1, r2 = _slab_arrays(p, s + 1, lo, hi, a, b, K)
-                prev = r0  # (unused: b0 == 0) when there is no slab below
+                qn = _slab_offsets(s + 1, a, b, n0, M, K, H, lo, hi)
+                prev = qn[0]  # (unused: b0 == 0) when there is no slab below
                 if periodic or rn > 0:
-                    prev = _slab_arrays(p, s, lo, hi, a, b, K)[0]
-                _slab_w(r0, r1, r2, prev, v[rn], wc, rl, a0, b0, periodic, h0, h1, h2, ib, one,
-                        K)
+                    prev = _slab_offsets(s, a, b, n0, M, K, H, lo, hi)[0]
+                _slab_w(S, V, W, qn, prev, rn * M, wc, n2, m, a0, b0, periodic, h, ib, one, K)
             elif first <= s <= last:
-                q0, q1, q2 = _slab_arrays(p, s, lo, hi, a, b, K)
+                q = _slab_offsets(s, a, b, n0, M, K, H, lo, hi)
                 if periodic or rn > 0:  # w of slab s + 1, update of slab s
-                    r0, r1, r2 = _slab_arrays(p, s + 1, lo, hi, a, b, K)
-                    _slab_step(r0, r1, r2, v[rn], wn, a0, b0, q0, q1, q2, wc, ends, rl, cr,
-                               periodic, h0, h1, h2, tau, ib, one, K, mode)
+                    qn = _slab_offsets(s + 1, a, b, n0, M, K, H, lo, hi)
+                    _slab_step(S, V, W, E, qn, rn * M, wn, a0, b0, q, wc, n2, m, cr, periodic, h,
+                               tau, ib, one, K, mode)
                     cur[lv] = 1 - cur[lv]
                 else:  # Neumann: no outer difference at the last slab
-                    _slab_update(q0, q1, q2, wc, wc, ends, rl, periodic, h0, h1, h2, tau, one,
-                                 K, mode)
+                    _slab_update(S, W, E, q, wc, wc, n2, m, periodic, h, tau, one, K, mode)
             # fmt: on
         s = i - levels + 1  # the last level is done with slab s: copy it for the next pass
         if a <= s < b:
             if s - a < H:
-                hf[1 - par, t, s - a] = p[:, s]
+                _copy_slab(S, s, out_f + (s - a) * K * M, n0, M, K)
             if s >= b - H:
-                hl[1 - par, t, s - b + H] = p[:, s]
+                _copy_slab(S, s, out_l + (s - b + H) * K * M, n0, M, K)
 
 
 # The block bodies are serial functions with the component count and the mode as constants:
 # inlined into the parallel kernels they made Numba's parfor passes take a minute per dtype.
 @jit
-def _chambolle_block(t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one):
-    if p.shape[0] == 3:
-        _multi_block(
-            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 3, 0
-        )
+def _chambolle_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one):
+    if geo[4] == 3:
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 3, 0)
     else:
-        _multi_block(
-            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 2, 0
-        )
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 2, 0)
 
 
 @jit
-def _clip_block(t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one):
-    if p.shape[0] == 3:
-        _multi_block(
-            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 3, 1
-        )
+def _clip_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one):
+    if geo[4] == 3:
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 3, 1)
     else:
-        _multi_block(
-            t, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, tau, ib, one, 2, 1
-        )
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 2, 1)
 
 
 @jit(parallel=True)
-def _chambolle_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta):
-    h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
-    t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
+def _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta):
+    h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
+    t, ib, one = scalar_like(tau, S), scalar_like(inv_beta, S), scalar_like(1.0, S)
     for blk in prange(bounds.shape[0] - 1):
-        _chambolle_block(
-            blk, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, t, ib, one
-        )
+        _chambolle_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, t, ib, one)
 
 
 @jit(parallel=True)
-def _clip_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta):
-    h = (scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p))
-    t, ib, one = scalar_like(tau, p), scalar_like(inv_beta, p), scalar_like(1.0, p)
+def _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta):
+    h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
+    t, ib, one = scalar_like(tau, S), scalar_like(inv_beta, S), scalar_like(1.0, S)
     for blk in prange(bounds.shape[0] - 1):
-        _clip_block(blk, p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, h, t, ib, one)
+        _clip_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, t, ib, one)
 
 
 @jit
-def _chambolle_sweeps(p, v, hf, hl, wb, bounds, par, rl, cr, periodic, ih, tau, inv_beta, n):
+def _chambolle_sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, n):
     """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
     between parallel regions); returns the parity of the halo copies to read next."""
     while n > 0:
-        levels = min(n, hf.shape[2])
-        _chambolle_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta)
+        levels = min(n, geo[5])
+        _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta)
         par = 1 - par
         n -= levels
     return par
 
 
 @jit
-def _clip_sweeps(p, v, hf, hl, wb, bounds, par, rl, cr, periodic, ih, tau, inv_beta, n):
+def _clip_sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, n):
     """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
     between parallel regions); returns the parity of the halo copies to read next."""
     while n > 0:
-        levels = min(n, hf.shape[2])
-        _clip_sweep(p, v, hf, hl, wb, bounds, par, levels, rl, cr, periodic, ih, tau, inv_beta)
+        levels = min(n, geo[5])
+        _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta)
         par = 1 - par
         n -= levels
     return par
 
 
-#: iterations per parallel pass of ``FusedDualSweep`` (``benchmarks/bench_iterative.py``
-#: measures the choice)
-SWEEP_LEVELS = 4
+#: iterations per parallel pass of ``FusedDualSweep``: 4 to 8 run equally fast on our 2-core
+#: machine and 1 to 3 up to 1.5x slower (``benchmarks/bench_iterative.py``); 5 divides the
+#: solvers' gap-check intervals (multiples of 10) into whole passes
+SWEEP_LEVELS = 5
 #: voxels per chunk of rows of a slab in ``FusedDualSweep`` (the next slab's w and this slab's
 #: update are computed chunk by chunk)
 SWEEP_CHUNK = 8192
 
 
 class FusedDualSweep:
-    """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` (``p`` of shape
-    ``(ndim, *v.shape)``, C-contiguous, updated in place), ``mode`` CHAMBOLLE or CLIP,
-    ``blocks`` tasks (default: Numba's thread count), ``levels`` iterations per pass
-    (default ``SWEEP_LEVELS``), slabs processed by chunks of ``chunk`` voxels (default
-    ``SWEEP_CHUNK``, at least one row).
+    """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` with ``mode``
+    CHAMBOLLE or CLIP, on ``blocks`` tasks (default: Numba's thread count), ``levels``
+    iterations per pass (default ``SWEEP_LEVELS``), slabs processed by chunks of ``chunk``
+    voxels (default ``SWEEP_CHUNK``, at least one row).
 
-    2-D and 3-D: ``levels`` iterations per parallel pass over the slabs (``_multi_block``): per
-    pass ``p`` is read and written once and ``v`` read once.  1-D images use the plain
-    two-kernel iteration.  ``step(n)`` runs ``n`` iterations; call ``sync()`` after changing
-    ``p`` from outside."""
+    The dual starts from a copy of ``p`` (shape ``(ndim, *v.shape)``; None: zeros) and lives in
+    ``self.p`` (``v``'s dtype; 2-D and 3-D: a view of the sweep's own storage, next to the
+    halo copies).  2-D and 3-D: ``levels`` iterations per parallel pass over the slabs
+    (``_multi_block``): per pass ``p`` is read and written once and ``v`` read once.  1-D
+    images use the plain two-kernel iteration.  ``step(n)`` runs ``n`` iterations; call
+    ``sync()`` after changing ``self.p`` from outside."""
 
     def __init__(
         self, p, v, ih, periodic, tau, inv_beta, mode, blocks=None, levels=None, chunk=None
@@ -903,47 +883,49 @@ class FusedDualSweep:
         ndim = v.ndim
         if ndim not in (1, 2, 3):
             raise ValueError("FusedDualSweep needs a 1-D, 2-D or 3-D image")
-        # the arrays as given, for the plain iteration (``ih``: 1/spacing on the padded axes)
-        self.p_orig, self.v_orig, self.ih_orig = p, v, np.asarray(ih, dtype=np.float64)
         self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
         self.mode = mode
-        self.w = None  # scratch of the plain iteration
         self.fused = ndim >= 2
-        if not self.fused:
+        shape = (ndim,) + v.shape
+        if not self.fused:  # the plain iteration
+            self.p = np.zeros(shape, v.dtype) if p is None else np.array(p, v.dtype, order="C")
+            self.v, self.ih, self.w = v, np.asarray(ih, dtype=np.float64), np.empty_like(v)
             return
-        # slabs as flat rows of n2: (n0, m * n2); a 2-D image has slabs of one row
+        v = np.ascontiguousarray(v)
+        # slabs of m rows of n2 (flat); a 2-D image has slabs of one row
         n0, m, n2 = v.shape if ndim == 3 else (v.shape[0], 1, v.shape[1])
-        self.p, self.v = p.reshape(ndim, n0, m * n2), v.reshape(n0, m * n2)
+        M, K, dt = m * n2, ndim, v.dtype
         self.ih = np.array(ih if ndim == 3 else [ih[1], 0.0, ih[2]], dtype=np.float64)
-        self.n2 = n2
-        self.chunk_rows = max(1, (SWEEP_CHUNK if chunk is None else int(chunk)) // n2)
         depth = max(1, min(SWEEP_LEVELS if levels is None else int(levels), n0))
         nb = numba.get_num_threads() if blocks is None else int(blocks)
         nb = max(1, min(nb, n0 // depth))  # every block has at least ``depth`` slabs
         self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
-        K, dt = ndim, v.dtype
-        self.hf = np.zeros((2, nb, depth, K, m * n2), dtype=dt)
-        self.hl = np.zeros((2, nb, depth, K, m * n2), dtype=dt)
-        self.wb = np.empty((nb, 2 * depth, m * n2), dtype=dt)
+        rows = max(1, (SWEEP_CHUNK if chunk is None else int(chunk)) // n2)
+        self.geo = (n0, m, n2, rows, K, depth)
+        self.S = np.empty(K * n0 * M + 4 * nb * depth * K * M, dtype=dt)
+        self.p = self.S[: K * n0 * M].reshape(shape)
+        self.p[...] = 0 if p is None else p
+        self.halo = self.S[K * n0 * M :].reshape(2, 2, nb, depth, K, M)  # [hf | hl, parity, t]
+        self.V = v.reshape(-1)
+        self.W = np.zeros(nb * 2 * depth * M + 1, dtype=dt)  # (+ 1: see ``_flat_update``)
         self.kernel = _chambolle_sweeps if mode == CHAMBOLLE else _clip_sweeps
         self.sync()
 
     def sync(self):
-        """Take the halo copies from ``p`` (after ``p`` was changed from outside)."""
+        """Take the halo copies from ``self.p`` (after it was changed from outside)."""
         if not self.fused:
             return
         self.par = 0
-        depth = self.hf.shape[2]
+        n0, M, K, depth = self.geo[0], self.geo[1] * self.geo[2], self.geo[4], self.geo[5]
+        slabs = self.p.reshape(K, n0, M)
         for t in range(self.bounds.size - 1):
             a, b = self.bounds[t], self.bounds[t + 1]
-            self.hf[0, t] = np.moveaxis(self.p[:, a : a + depth], 1, 0)
-            self.hl[0, t] = np.moveaxis(self.p[:, b - depth : b], 1, 0)
+            self.halo[0, 0, t] = np.moveaxis(slabs[:, a : a + depth], 1, 0)
+            self.halo[1, 0, t] = np.moveaxis(slabs[:, b - depth : b], 1, 0)
 
     def _plain(self):
         """One iteration by the two plain kernels (divergence, then the dual update)."""
-        if self.w is None:
-            self.w = np.empty_like(self.v_orig)
-        p4, v3, w3, ih = as_4d(self.p_orig), as_3d(self.v_orig), as_3d(self.w), self.ih_orig
+        p4, v3, w3, ih = as_4d(self.p), as_3d(self.v), as_3d(self.w), self.ih
         rescaled_divergence(p4, v3, w3, ih, self.periodic, self.inv_beta)
         dual_ascent_step(p4, w3, ih, self.periodic, self.tau, self.mode)
 
@@ -956,15 +938,12 @@ class FusedDualSweep:
             return
         if n > 0:
             self.par = self.kernel(
-                self.p,
-                self.v,
-                self.hf,
-                self.hl,
-                self.wb,
+                self.S,
+                self.V,
+                self.W,
                 self.bounds,
                 self.par,
-                self.n2,
-                self.chunk_rows,
+                self.geo,
                 self.periodic,
                 self.ih,
                 self.tau,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_tv.operators import tv_energy
-from napari_tv.solvers._gap import Monitor, check_interval, duality_gap
+from napari_tv.solvers._gap import Monitor, duality_gap
 from napari_tv.solvers._kernels import (
     CHAMBOLLE,
     CLIP,
@@ -21,16 +21,17 @@ from napari_tv.solvers._result import TVResult
 __all__ = ["solve_chambolle"]
 
 
-def _initial_dual(init, image: np.ndarray) -> np.ndarray:
-    """The dual warm start: ``init.extra["p"]`` of a TVResult, else zeros."""
+def _initial_dual(init, image: np.ndarray) -> np.ndarray | None:
+    """The dual warm start: ``init.extra["p"]`` of a TVResult (not copied: the sweep copies
+    it), else None (zeros)."""
     shape = (image.ndim,) + image.shape
     p0 = getattr(init, "extra", {}).get("p") if init is not None else None
     if p0 is None:
-        return np.zeros(shape, dtype=image.dtype)
+        return None
     p0 = np.asarray(p0)
     if p0.shape != shape:
         raise ValueError(f"init.extra['p'] must have shape {shape}, got {p0.shape}")
-    return np.array(p0, dtype=image.dtype, order="C")
+    return p0
 
 
 def solve_chambolle(
@@ -92,10 +93,10 @@ def solve_chambolle(
 
     with :math:`\tau = 2/L^2`, :math:`L^2 = 4\sum_a h_a^{-2} \ge \|D\|^2` (1/4 in 2-D and 1/6 in
     3-D for unit spacing, the step of ``skimage.restoration.denoise_tv_chambolle``).  In 2-D
-    and 3-D two iterations are one fused parallel sweep over the slabs of the outer axis
+    and 3-D five iterations are one fused parallel pass over the slabs of the outer axis
     (``_kernels.FusedDualSweep``: :math:`w` of the next slab, then :math:`p` of this one, and
-    the second iteration one slab behind the first), so :math:`p` is read and written once
-    and :math:`v` read once per two iterations.  The stopping
+    each further iteration one slab behind the previous one), so :math:`p` is read and
+    written once and :math:`v` read once per five iterations.  The stopping
     quantity is the relative duality gap of :mod:`napari_tv.solvers._gap` at
     :math:`u = v + \beta\operatorname{div}p`:
 
@@ -125,6 +126,7 @@ def solve_chambolle(
     u = np.empty_like(image)
     periodic = boundary == "periodic"
     if beta == 0:
+        p = np.zeros((image.ndim,) + image.shape, image.dtype) if p is None else p.copy()
         u[...] = image
         gap = 0.0
         n_iter = 0
@@ -132,7 +134,7 @@ def solve_chambolle(
         energy = tv_energy(u, image, beta, fidelity="l2", tv=tv, boundary=boundary, spacing=spacing)
     else:
         with threads_for(image.size):
-            n_iter, gap, energy = _iterate(
+            n_iter, gap, energy, p = _iterate(
                 image, beta, p, u, tv == "isotropic", spacing, periodic, max_num_iter, monitor
             )
     return TVResult(
@@ -150,24 +152,25 @@ def solve_chambolle(
 
 
 def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, monitor):
-    """Run the iterations in place on ``p``; leave ``u = v + beta div p``; return ``(n, gap,
-    energy)``, the gap and the energy (the gap's primal, in float64) at the final ``u``."""
+    """Run the iterations from the dual ``p``; leave ``u = v + beta div p``; return ``(n, gap,
+    energy, p)``: the gap and the energy (the gap's primal, in float64) at the final ``u``,
+    and the final dual."""
     ih = inv_steps(spacing, image.ndim)
     tau = 2.0 / float(4.0 * np.sum(ih**2))
     mode = CHAMBOLLE if isotropic else CLIP
-    w = np.empty_like(image)
-    v3, w3, p4 = as_3d(image), as_3d(w), as_4d(p)
     inv_beta = 1.0 / beta
-    run = FusedDualSweep(p, image, ih, periodic, tau, inv_beta, mode).step
+    sweep = FusedDualSweep(p, image, ih, periodic, tau, inv_beta, mode)
+    run, p = sweep.step, sweep.p  # the sweep iterates on its own copy of p
+    v3, u3, p4 = as_3d(image), as_3d(u), as_4d(p)
     n_iter, fresh = 0, False  # fresh: u = beta w and g are up to date
     while n_iter < max_num_iter:
-        n = min(check_interval(n_iter), max_num_iter - n_iter)
+        n = monitor.next_run(n_iter)
         run(n)
         n_iter += n
         fresh = False
         if monitor.wants_gap(n_iter):
-            rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
-            np.multiply(w, beta, out=u)
+            rescaled_divergence(p4, v3, u3, ih, periodic, inv_beta)  # u = beta w
+            u *= beta
             fresh = True
             g = duality_gap(
                 u,
@@ -182,9 +185,9 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
             if monitor.check(n_iter, g):
                 break
     if not fresh:  # max_num_iter == 0, or no gap wanted at the end
-        rescaled_divergence(p4, v3, w3, ih, periodic, inv_beta)
-        np.multiply(w, beta, out=u)
+        rescaled_divergence(p4, v3, u3, ih, periodic, inv_beta)
+        u *= beta
         g = duality_gap(
             u, image, p, beta, isotropic=isotropic, spacing=spacing, periodic=periodic, floor=0.0
         )
-    return n_iter, g.rel, g.primal
+    return n_iter, g.rel, g.primal, p

@@ -9,7 +9,7 @@ from numba import prange
 
 from napari_tv.fidelity import FIDELITY_CODE, prox_scalar
 from napari_tv.operators import tv_energy
-from napari_tv.solvers._gap import Monitor, check_interval, duality_gap, fidelity_floor
+from napari_tv.solvers._gap import Monitor, duality_gap, fidelity_floor
 from napari_tv.solvers._kernels import (
     CLIP,
     PROJECT,
@@ -216,7 +216,7 @@ def _iterate(
     uf, ubarf, wf, vf = u.reshape(-1), ubar.reshape(-1), w.reshape(-1), image.reshape(-1)
     n_iter, gap = 0, math.inf
     while n_iter < max_num_iter:
-        n = min(check_interval(n_iter), max_num_iter - n_iter)
+        n = monitor.next_run(n_iter)
         for _ in range(n):
             dual_ascent_step(p4, ubar3, ih, periodic, sigma * beta, mode)
             rescaled_divergence(p4, u3, w3, ih, periodic, 1.0 / (tau * beta))
