@@ -242,6 +242,7 @@ def test_fused_sweep_matches_numpy_iteration(
     sweep.step(7)
     expected = _numpy_chambolle(np.zeros_like(p), v, beta, tau, weights, periodic, isotropic, 7)
     np.testing.assert_allclose(sweep.p, expected, rtol=0, atol=1e-12)
+    assert not p.any()  # the sweep iterates on its own copy
     sweep.step(1)
     sweep.step(4)
     expected = _numpy_chambolle(expected, v, beta, tau, weights, periodic, isotropic, 5)
