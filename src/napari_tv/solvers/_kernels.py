@@ -902,9 +902,10 @@ class FusedDualSweep:
         self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
         rows = max(1, (SWEEP_CHUNK if chunk is None else int(chunk)) // n2)
         self.geo = (n0, m, n2, rows, K, depth)
-        self.S = np.empty(K * n0 * M + 4 * nb * depth * K * M, dtype=dt)
+        self.S = np.zeros(K * n0 * M + 4 * nb * depth * K * M, dtype=dt)  # (lazily zeroed)
         self.p = self.S[: K * n0 * M].reshape(shape)
-        self.p[...] = 0 if p is None else p
+        if p is not None:
+            self.p[...] = p
         self.halo = self.S[K * n0 * M :].reshape(2, 2, nb, depth, K, M)  # [hf | hl, parity, t]
         self.V = v.reshape(-1)
         self.W = np.zeros(nb * 2 * depth * M + 1, dtype=dt)  # (+ 1: see ``_flat_update``)
