@@ -204,22 +204,25 @@ def _numpy_chambolle(p, v, beta, tau, weights, periodic, isotropic, n):
 
 
 @pytest.mark.parametrize(
-    "shape", [(9, 11), (2, 7), (13, 1), (5, 6, 7), (2, 3, 4), (7, 1, 5), (6, 5, 1)], ids=str
+    "shape",
+    [(9, 11), (2, 7), (13, 1), (12, 5), (5, 6, 7), (2, 3, 4), (7, 1, 5), (6, 5, 1)],
+    ids=str,
 )
 @pytest.mark.parametrize("periodic", [False, True])
 @pytest.mark.parametrize("isotropic", [True, False])
 @pytest.mark.parametrize(
     ("blocks", "levels", "chunk"),
-    [(1, 1, None), (2, 2, 1), (3, 3, 12), (8, 5, 1), (2, 4, None), (1, 6, 20)],
+    [(1, 1, None), (2, 2, 1), (3, 3, 12), (4, 1, 12), (8, 5, 1), (2, 4, None), (1, 6, 20)],
     ids=lambda x: str(x),
 )
 def test_fused_sweep_matches_numpy_iteration(
     rng, shape, periodic, isotropic, blocks, levels, chunk
 ):
     """The fused sweep (several iterations per pass over the slabs, per-block halos by parity,
-    flat row loops with fixed-up row ends, chunks of rows) computes exactly the textbook
-    iteration, for any number of blocks, levels per pass and rows per chunk, both boundaries,
-    both updates and spacing; and p changed from outside is taken up after sync()."""
+    flat row loops with fixed-up row ends, chunks of rows in 3-D, slabs of several rows in 2-D)
+    computes exactly the textbook iteration, for any number of blocks, levels per pass, rows
+    per chunk or slab, both boundaries, both updates and spacing; and p changed from outside
+    is taken up after sync()."""
     from napari_tv.solvers._kernels import CHAMBOLLE, CLIP, FusedDualSweep, inv_steps
 
     v = rng.standard_normal(shape)

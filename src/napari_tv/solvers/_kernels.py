@@ -552,6 +552,33 @@ def _middle_update(r, m, n2, periodic):
 
 
 @inline
+def _outer_w(r, m, n2, q0, prev, a0, b0, one, K):
+    """``(base, a, b)``: the outer-axis part of ``div p`` on row ``r`` of a slab is
+    ``a q0[k] - b S[base + k]``.  3-D: the previous slab (``prev``) with the slab's back terms
+    ``a0, b0``; 2-D (K == 2, slabs of ``m`` rows of the image): the row above, in this slab
+    or, for row 0, the last row of the previous slab, with ``a0`` / ``b0`` at the slab's last
+    / first row only."""
+    if K == 3:
+        return prev, a0, b0
+    if r == 0:
+        return prev + (m - 1) * n2, (a0 if m == 1 else one), b0
+    return q0 - n2, (a0 if r == m - 1 else one), one
+
+
+@inline
+def _outer_update(r, m, n2, wc, wn, K):
+    """``base``: the outer-axis difference of w on row ``r`` of a slab is
+    ``W[base + k] - W[wc + k]``.  3-D: the next slab's w (``wn``; ``wn == wc`` when there is
+    none, so the difference is 0); 2-D (K == 2, slabs of rows): the row below, in this slab
+    or, for the last row, the first row of the next slab."""
+    if K == 3:
+        return wn
+    if r < m - 1:
+        return wc + n2
+    return wc if wn == wc else wn - (m - 1) * n2
+
+
+@inline
 def _flat_w(S, V, W, q, prev, ov, ow, k0, k1, o1, a0, b0, a1, b1, h0, h1, h2, ib, K):
     """``w = div p + ib v`` into ``W[ow + k]`` for ``k`` in ``[k0, k1)`` of a slab whose
     components start at ``q = (q0, q1, q2)`` in ``S`` (``prev``: the outer component of the
@@ -590,15 +617,17 @@ def _w_edges(S, V, W, q, prev, ov, ow, r, n2, a0, b0, a1, b1, o1, periodic, h, i
 def _rows_w(S, V, W, q, prev, ov, ow, n2, m, r0, r1, a0, b0, periodic, h, ib, one, K):
     """``w = div p + ib v`` on rows ``[r0, r1)`` of one slab (``q``: the offsets of its outer,
     middle (K == 3) and inner components in ``S``; ``prev``: the outer component of the
-    previous slab; ``a0, b0``: the outer back terms, in the arrays' dtype)."""
+    previous slab; ``a0, b0``: the slab's outer back terms, in the arrays' dtype).  The rows
+    with the same middle-axis (3-D) or outer-axis (2-D) terms are one flat loop each."""
     h0, h1, h2 = h
     r = r0
     while r < r1:
         re = r + 1 if r == 0 or r >= m - 1 else min(r1, m - 1)
         o1, a1, b1 = _middle_w(r, m, n2, periodic, one)
-        _flat_w(S, V, W, q, prev, ov, ow, r * n2, re * n2, o1, a0, b0, a1, b1, h0, h1, h2, ib, K)
+        pb, ar, br = _outer_w(r, m, n2, q[0], prev, a0, b0, one, K)
+        _flat_w(S, V, W, q, pb, ov, ow, r * n2, re * n2, o1, ar, br, a1, b1, h0, h1, h2, ib, K)
         for i in range(r, re):
-            _w_edges(S, V, W, q, prev, ov, ow, i, n2, a0, b0, a1, b1, o1, periodic, h, ib, one, K)
+            _w_edges(S, V, W, q, pb, ov, ow, i, n2, ar, br, a1, b1, o1, periodic, h, ib, one, K)
         r = re
 
 
@@ -645,7 +674,8 @@ def _flat_update(S, W, q, wc, wn, k0, k1, o1, h0, h1, h2, tau, one, K, mode):
 def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, tau, one, K, mode):
     """Update p on rows ``[r0, r1)`` of one slab from the w of this slab (at ``wc``) and of the
     next one (``wn``): the last voxel of every row first into ``E`` (from the old p), then the
-    rows with the same middle-axis difference as flat loops over whole rows (so that their
+    rows with the same middle- (3-D) or outer-axis (2-D) difference as flat loops over whole
+    rows (so that their
     length is a multiple of the row length, with no vector remainder when that is a multiple
     of the vector width), then ``E`` back."""
     h0, h1, h2 = h
@@ -656,14 +686,16 @@ def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, tau, one, K, mo
         k = r * n2 + i2
         x = W[wc + k]
         g1 = h1 * (W[wc + fwd_index(r, m, periodic) * n2 + i2] - x) if K == 3 else zero
-        g0, g2 = h0 * (W[wn + k] - x), h2 * (W[wc + r * n2 + j2] - x)
+        g0 = h0 * (W[_outer_update(r, m, n2, wc, wn, K) + k] - x)
+        g2 = h2 * (W[wc + r * n2 + j2] - x)
         x0, x1, x2 = S[q[0] + k], S[q[1] + k], S[q[2] + k]
         E[0, r], E[1, r], E[2, r] = _dual_update(x0, x1, x2, g0, g1, g2, tau, one, K, mode)
     r = r0
     while r < r1:
         re = min(r1, m - 1) if r < m - 1 else r + 1
         o1 = _middle_update(r, m, n2, periodic)
-        _flat_update(S, W, q, wc, wn, r * n2, re * n2, o1, h0, h1, h2, tau, one, K, mode)
+        wo = _outer_update(r, m, n2, wc, wn, K)
+        _flat_update(S, W, q, wc, wo, r * n2, re * n2, o1, h0, h1, h2, tau, one, K, mode)
         r = re
     for r in range(r0, r1):
         k = r * n2 + i2
@@ -862,13 +894,18 @@ SWEEP_LEVELS = 5
 #: voxels per chunk of rows of a slab in ``FusedDualSweep`` (the next slab's w and this slab's
 #: update are computed chunk by chunk)
 SWEEP_CHUNK = 8192
+#: voxels per slab of a 2-D image at most (a slab is a group of rows: one flat loop over a
+#: few rows costs less than a loop per row; each level recomputes up to ``levels - 1`` ghost
+#: slabs per side, so slabs stay small)
+SWEEP_SLAB_2D = 2048
 
 
 class FusedDualSweep:
     """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` with ``mode``
     CHAMBOLLE or CLIP, on ``blocks`` tasks (default: Numba's thread count), ``levels``
-    iterations per pass (default ``SWEEP_LEVELS``), slabs processed by chunks of ``chunk``
-    voxels (default ``SWEEP_CHUNK``, at least one row).
+    iterations per pass (default ``SWEEP_LEVELS``), 3-D slabs processed by chunks of ``chunk``
+    voxels (default ``SWEEP_CHUNK``), 2-D slabs of at most ``chunk`` voxels (default
+    ``SWEEP_SLAB_2D``; at least one row).
 
     The dual starts from a copy of ``p`` (shape ``(ndim, *v.shape)``; None: zeros) and lives in
     ``self.p`` (``v``'s dtype; 2-D and 3-D: a view of the sweep's own storage, next to the
@@ -892,15 +929,22 @@ class FusedDualSweep:
             self.v, self.ih, self.w = v, np.asarray(ih, dtype=np.float64), np.empty_like(v)
             return
         v = np.ascontiguousarray(v)
-        # slabs of m rows of n2 (flat); a 2-D image has slabs of one row
-        n0, m, n2 = v.shape if ndim == 3 else (v.shape[0], 1, v.shape[1])
+        # slabs of m rows of n2 (flat): 3-D, the planes; 2-D, groups of m rows (the largest
+        # divisor of the row count with m n2 <= chunk)
+        if ndim == 3:
+            n0, m, n2 = v.shape
+            rows = max(1, (SWEEP_CHUNK if chunk is None else int(chunk)) // n2)
+        else:
+            n1, n2 = v.shape
+            limit = min(n1, max(1, (SWEEP_SLAB_2D if chunk is None else int(chunk)) // n2))
+            m = max(d for d in range(1, limit + 1) if n1 % d == 0)
+            n0, rows = n1 // m, m
         M, K, dt = m * n2, ndim, v.dtype
         self.ih = np.array(ih if ndim == 3 else [ih[1], 0.0, ih[2]], dtype=np.float64)
         depth = max(1, min(SWEEP_LEVELS if levels is None else int(levels), n0))
         nb = numba.get_num_threads() if blocks is None else int(blocks)
         nb = max(1, min(nb, n0 // depth))  # every block has at least ``depth`` slabs
         self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
-        rows = max(1, (SWEEP_CHUNK if chunk is None else int(chunk)) // n2)
         self.geo = (n0, m, n2, rows, K, depth)
         self.S = np.zeros(K * n0 * M + 4 * nb * depth * K * M, dtype=dt)  # (lazily zeroed)
         self.p = self.S[: K * n0 * M].reshape(shape)
