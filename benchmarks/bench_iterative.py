@@ -14,8 +14,9 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
    (K N) and ``v`` (N) and writes ``p`` (K N): ``(2K + 1) N / L`` values per iteration (K =
    ndim components), times the item size.  Copy bandwidth counts read + write.
 4. The fused sweep alone (``FusedDualSweep.step``) in Gvoxel-iterations per second for
-   several iterations per pass (``levels``) and chunk sizes, measured alternately (median of
-   rounds): the evidence for the defaults ``SWEEP_LEVELS`` and ``SWEEP_CHUNK``.
+   several iterations per pass (``levels``) and chunk sizes (3-D: voxels per chunk of rows of
+   a slab; 2-D: voxels per slab of rows), measured alternately (median of rounds): the
+   evidence for the defaults ``SWEEP_LEVELS``, ``SWEEP_CHUNK`` and ``SWEEP_SLAB_2D``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from napari_tv.solvers._kernels import (
     CHAMBOLLE,
     SWEEP_CHUNK,
     SWEEP_LEVELS,
+    SWEEP_SLAB_2D,
     FusedDualSweep,
     inv_steps,
 )
@@ -161,7 +163,7 @@ def memory_traffic(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
 def sweep_settings(
     cases=(((512, 512), 400), ((128, 128, 128), 40)),
     settings=((1, None), (2, None), (3, None), (4, None), (5, None), (6, None), (8, None),
-              (5, 2048), (5, 1 << 15), (5, 1 << 20)),
+              (5, 1024), (5, 4096), (5, 1 << 15)),
     rounds=7,
 ):  # fmt: skip
     """Gvoxel-iterations/s of ``FusedDualSweep.step(n)`` for (levels, chunk) settings."""
@@ -169,7 +171,8 @@ def sweep_settings(
     print(
         f"Gvoxel-iterations per second, median of {rounds} alternating rounds, "
         f"{numba.get_num_threads()} threads; defaults: levels={SWEEP_LEVELS}, "
-        f"chunk={SWEEP_CHUNK} voxels.\n"
+        f"chunk={SWEEP_CHUNK} voxels (3-D: per chunk of rows of a slab), "
+        f"{SWEEP_SLAB_2D} (2-D: per slab of rows).\n"
     )
     names = [f"L={lv}" + ("" if ch is None else f", chunk={ch}") for lv, ch in settings]
     print("| shape | " + " | ".join(names) + " |")

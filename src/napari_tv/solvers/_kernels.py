@@ -506,9 +506,9 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 # Chambolle's iteration fused into passes over slabs, several iterations per pass: no stored
 # w = div p + v/beta.
 #
-# The image is cut into slabs along its outermost real axis (planes in 3-D, rows in 2-D); a
-# slab is a flat array of m rows of n2 (m = 1 in 2-D) and each block of consecutive slabs is
-# one task.  A task streams its slabs keeping the w of two slabs per level in a small per-task
+# The image is cut into slabs along its outermost real axis (planes in 3-D, groups of m rows
+# in 2-D); a slab is a flat array of m rows of n2 and each block of consecutive slabs is one
+# task.  A task streams its slabs keeping the w of two slabs per level in a small per-task
 # buffer (cache-resident).  Level 0 computes w of slab i+1 (from the old p of slabs i+1 and i)
 # and updates p of slab i from the w of slabs i and i+1, by chunks of rows (``_slab_step``);
 # level l does the same l slabs behind, on the values level l-1 has just written (see
@@ -526,10 +526,12 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 # on two threads than on one):
 #   S  the dual p (component k of slab i at (k n0 + i) M) followed by the halo copies,
 #   V  the image (slab i at i M),   W  the per-task w buffers.
-# A slab is m rows of n2 (M = m n2 values; m = 1 in 2-D).  The rows with the same middle-axis
-# terms (the first, the interior ones, the last) are one flat loop each, which treats every
-# voxel as an interior one of its row; the first and the last voxel of every row are then put
-# right by scalar code.  The flat loops index with unsigned integers (no negative-index
+# A slab is m rows of n2 (M = m n2 values).  The rows with the same middle-axis terms (3-D) or
+# outer-axis terms (2-D, where the rows of a slab are consecutive rows of the image: the first
+# row's neighbour above is the previous slab's last row, the last row's neighbour below the
+# next slab's first row) are one flat loop each: the first, the interior ones, the last.  A
+# flat loop treats every voxel as an interior one of its row; the first and the last voxel of
+# every row are then put right by scalar code.  The flat loops index with unsigned integers (no negative-index
 # wrap-around check), so LLVM vectorises them.
 
 
