@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
 1. ``denoise_tv(method="chambolle")`` against ``skimage.restoration.denoise_tv_chambolle`` at
    equal iterations and dtype (float32), scikit-image's own stop disabled (``eps=0``:
    ``|E_prev - E| < 0`` never holds, so it runs ``max_num_iter`` dual updates; we run the same
-   number with ``tol=0``).  Measured alternately, median of a few repetitions; ours with the
+   number with ``tol=0``).  Measured alternately, median of nine repetitions; ours with the
    default Numba threads and with one thread.
 2. Time to a relative duality gap of 1e-4 for every iterative method, on the 2-D sample.
 3. Effective memory traffic of a Chambolle iteration next to ``np.copyto`` bandwidth.
@@ -71,7 +71,7 @@ def _one_thread(fn):
     return run
 
 
-def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
+def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=9):
     from skimage.restoration import denoise_tv_chambolle
 
     rows = []

@@ -129,6 +129,17 @@ def test_cache_is_lru_and_bounded(image):
     assert tiny.cached_betas() == []
 
 
+def test_cache_counts_the_memory_a_result_keeps_alive(image):
+    """Chambolle's dual is a view into the sweep's storage (p and its halo copies): the cache
+    counts the whole storage, once."""
+    from napari_tv.sweep import _result_nbytes
+
+    res = denoise_tv(image, 0.1, max_num_iter=20, return_info=True)[1]
+    p = res.extra["p"]
+    assert isinstance(p.base, np.ndarray) and p.base.nbytes > p.nbytes
+    assert _result_nbytes(res) == res.u.nbytes + p.base.nbytes
+
+
 def test_cancelled_solve_is_kept_as_warm_start_only(image):
     inits = []
 

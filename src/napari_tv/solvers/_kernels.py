@@ -531,8 +531,8 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 # row's neighbour above is the previous slab's last row, the last row's neighbour below the
 # next slab's first row) are one flat loop each: the first, the interior ones, the last.  A
 # flat loop treats every voxel as an interior one of its row; the first and the last voxel of
-# every row are then put right by scalar code.  The flat loops index with unsigned integers (no negative-index
-# wrap-around check), so LLVM vectorises them.
+# every row are then put right by scalar code.  The flat loops index with unsigned integers
+# (no negative-index wrap-around check), so LLVM vectorises them.
 
 
 @inline
