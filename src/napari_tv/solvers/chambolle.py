@@ -162,32 +162,23 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
     sweep = FusedDualSweep(p, image, ih, periodic, tau, inv_beta, mode)
     run, p = sweep.step, sweep.p  # the sweep iterates on its own copy of p
     v3, u3, p4 = as_3d(image), as_3d(u), as_4d(p)
-    n_iter, fresh = 0, False  # fresh: u = beta w and g are up to date
+
+    def gap_at_u():
+        rescaled_divergence(p4, v3, u3, ih, periodic, inv_beta)  # u = beta w
+        u[...] *= beta
+        return duality_gap(
+            u, image, p, beta, isotropic=isotropic, spacing=spacing, periodic=periodic, floor=0.0
+        )
+
+    n_iter, g = 0, None  # the last run always ends with a gap (``monitor.wants_gap``)
     while n_iter < max_num_iter:
         n = monitor.next_run(n_iter)
         run(n)
         n_iter += n
-        fresh = False
         if monitor.wants_gap(n_iter):
-            rescaled_divergence(p4, v3, u3, ih, periodic, inv_beta)  # u = beta w
-            u *= beta
-            fresh = True
-            g = duality_gap(
-                u,
-                image,
-                p,
-                beta,
-                isotropic=isotropic,
-                spacing=spacing,
-                periodic=periodic,
-                floor=0.0,
-            )
+            g = gap_at_u()
             if monitor.check(n_iter, g):
                 break
-    if not fresh:  # max_num_iter == 0, or no gap wanted at the end
-        rescaled_divergence(p4, v3, u3, ih, periodic, inv_beta)
-        u *= beta
-        g = duality_gap(
-            u, image, p, beta, isotropic=isotropic, spacing=spacing, periodic=periodic, floor=0.0
-        )
+    if g is None:  # max_num_iter == 0
+        g = gap_at_u()
     return n_iter, g.rel, g.primal, p
