@@ -634,24 +634,25 @@ def _rows_w(S, V, W, q, prev, ov, ow, n2, m, r0, r1, a0, b0, periodic, h, ib, on
 
 
 @inline
-def _dual_update(x0, x1, x2, g0, g1, g2, tau, one, K, mode):
+def _dual_update(x0, x1, x2, t0, t1, t2, one, K, mode):
     """Chambolle's (mode CHAMBOLLE) or the clipped (CLIP) dual update of one voxel's
-    ``(x0, x1, x2)`` (``x1`` and ``g1`` unused unless K == 3): the new values."""
+    ``(x0, x1, x2)`` by the step ``t = tau D w`` (``x1`` and ``t1`` unused unless K == 3): the
+    new values."""
     if mode == CHAMBOLLE:
-        nrm = g0 * g0 + g2 * g2
+        nrm = t0 * t0 + t2 * t2
         if K == 3:
-            nrm += g1 * g1
-        s = one / (one + tau * math.sqrt(nrm))
-        return (x0 + tau * g0) * s, (x1 + tau * g1) * s, (x2 + tau * g2) * s
+            nrm += t1 * t1
+        s = one / (one + math.sqrt(nrm))
+        return (x0 + t0) * s, (x1 + t1) * s, (x2 + t2) * s
     return (
-        min(one, max(-one, x0 + tau * g0)),
-        min(one, max(-one, x1 + tau * g1)),
-        min(one, max(-one, x2 + tau * g2)),
+        min(one, max(-one, x0 + t0)),
+        min(one, max(-one, x1 + t1)),
+        min(one, max(-one, x2 + t2)),
     )
 
 
 @inline
-def _flat_update(S, W, q, wc, wn, k0, k1, o1, h0, h1, h2, tau, one, K, mode):
+def _flat_update(S, W, q, wc, wn, k0, k1, o1, h0, h1, h2, one, K, mode):
     """Update p (components at ``q`` in ``S``) on the flat indices ``[k0, k1)`` from the w of
     this slab (at ``wc`` in ``W``) and of the next one (``wn``), with the inner difference
     ``w[k + 1] - w[k]`` of the interior of a row (at the slab's last voxel it reads the value
@@ -665,7 +666,7 @@ def _flat_update(S, W, q, wc, wn, k0, k1, o1, h0, h1, h2, tau, one, K, mode):
         x = W[sc + u]
         g1 = h1 * (W[sm + u] - x) if K == 3 else zero
         g0, g2 = h0 * (W[sn + u] - x), h2 * (W[sr + u] - x)
-        r0, r1, r2 = _dual_update(S[c0 + u], S[c1 + u], S[c2 + u], g0, g1, g2, tau, one, K, mode)
+        r0, r1, r2 = _dual_update(S[c0 + u], S[c1 + u], S[c2 + u], g0, g1, g2, one, K, mode)
         S[c0 + u] = r0
         if K == 3:
             S[c1 + u] = r1
@@ -673,7 +674,7 @@ def _flat_update(S, W, q, wc, wn, k0, k1, o1, h0, h1, h2, tau, one, K, mode):
 
 
 @inline
-def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, tau, one, K, mode):
+def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, one, K, mode):
     """Update p on rows ``[r0, r1)`` of one slab from the w of this slab (at ``wc``) and of the
     next one (``wn``): the last voxel of every row first into ``E`` (from the old p), then the
     rows with the same middle- (3-D) or outer-axis (2-D) difference as flat loops over whole
@@ -691,13 +692,13 @@ def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, tau, one, K, mo
         g0 = h0 * (W[_outer_update(r, m, n2, wc, wn, K) + k] - x)
         g2 = h2 * (W[wc + r * n2 + j2] - x)
         x0, x1, x2 = S[q[0] + k], S[q[1] + k], S[q[2] + k]
-        E[0, r], E[1, r], E[2, r] = _dual_update(x0, x1, x2, g0, g1, g2, tau, one, K, mode)
+        E[0, r], E[1, r], E[2, r] = _dual_update(x0, x1, x2, g0, g1, g2, one, K, mode)
     r = r0
     while r < r1:
         re = min(r1, m - 1) if r < m - 1 else r + 1
         o1 = _middle_update(r, m, n2, periodic)
         wo = _outer_update(r, m, n2, wc, wn, K)
-        _flat_update(S, W, q, wc, wo, r * n2, re * n2, o1, h0, h1, h2, tau, one, K, mode)
+        _flat_update(S, W, q, wc, wo, r * n2, re * n2, o1, h0, h1, h2, one, K, mode)
         r = re
     for r in range(r0, r1):
         k = r * n2 + i2
@@ -714,14 +715,14 @@ def _slab_w(S, V, W, q, prev, ov, ow, n2, m, a0, b0, periodic, h, ib, one, K):
 
 
 @jit
-def _slab_update(S, W, E, q, wc, wn, n2, m, periodic, h, tau, one, K, mode):
+def _slab_update(S, W, E, q, wc, wn, n2, m, periodic, h, one, K, mode):
     """Update p on one slab from the w of this slab (``wc``) and of the next one (``wn``)."""
-    _rows_update(S, W, E, q, wc, wn, n2, m, 0, m, periodic, h, tau, one, K, mode)
+    _rows_update(S, W, E, q, wc, wn, n2, m, 0, m, periodic, h, one, K, mode)
 
 
 @jit
 def _slab_step(
-    S, V, W, E, qn, ov, wn, a0, b0, q, wc, n2, m, cr, periodic, h, tau, ib, one, K, mode
+    S, V, W, E, qn, ov, wn, a0, b0, q, wc, n2, m, cr, periodic, h, hw, ib, one, K, mode
 ):
     """``_slab_w`` of the next slab (components ``qn``, data at ``ov``, into ``wn``; its
     previous slab is this one) and ``_slab_update`` of this slab (components ``q``),
@@ -731,8 +732,43 @@ def _slab_step(
     read once for both while it is in cache."""
     for r0 in range(0, m, cr):
         r1 = min(r0 + cr, m)
-        _rows_w(S, V, W, qn, q[0], ov, wn, n2, m, r0, r1, a0, b0, periodic, h, ib, one, K)
-        _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, tau, one, K, mode)
+        _rows_w(S, V, W, qn, q[0], ov, wn, n2, m, r0, r1, a0, b0, periodic, hw, ib, one, K)
+        _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, one, K, mode)
+
+
+@jit(fastmath={"contract"})
+def _row_step(S, V, W, qn, ov, wn, a0, b0, q, wc, n2, periodic, h, hw, ib, one, mode):
+    """2-D slabs of one row: the w of the next row (components ``qn``, data at ``ov``, into
+    ``wn``; its row above is this one) and the update of this row (components ``q``, its w at
+    ``wc``) in one loop over the interior voxels, so that the w arithmetic (loads and stores)
+    overlaps the update's square root and division, and each voxel of this row's outer
+    component is read once for both.  The row ends first, by scalar code: the next row's w
+    there (from the old p), then this row's update there.  (Fused multiply-adds: the loop is
+    bound by the multiply pipes once the divider is no longer the limit.)"""
+    h0, _, h2 = h
+    zero = one - one
+    _w_edges(S, V, W, qn, q[0], ov, wn, 0, n2, a0, b0, zero, zero, 0, periodic, hw, ib, one, 2)
+    for e in range(2 if n2 > 1 else 1):
+        j = 0 if e == 0 else n2 - 1
+        x = W[wc + j]
+        t0 = h0 * (W[wn + j] - x)
+        t2 = h2 * (W[wc + fwd_index(j, n2, periodic)] - x)
+        r0, _, r2 = _dual_update(S[q[0] + j], zero, S[q[2] + j], t0, zero, t2, one, 2, mode)
+        S[q[0] + j], S[q[2] + j] = r0, r2
+    w2, wa, wb = hw[2], hw[0] * a0, hw[0] * b0
+    c0, c2 = np.uint64(q[0] + 1), np.uint64(q[2] + 1)
+    n0, nc, nl = np.uint64(qn[0] + 1), np.uint64(qn[2] + 1), np.uint64(qn[2])
+    sv, sn, sc, sr = np.uint64(ov + 1), np.uint64(wn + 1), np.uint64(wc + 1), np.uint64(wc + 2)
+    for j in range(n2 - 2):
+        u = np.uint64(j)
+        x0, x2 = S[c0 + u], S[c2 + u]
+        y = w2 * (S[nc + u] - S[nl + u]) + (wa * S[n0 + u] - wb * x0) + ib * V[sv + u]
+        W[sn + u] = y
+        x = W[sc + u]
+        t0, t2 = h0 * (y - x), h2 * (W[sr + u] - x)
+        r0, _, r2 = _dual_update(x0, zero, x2, t0, zero, t2, one, 2, mode)
+        S[c0 + u] = r0
+        S[c2 + u] = r2
 
 
 @inline
@@ -767,7 +803,7 @@ def _copy_slab(S, i, dst, n0, M, K):
 
 
 @jit
-def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, K, mode):
+def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, K, mode):
     """``levels`` iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs
     (``geo = (n0, m, n2, cr, K, H)``: slabs, rows per slab, row length, rows per chunk,
     components, halo depth).
@@ -794,7 +830,9 @@ def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one
     out_f, out_l = hf0 + ((1 - par) * nb + t) * blk, hl0 + ((1 - par) * nb + t) * blk
     glo = levels - 1 if periodic or a > 0 else 0  # ghost slabs of level 0 below a
     ghi = levels - 1 if periodic or b < n0 else 0  # and from b up
-    cur = np.zeros(levels, dtype=np.int64)  # level l's w of its current slab: buffer 2 l + cur
+    # bit l: which of level l's two w buffers holds its current slab (2 l + bit); a scalar, not
+    # an array: the tasks' small arrays may share a cache line, written at every step
+    flips = 0
     E = np.empty((3, m), dtype=S.dtype)  # scratch of ``_rows_update``
     w0 = t * 2 * H * M
     for i in range(a - glo - 1, b + levels - 1):
@@ -802,8 +840,9 @@ def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one
             s = i - lv  # level lv updates slab s and computes the w of slab s + 1
             first = a - max(glo - lv, 0)
             last = b - 1 + max(ghi - lv, 0)
-            wc = w0 + (2 * lv + cur[lv]) * M
-            wn = w0 + (2 * lv + 1 - cur[lv]) * M
+            cur = (flips >> lv) & 1
+            wc = w0 + (2 * lv + cur) * M
+            wn = w0 + (2 * lv + 1 - cur) * M
             rn = (s + 1 + n0) % n0
             a0, b0 = _outer_terms(rn, n0, periodic, one)
             # fmt: off
@@ -812,16 +851,20 @@ def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one
                 prev = qn[0]  # (unused: b0 == 0) when there is no slab below
                 if periodic or rn > 0:
                     prev = _slab_offsets(s, a, b, n0, M, K, H, lo, hi)[0]
-                _slab_w(S, V, W, qn, prev, rn * M, wc, n2, m, a0, b0, periodic, h, ib, one, K)
+                _slab_w(S, V, W, qn, prev, rn * M, wc, n2, m, a0, b0, periodic, hw, ib, one, K)
             elif first <= s <= last:
                 q = _slab_offsets(s, a, b, n0, M, K, H, lo, hi)
                 if periodic or rn > 0:  # w of slab s + 1, update of slab s
                     qn = _slab_offsets(s + 1, a, b, n0, M, K, H, lo, hi)
-                    _slab_step(S, V, W, E, qn, rn * M, wn, a0, b0, q, wc, n2, m, cr, periodic, h,
-                               tau, ib, one, K, mode)
-                    cur[lv] = 1 - cur[lv]
+                    if K == 2 and m == 1:
+                        _row_step(S, V, W, qn, rn * M, wn, a0, b0, q, wc, n2, periodic, h, hw,
+                                  ib, one, mode)
+                    else:
+                        _slab_step(S, V, W, E, qn, rn * M, wn, a0, b0, q, wc, n2, m, cr,
+                                   periodic, h, hw, ib, one, K, mode)
+                    flips ^= 1 << lv
                 else:  # Neumann: no outer difference at the last slab
-                    _slab_update(S, W, E, q, wc, wc, n2, m, periodic, h, tau, one, K, mode)
+                    _slab_update(S, W, E, q, wc, wc, n2, m, periodic, h, one, K, mode)
             # fmt: on
         s = i - levels + 1  # the last level is done with slab s: copy it for the next pass
         if a <= s < b:
@@ -834,35 +877,37 @@ def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one
 # The block bodies are serial functions with the component count and the mode as constants:
 # inlined into the parallel kernels they made Numba's parfor passes take a minute per dtype.
 @jit
-def _chambolle_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one):
+def _chambolle_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
     if geo[4] == 3:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 3, 0)
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 3, 0)
     else:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 2, 0)
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 2, 0)
 
 
 @jit
-def _clip_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one):
+def _clip_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
     if geo[4] == 3:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 3, 1)
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 3, 1)
     else:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, tau, ib, one, 2, 1)
+        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 2, 1)
 
 
 @jit(parallel=True)
 def _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta):
     h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
-    t, ib, one = scalar_like(tau, S), scalar_like(inv_beta, S), scalar_like(1.0, S)
+    hw = (scalar_like(tau * ih[0], S), scalar_like(tau * ih[1], S), scalar_like(tau * ih[2], S))
+    ib, one = scalar_like(tau * inv_beta, S), scalar_like(1.0, S)
     for blk in prange(bounds.shape[0] - 1):
-        _chambolle_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, t, ib, one)
+        _chambolle_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
 
 
 @jit(parallel=True)
 def _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta):
     h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
-    t, ib, one = scalar_like(tau, S), scalar_like(inv_beta, S), scalar_like(1.0, S)
+    hw = (scalar_like(tau * ih[0], S), scalar_like(tau * ih[1], S), scalar_like(tau * ih[2], S))
+    ib, one = scalar_like(tau * inv_beta, S), scalar_like(1.0, S)
     for blk in prange(bounds.shape[0] - 1):
-        _clip_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, t, ib, one)
+        _clip_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
 
 
 @jit
@@ -896,22 +941,40 @@ SWEEP_LEVELS = 5
 #: voxels per chunk of rows of a slab in ``FusedDualSweep`` (the next slab's w and this slab's
 #: update are computed chunk by chunk)
 SWEEP_CHUNK = 8192
-#: voxels per slab of a 2-D image at most (a slab is a group of rows: one flat loop over a
-#: few rows costs less than a loop per row; each level recomputes up to ``levels - 1`` ghost
-#: slabs per side, so slabs stay small)
+#: voxels per slab of a 2-D image at most, for rows shorter than ``SWEEP_ROW_2D`` (a slab is
+#: a group of rows: one flat loop over a few short rows costs less than a loop per row; each
+#: level recomputes up to ``levels - 1`` ghost slabs per side, so slabs stay small)
 SWEEP_SLAB_2D = 2048
+#: rows at least this long are slabs of their own (``_row_step``: w and update in one loop;
+#: 10-14 % faster per thread from 512 voxels per row, even at 384, slower at 256)
+SWEEP_ROW_2D = 384
+#: byte offset of the w buffers from the dual's storage modulo 4 KiB (both start on a page):
+#: a load whose address matches an older, still buffered store in its low 12 bits waits for
+#: it ("4K aliasing"); with the allocator's placement the sweep ran up to 1.35x slower
+#: (``benchmarks/bench_iterative.py``), 1024 was never slow
+SWEEP_W_OFFSET = 1024
+
+
+def _page_aligned(n, dtype, offset=0):
+    """Zeros of length ``n`` starting ``offset`` bytes after a 4 KiB boundary (a view into a
+    larger array, which lazily zeroed allocations keep cheap)."""
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.zeros(n + (4096 + offset) // itemsize, dtype)
+    start = ((offset - buf.ctypes.data) % 4096) // itemsize
+    return buf[start : start + n]
 
 
 class FusedDualSweep:
     """Chambolle's iteration ``w = div p + inv_beta v; p <- update(p, D w)`` with ``mode``
     CHAMBOLLE or CLIP, on ``blocks`` tasks (default: Numba's thread count), ``levels``
     iterations per pass (default ``SWEEP_LEVELS``), 3-D slabs processed by chunks of ``chunk``
-    voxels (default ``SWEEP_CHUNK``), 2-D slabs of at most ``chunk`` voxels (default
-    ``SWEEP_SLAB_2D``; at least one row).
+    voxels (default ``SWEEP_CHUNK``), 2-D slabs of at most ``chunk`` voxels (at least one row;
+    default: one row if it has at least ``SWEEP_ROW_2D`` voxels, else ``SWEEP_SLAB_2D``).
 
     The dual starts from a copy of ``p`` (shape ``(ndim, *v.shape)``; None: zeros) and lives in
     ``self.p`` (``v``'s dtype; 2-D and 3-D: a view of the sweep's own storage, next to the
-    halo copies).  2-D and 3-D: ``levels`` iterations per parallel pass over the slabs
+    halo copies; the storage, the w buffers and a copy of ``v`` are placed on pages, see
+    ``SWEEP_W_OFFSET``).  2-D and 3-D: ``levels`` iterations per parallel pass over the slabs
     (``_multi_block``): per pass ``p`` is read and written once and ``v`` read once.  1-D
     images use the plain two-kernel iteration.  ``step(n)`` runs ``n`` iterations; call
     ``sync()`` after changing ``self.p`` from outside."""
@@ -930,7 +993,6 @@ class FusedDualSweep:
             self.p = np.zeros(shape, v.dtype) if p is None else np.array(p, v.dtype, order="C")
             self.v, self.ih, self.w = v, np.asarray(ih, dtype=np.float64), np.empty_like(v)
             return
-        v = np.ascontiguousarray(v)
         # slabs of m rows of n2 (flat): 3-D, the planes; 2-D, groups of m rows (the largest
         # divisor of the row count with m n2 <= chunk)
         if ndim == 3:
@@ -938,7 +1000,9 @@ class FusedDualSweep:
             rows = max(1, (SWEEP_CHUNK if chunk is None else int(chunk)) // n2)
         else:
             n1, n2 = v.shape
-            limit = min(n1, max(1, (SWEEP_SLAB_2D if chunk is None else int(chunk)) // n2))
+            if chunk is None:
+                chunk = n2 if n2 >= SWEEP_ROW_2D else SWEEP_SLAB_2D
+            limit = min(n1, max(1, int(chunk) // n2))
             m = max(d for d in range(1, limit + 1) if n1 % d == 0)
             n0, rows = n1 // m, m
         M, K, dt = m * n2, ndim, v.dtype
@@ -948,13 +1012,15 @@ class FusedDualSweep:
         nb = max(1, min(nb, n0 // depth))  # every block has at least ``depth`` slabs
         self.bounds = np.linspace(0, n0, nb + 1).round().astype(np.int64)
         self.geo = (n0, m, n2, rows, K, depth)
-        self.S = np.zeros(K * n0 * M + 4 * nb * depth * K * M, dtype=dt)  # (lazily zeroed)
+        self.S = _page_aligned(K * n0 * M + 4 * nb * depth * K * M, dt)  # (lazily zeroed)
         self.p = self.S[: K * n0 * M].reshape(shape)
         if p is not None:
             self.p[...] = p
         self.halo = self.S[K * n0 * M :].reshape(2, 2, nb, depth, K, M)  # [hf | hl, parity, t]
-        self.V = v.reshape(-1)
-        self.W = np.zeros(nb * 2 * depth * M + 1, dtype=dt)  # (+ 1: see ``_flat_update``)
+        self.V = _page_aligned(v.size, dt)  # a copy of v, on a page boundary as S
+        self.V.reshape(v.shape)[...] = v
+        # (+ 1: see ``_flat_update``)
+        self.W = _page_aligned(nb * 2 * depth * M + 1, dt, SWEEP_W_OFFSET)
         self.kernel = _chambolle_sweeps if mode == CHAMBOLLE else _clip_sweeps
         self.sync()
 
