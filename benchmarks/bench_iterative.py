@@ -16,7 +16,10 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
 4. The fused sweep alone (``FusedDualSweep.step``) in Gvoxel-iterations per second for
    several iterations per pass (``levels``) and chunk sizes (3-D: voxels per chunk of rows of
    a slab; 2-D: voxels per slab of rows), measured alternately (median of rounds): the
-   evidence for the defaults ``SWEEP_LEVELS``, ``SWEEP_CHUNK`` and ``SWEEP_SLAB_2D``.
+   evidence for the defaults ``SWEEP_LEVELS``, ``SWEEP_CHUNK``, ``SWEEP_SLAB_2D`` and
+   ``SWEEP_ROW_2D``.
+5. The same sweep on one thread with its buffers placed at several byte offsets from a page
+   boundary: the evidence for ``SWEEP_W_OFFSET`` (4K aliasing).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from napari_tv.solvers._kernels import (
     CHAMBOLLE,
     SWEEP_CHUNK,
     SWEEP_LEVELS,
+    SWEEP_ROW_2D,
     SWEEP_SLAB_2D,
+    SWEEP_W_OFFSET,
     FusedDualSweep,
     inv_steps,
 )
@@ -170,9 +175,11 @@ def sweep_settings(
     print("\n## The fused Chambolle sweep: iterations per pass and chunk size (float32)\n")
     print(
         f"Gvoxel-iterations per second, median of {rounds} alternating rounds, "
-        f"{numba.get_num_threads()} threads; defaults: levels={SWEEP_LEVELS}, "
-        f"chunk={SWEEP_CHUNK} voxels (3-D: per chunk of rows of a slab), "
-        f"{SWEEP_SLAB_2D} (2-D: per slab of rows).\n"
+        f"{numba.get_num_threads()} threads; defaults: levels={SWEEP_LEVELS}; 3-D, "
+        f"chunk={SWEEP_CHUNK} voxels per chunk of rows of a slab; 2-D, one row per slab "
+        f"(w and update in one loop) for rows of at least {SWEEP_ROW_2D} voxels, else slabs "
+        f"of rows up to {SWEEP_SLAB_2D} voxels (a 2-D chunk=N: slabs of N / row length "
+        "rows).\n"
     )
     names = [f"L={lv}" + ("" if ch is None else f", chunk={ch}") for lv, ch in settings]
     print("| shape | " + " | ".join(names) + " |")
@@ -200,12 +207,69 @@ def sweep_settings(
     return rows
 
 
+def _placed(sweep, s_offset, w_offset):
+    """Move ``sweep``'s storage and w buffers to ``s_offset`` / ``w_offset`` bytes after a
+    4 KiB boundary (copies of the same contents)."""
+    for name, offset in (("S", s_offset), ("W", w_offset)):
+        old = getattr(sweep, name)
+        buf = np.zeros(old.size + 2048, old.dtype)
+        start = ((offset - buf.ctypes.data) % 4096) // old.itemsize
+        new = buf[start : start + old.size]
+        new[:] = old
+        setattr(sweep, name, new)
+    return sweep
+
+
+def sweep_placement(
+    cases=(((512, 512), 200), ((64, 128, 128), 50)),
+    offsets=((0, SWEEP_W_OFFSET), (0, 0), (0, 64), (64, 0), (16, 2048), (16, 64), (16, 2960)),
+    rounds=7,
+):  # fmt: skip
+    """Gvoxel-iterations/s of the sweep on one thread with its storage S and w buffers W placed
+    at byte offsets from a page boundary (4K aliasing: ``SWEEP_W_OFFSET``)."""
+    print("\n## Placement of the sweep's buffers (4K aliasing), float32, one thread\n")
+    print(
+        f"Gvoxel-iterations per second, median of {rounds} alternating rounds, for the dual's "
+        "storage S and the w buffers W at these byte offsets after a 4 KiB boundary (NumPy "
+        "puts large arrays at 16); the sweep's own placement is the first column.\n"
+    )
+    names = [f"S+{s}, W+{w}" for s, w in offsets]
+    print("| shape | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    rows = []
+    old_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for shape, n in cases:
+            v = np.random.default_rng(0).random(shape, dtype=np.float32)
+            ih, tau = inv_steps(None, v.ndim), 1.0 / (2 * v.ndim)
+            sweeps = []
+            for s_off, w_off in offsets:
+                sw = FusedDualSweep(None, v, ih, False, tau, 10.0, CHAMBOLLE)
+                sweeps.append(_placed(sw, s_off, w_off))
+                sw.step(n)  # compile, warm up
+            times = [[] for _ in sweeps]
+            for _ in range(rounds):
+                for i, sw in enumerate(sweeps):
+                    t0 = time.perf_counter()
+                    sw.step(n)
+                    times[i].append(time.perf_counter() - t0)
+            rates = [v.size * n / float(np.median(t)) / 1e9 for t in times]
+            rows.append((shape, rates))
+            cells = " | ".join(f"{r:.2f}" for r in rates)
+            print(f"| {'x'.join(map(str, shape))} | {cells} |")
+    finally:
+        numba.set_num_threads(old_threads)
+    return rows
+
+
 def main() -> None:
     print("# Iterative solvers")
     chambolle_vs_skimage()
     time_to_gap()
     memory_traffic()
     sweep_settings()
+    sweep_placement()
 
 
 if __name__ == "__main__":

@@ -721,9 +721,7 @@ def _slab_update(S, W, E, q, wc, wn, n2, m, periodic, h, one, K, mode):
 
 
 @jit
-def _slab_step(
-    S, V, W, E, qn, ov, wn, a0, b0, q, wc, n2, m, cr, periodic, h, hw, ib, one, K, mode
-):
+def _slab_step(S, V, W, E, qn, ov, wn, a0, b0, q, wc, n2, m, cr, periodic, h, hw, ib, one, K, mode):
     """``_slab_w`` of the next slab (components ``qn``, data at ``ov``, into ``wn``; its
     previous slab is this one) and ``_slab_update`` of this slab (components ``q``),
     interleaved by chunks of ``cr`` rows: rows ``[r0, r1)`` of the next w need the old rows
@@ -950,8 +948,8 @@ SWEEP_SLAB_2D = 2048
 SWEEP_ROW_2D = 384
 #: byte offset of the w buffers from the dual's storage modulo 4 KiB (both start on a page):
 #: a load whose address matches an older, still buffered store in its low 12 bits waits for
-#: it ("4K aliasing"); with the allocator's placement the sweep ran up to 1.35x slower
-#: (``benchmarks/bench_iterative.py``), 1024 was never slow
+#: it ("4K aliasing"); placed as NumPy's allocator happened to, the sweep ran up to 1.4x
+#: slower (``benchmarks/bench_iterative.py``, placement table); 1024 was never slow
 SWEEP_W_OFFSET = 1024
 
 
