@@ -525,14 +525,18 @@ def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> 
 # info, contended between the threads: with views per slab, a 2048 x 128 image ran no faster
 # on two threads than on one):
 #   S  the dual p (component k of slab i at (k n0 + i) M) followed by the halo copies,
-#   V  the image (slab i at i M),   W  the per-task w buffers.
+#   V  a copy of the image (slab i at i M),   W  the per-task w buffers, which hold tau w
+#      (the w functions get the inverse steps and 1/beta times tau, ``hw`` and ``ib``; the
+#      update's step tau D w is then the inverse steps ``h`` times differences of W).
 # A slab is m rows of n2 (M = m n2 values).  The rows with the same middle-axis terms (3-D) or
 # outer-axis terms (2-D, where the rows of a slab are consecutive rows of the image: the first
 # row's neighbour above is the previous slab's last row, the last row's neighbour below the
 # next slab's first row) are one flat loop each: the first, the interior ones, the last.  A
 # flat loop treats every voxel as an interior one of its row; the first and the last voxel of
 # every row are then put right by scalar code.  The flat loops index with unsigned integers
-# (no negative-index wrap-around check), so LLVM vectorises them.
+# (no negative-index wrap-around check), so LLVM vectorises them.  2-D rows of at least
+# ``SWEEP_ROW_2D`` voxels are slabs of their own, and ``_row_step`` does the next row's w and
+# this row's update in one loop.
 
 
 @inline
