@@ -738,15 +738,16 @@ def _slab_step(S, V, W, E, qn, ov, wn, a0, b0, q, wc, n2, m, cr, periodic, h, hw
         _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, one, K, mode)
 
 
-@jit(fastmath={"contract"})
+@inline
 def _row_step(S, V, W, qn, ov, wn, a0, b0, q, wc, n2, periodic, h, hw, ib, one, mode):
     """2-D slabs of one row: the w of the next row (components ``qn``, data at ``ov``, into
     ``wn``; its row above is this one) and the update of this row (components ``q``, its w at
     ``wc``) in one loop over the interior voxels, so that the w arithmetic (loads and stores)
     overlaps the update's square root and division, and each voxel of this row's outer
     component is read once for both.  The row ends first, by scalar code: the next row's w
-    there (from the old p), then this row's update there.  (Fused multiply-adds: the loop is
-    bound by the multiply pipes once the divider is no longer the limit.)"""
+    there (from the old p), then this row's update there.  Inlined into ``_multi_block``
+    (a call per row and level cost 6 %), which contracts multiply-adds: this loop is bound by
+    the multiply pipes as much as by the divider (7 %)."""
     h0, _, h2 = h
     zero = one - one
     _w_edges(S, V, W, qn, q[0], ov, wn, 0, n2, a0, b0, zero, zero, 0, periodic, hw, ib, one, 2)
@@ -804,7 +805,8 @@ def _copy_slab(S, i, dst, n0, M, K):
             S[d + u] = S[src + u]
 
 
-@jit
+# fused multiply-adds (``_row_step``); exact IEEE otherwise
+@jit(fastmath={"contract"})
 def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, K, mode):
     """``levels`` iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs
     (``geo = (n0, m, n2, cr, K, H)``: slabs, rows per slab, row length, rows per chunk,
