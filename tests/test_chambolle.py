@@ -256,3 +256,31 @@ def test_fused_sweep_matches_numpy_iteration(
     sweep.step(3)
     expected = _numpy_chambolle(start, v, beta, tau, weights, periodic, isotropic, 3)
     np.testing.assert_allclose(sweep.p, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sweep_storage_zeroed_placed_and_kept_alive(dtype):
+    """The sweep's buffers come from one allocation: zeroed, disjoint, the dual's storage and
+    the image copy on page boundaries and the w buffers SWEEP_W_OFFSET bytes after one (4K
+    aliasing), and a view of the storage keeps all of it alive (Chambolle returns its dual
+    as one)."""
+    import gc
+
+    from napari_tv.solvers._kernels import SWEEP_W_OFFSET, _sweep_storage
+
+    sizes = (300_001, 7, 1025)
+    arrays = _sweep_storage(sizes, dtype)
+    assert [a.size for a in arrays] == list(sizes)
+    assert all(a.dtype == dtype and a.flags.writeable and not a.any() for a in arrays)
+    offsets = [a.ctypes.data % 4096 for a in arrays]
+    assert offsets == [0, 0, SWEEP_W_OFFSET]
+    for value, a in enumerate(arrays, start=1):
+        a[:] = value
+    for value, a in enumerate(arrays, start=1):
+        assert (a == value).all()  # disjoint
+    view = arrays[0][10:20]
+    del arrays
+    gc.collect()
+    np.testing.assert_array_equal(view, 1)
+    view[:] = 5  # still writable memory
+    assert (view == 5).all()
