@@ -6,7 +6,8 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
    equal iterations and dtype (float32), scikit-image's own stop disabled (``eps=0``:
    ``|E_prev - E| < 0`` never holds, so it runs ``max_num_iter`` dual updates; we run the same
    number with ``tol=0``).  Measured alternately, median of nine repetitions; ours with the
-   default Numba threads and with one thread.
+   default Numba threads and with one thread; glibc told to keep freed memory
+   (``keep_freed_memory``), the state in which scikit-image is fastest.
 2. Time to a relative duality gap of 1e-4 for every iterative method, on the 2-D sample.
 3. Effective memory traffic of a Chambolle iteration next to ``np.copyto`` bandwidth.
    Bytes-per-iteration model (2-D/3-D: one fused pass per ``L = SWEEP_LEVELS`` iterations,
@@ -24,6 +25,7 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
 
 from __future__ import annotations
 
+import ctypes
 import time
 
 import numba
@@ -76,9 +78,26 @@ def _one_thread(fn):
     return run
 
 
+def keep_freed_memory() -> bool:
+    """glibc only: keep freed memory in the heap (``mallopt``: no mmap for blocks up to 32 MiB,
+    no trimming below 64 MiB), for the whole process.  scikit-image allocates its temporaries
+    afresh at every iteration; in glibc's default state each 1 MiB temporary is a fresh
+    mapping whose pages fault in (about 4 us per 4 KiB page here), and its 512² call took
+    0.42-0.54 s instead of 0.20-0.25 s.  Our sweep maps its own storage, so without this
+    setting scikit-image would be measured in its slow state.  Returns whether it applied."""
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20)
+    except (OSError, AttributeError):
+        return False
+    return bool(ok)
+
+
 def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=9):
     from skimage.restoration import denoise_tv_chambolle
 
+    kept = keep_freed_memory()
     rows = []
     rng = np.random.default_rng(0)
     for shape, n in cases:
@@ -95,7 +114,11 @@ def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repe
         assert ours().dtype == np.float32 and sk().dtype == np.float32
         rows.append((shape, n, t_sk, t_ours, t_one))
     print("\n## Chambolle vs scikit-image, equal iterations, float32\n")
-    print(f"Numba threads: {numba.get_num_threads()} (threading layer {numba.threading_layer()})\n")
+    print(f"Numba threads: {numba.get_num_threads()} (threading layer {numba.threading_layer()})")
+    print(
+        "glibc keeps freed memory (``keep_freed_memory``: scikit-image at its fastest): "
+        f"{'yes' if kept else 'no'}\n"
+    )
     print("| shape | iterations | skimage [s] | ours [s] | ratio | ours 1 thread [s] | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for shape, n, t_sk, t_ours, t_one in rows:
