@@ -188,6 +188,20 @@ def memory_traffic(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
         )
 
 
+def _sweep_rates(sweeps, n, size, rounds):
+    """Gvoxel-iterations/s of each sweep's ``step(n)``: one warm-up step each, then the median
+    of ``rounds`` rounds that alternate between the sweeps."""
+    for sw in sweeps:
+        sw.step(n)  # compile, warm up
+    times = [[] for _ in sweeps]
+    for _ in range(rounds):
+        for i, sw in enumerate(sweeps):
+            t0 = time.perf_counter()
+            sw.step(n)
+            times[i].append(time.perf_counter() - t0)
+    return [size * n / float(np.median(t)) / 1e9 for t in times]
+
+
 def sweep_settings(
     cases=(((512, 512), 400), ((128, 128, 128), 40)),
     settings=((1, None), (2, None), (3, None), (4, None), (5, None), (6, None), (8, None),
@@ -216,15 +230,8 @@ def sweep_settings(
             p = np.zeros((v.ndim,) + shape, dtype=np.float32)
             ih = inv_steps(None, v.ndim)
             sw = FusedDualSweep(p, v, ih, False, tau, 10.0, CHAMBOLLE, levels=levels, chunk=chunk)
-            sw.step(n)  # compile, warm up
             sweeps.append(sw)
-        times = [[] for _ in sweeps]
-        for _ in range(rounds):
-            for i, sw in enumerate(sweeps):
-                t0 = time.perf_counter()
-                sw.step(n)
-                times[i].append(time.perf_counter() - t0)
-        rates = [v.size * n / float(np.median(t)) / 1e9 for t in times]
+        rates = _sweep_rates(sweeps, n, v.size, rounds)
         rows.append((shape, rates))
         print(f"| {'x'.join(map(str, shape))} | " + " | ".join(f"{r:.2f}" for r in rates) + " |")
     return rows
@@ -270,14 +277,7 @@ def sweep_placement(
             for s_off, w_off in offsets:
                 sw = FusedDualSweep(None, v, ih, False, tau, 10.0, CHAMBOLLE)
                 sweeps.append(_placed(sw, s_off, w_off))
-                sw.step(n)  # compile, warm up
-            times = [[] for _ in sweeps]
-            for _ in range(rounds):
-                for i, sw in enumerate(sweeps):
-                    t0 = time.perf_counter()
-                    sw.step(n)
-                    times[i].append(time.perf_counter() - t0)
-            rates = [v.size * n / float(np.median(t)) / 1e9 for t in times]
+            rates = _sweep_rates(sweeps, n, v.size, rounds)
             rows.append((shape, rates))
             cells = " | ".join(f"{r:.2f}" for r in rates)
             print(f"| {'x'.join(map(str, shape))} | {cells} |")
