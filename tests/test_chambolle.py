@@ -259,14 +259,21 @@ def test_fused_sweep_matches_numpy_iteration(
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sweep_storage_zeroed_placed_and_kept_alive(dtype):
-    """The sweep's buffers come from one allocation: zeroed, disjoint, the dual's storage and
-    the image copy on page boundaries and the w buffers SWEEP_W_OFFSET bytes after one (4K
-    aliasing), and a view of the storage keeps all of it alive (Chambolle returns its dual
-    as one)."""
+@pytest.mark.parametrize("huge_pages", [True, False], ids=["mmap", "numpy"])
+def test_sweep_storage_zeroed_placed_and_kept_alive(monkeypatch, dtype, huge_pages):
+    """The sweep's buffers come from one allocation (a huge-page-advised mapping where the
+    platform has madvise, else NumPy): zeroed, disjoint, the dual's storage and the image copy
+    on page boundaries and the w buffers SWEEP_W_OFFSET bytes after one (4K aliasing), and a
+    view of the storage keeps all of it alive (Chambolle returns its dual as one)."""
     import gc
+    import mmap
 
     from napari_tv.solvers._kernels import SWEEP_W_OFFSET, _sweep_storage
+
+    if not huge_pages:
+        monkeypatch.delattr(mmap, "MADV_HUGEPAGE", raising=False)
+    elif not hasattr(mmap, "MADV_HUGEPAGE"):
+        pytest.skip("no madvise on this platform")
 
     sizes = (300_001, 7, 1025)
     arrays = _sweep_storage(sizes, dtype)
