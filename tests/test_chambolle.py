@@ -275,7 +275,7 @@ def test_sweep_storage_zeroed_placed_and_kept_alive(monkeypatch, dtype, huge_pag
     elif not hasattr(mmap, "MADV_HUGEPAGE"):
         pytest.skip("no madvise on this platform")
 
-    sizes = (300_001, 7, 1025)
+    sizes = (600_001, 7, 1025)  # 2.4 / 4.8 MB: huge pages where advised
     arrays = _sweep_storage(sizes, dtype)
     assert [a.size for a in arrays] == list(sizes)
     assert all(a.dtype == dtype and a.flags.writeable and not a.any() for a in arrays)

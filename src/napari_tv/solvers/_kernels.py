@@ -964,11 +964,13 @@ _HUGE = 1 << 21
 
 
 def _zeroed_pages(nbytes):
-    """``nbytes`` zero bytes starting on a 2 MiB boundary, where the OS can back them with
-    huge pages (Linux: advised).  Every solve allocates its storage afresh, and a 4 KiB page
-    fault costs about 4 us here: at 512^2 that was 5-6 ms of a 16 ms Chambolle solve whenever
-    the C library had returned the memory to the OS in between (e.g. after scikit-image ran)."""
-    if hasattr(mmap, "MADV_HUGEPAGE"):
+    """``nbytes`` zero bytes starting on a page boundary; from 2 MiB on, on a 2 MiB boundary in
+    whole huge pages (Linux: advised).  Every solve allocates its storage afresh, and a 4 KiB
+    page fault costs about 4 us here: at 512^2 that was 5-6 ms of a 16 ms Chambolle solve
+    whenever the C library had returned the memory to the OS in between (e.g. after
+    scikit-image ran).  Smaller storage stays on small pages (a huge page would be mostly
+    waste, and a result's dual keeps its storage alive)."""
+    if nbytes >= _HUGE and hasattr(mmap, "MADV_HUGEPAGE"):
         size = -(-nbytes // _HUGE) * _HUGE  # whole huge pages (a partial one gets small pages)
         # private (shared anonymous memory is shmem, which gets no huge pages), anonymous:
         # lazily zeroed, page aligned
