@@ -26,6 +26,7 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
 from __future__ import annotations
 
 import ctypes
+import sys
 import time
 
 import numba
@@ -85,11 +86,13 @@ def keep_freed_memory() -> bool:
     mapping whose pages fault in (about 4 us per 4 KiB page here), and its 512² call took
     0.42-0.54 s instead of 0.20-0.25 s.  Our sweep maps its own storage, so without this
     setting scikit-image would be measured in its slow state.  Returns whether it applied."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         libc = ctypes.CDLL(None)
         m_trim_threshold, m_mmap_threshold = -1, -3
         ok = libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # not glibc
         return False
     return bool(ok)
 
@@ -116,7 +119,8 @@ def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repe
     print("\n## Chambolle vs scikit-image, equal iterations, float32\n")
     print(f"Numba threads: {numba.get_num_threads()} (threading layer {numba.threading_layer()})")
     print(
-        "glibc keeps freed memory (``keep_freed_memory``: scikit-image at its fastest): "
+        "glibc keeps freed memory, from here on for the whole process "
+        "(``keep_freed_memory``: scikit-image at its fastest): "
         f"{'yes' if kept else 'no'}\n"
     )
     print("| shape | iterations | skimage [s] | ours [s] | ratio | ours 1 thread [s] | ratio |")

@@ -291,3 +291,20 @@ def test_sweep_storage_zeroed_placed_and_kept_alive(monkeypatch, dtype, huge_pag
     np.testing.assert_array_equal(view, 1)
     view[:] = 5  # still writable memory
     assert (view == 5).all()
+
+
+def test_sweep_storage_out_of_memory_is_memory_error(monkeypatch):
+    """A mapping the OS refuses is reported as NumPy reports an allocation it cannot make."""
+    import mmap
+
+    from napari_tv.solvers import _kernels
+
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        pytest.skip("no madvise on this platform: storage comes from NumPy")
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(_kernels.mmap, "mmap", refuse)
+    with pytest.raises(MemoryError, match="bytes for the sweep"):
+        _kernels._sweep_storage((1 << 20,), np.float32)

@@ -974,13 +974,16 @@ def _zeroed_pages(nbytes):
         size = -(-nbytes // _HUGE) * _HUGE  # whole huge pages (a partial one gets small pages)
         # private (shared anonymous memory is shmem, which gets no huge pages), anonymous:
         # lazily zeroed, page aligned
-        region = mmap.mmap(-1, size + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            region = mmap.mmap(-1, size + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except OSError as err:  # as NumPy would say it
+            raise MemoryError(f"cannot map {size + _HUGE} bytes for the sweep") from err
         buf = np.frombuffer(region, np.uint8)
         start = -buf.ctypes.data % _HUGE
         with contextlib.suppress(OSError):
             region.madvise(mmap.MADV_HUGEPAGE, start, size)
     else:
-        buf = np.zeros(nbytes + _HUGE, np.uint8)
+        buf = np.zeros(nbytes + 4096, np.uint8)
         start = -buf.ctypes.data % 4096
     return buf[start : start + nbytes]
 
