@@ -7,7 +7,7 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
    ``|E_prev - E| < 0`` never holds, so it runs ``max_num_iter`` dual updates; we run the same
    number with ``tol=0``).  Measured alternately, median of nine repetitions; ours with the
    default Numba threads and with one thread; glibc told to keep freed memory
-   (``keep_freed_memory``), the state in which scikit-image is fastest.
+   (``freed_memory_kept``), the state in which scikit-image is fastest.
 2. Time to a relative duality gap of 1e-4 for every iterative method, on the 2-D sample.
 3. Effective memory traffic of a Chambolle iteration next to ``np.copyto`` bandwidth.
    Bytes-per-iteration model (2-D/3-D: one fused pass per ``L = SWEEP_LEVELS`` iterations,
@@ -25,6 +25,7 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import time
@@ -79,28 +80,41 @@ def _one_thread(fn):
     return run
 
 
-def keep_freed_memory() -> bool:
-    """glibc only: keep freed memory in the heap (``mallopt``: no mmap for blocks up to 32 MiB,
-    no trimming below 64 MiB), for the whole process.  scikit-image allocates its temporaries
-    afresh at every iteration; in glibc's default state each 1 MiB temporary is a fresh
-    mapping whose pages fault in (about 4 us per 4 KiB page here), and its 512² call took
-    0.42-0.54 s instead of 0.20-0.25 s.  Our sweep maps its own storage, so without this
-    setting scikit-image would be measured in its slow state.  Returns whether it applied."""
+def _mallopt(mmap_threshold: int, trim_threshold: int) -> bool:
+    """glibc's ``mallopt`` for both thresholds; False where there is no glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None)
         m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20)
+        return bool(
+            libc.mallopt(m_mmap_threshold, mmap_threshold)
+            and libc.mallopt(m_trim_threshold, trim_threshold)
+        )
     except (OSError, AttributeError, TypeError):  # not glibc
         return False
-    return bool(ok)
+
+
+@contextlib.contextmanager
+def freed_memory_kept():
+    """glibc only: keep freed memory in the heap (no mmap for blocks up to 32 MiB, no trimming
+    below 64 MiB) inside the block; yields whether that applied.  scikit-image allocates its
+    temporaries afresh at every iteration; in glibc's default state each 1 MiB temporary is a
+    fresh mapping whose pages fault in (about 4 us per 4 KiB page here), and its 512² call
+    took 0.42-0.54 s instead of 0.20-0.25 s.  Our sweep maps its own storage, so without this
+    setting scikit-image would be measured in its slow state.  Afterwards glibc's default
+    thresholds (128 KiB) are set again (its own adjustment of them stays off)."""
+    kept = _mallopt(32 << 20, 64 << 20)
+    try:
+        yield kept
+    finally:
+        if kept:
+            _mallopt(128 << 10, 128 << 10)
 
 
 def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=9):
     from skimage.restoration import denoise_tv_chambolle
 
-    kept = keep_freed_memory()
     rows = []
     rng = np.random.default_rng(0)
     for shape, n in cases:
@@ -113,14 +127,15 @@ def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repe
         def sk(v=v, weight=weight, n=n):
             return denoise_tv_chambolle(v, weight=weight, eps=0.0, max_num_iter=n)
 
-        t_ours, t_one, t_sk = _side_by_side([ours, _one_thread(ours), sk], repeat)
+        with freed_memory_kept() as kept:
+            t_ours, t_one, t_sk = _side_by_side([ours, _one_thread(ours), sk], repeat)
         assert ours().dtype == np.float32 and sk().dtype == np.float32
         rows.append((shape, n, t_sk, t_ours, t_one))
     print("\n## Chambolle vs scikit-image, equal iterations, float32\n")
     print(f"Numba threads: {numba.get_num_threads()} (threading layer {numba.threading_layer()})")
     print(
-        "glibc keeps freed memory, from here on for the whole process "
-        "(``keep_freed_memory``: scikit-image at its fastest): "
+        "glibc keeps freed memory while this table is measured "
+        "(``freed_memory_kept``: scikit-image at its fastest): "
         f"{'yes' if kept else 'no'}\n"
     )
     print("| shape | iterations | skimage [s] | ours [s] | ratio | ours 1 thread [s] | ratio |")
