@@ -87,7 +87,8 @@ MAX_PREVIEW_SLICES = 8
 
 def _result_nbytes(result: TVResult) -> int:
     """Memory a cached result keeps alive: a view (Chambolle's dual is one, into the storage it
-    shares with its halo copies) holds all of its base array."""
+    shares with its halo copies, the image copy and the w buffers) holds all of its base
+    array."""
     arrays = [result.u, *(v for v in result.extra.values() if isinstance(v, np.ndarray))]
     owners = {id(o): o for o in (a.base if isinstance(a.base, np.ndarray) else a for a in arrays)}
     return int(sum(o.nbytes for o in owners.values()))

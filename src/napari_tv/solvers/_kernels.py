@@ -683,9 +683,8 @@ def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, one, K, mode):
     """Update p on rows ``[r0, r1)`` of one slab from the w of this slab (at ``wc``) and of the
     next one (``wn``): the last voxel of every row first into ``E`` (from the old p), then the
     rows with the same middle- (3-D) or outer-axis (2-D) difference as flat loops over whole
-    rows (so that their
-    length is a multiple of the row length, with no vector remainder when that is a multiple
-    of the vector width), then ``E`` back."""
+    rows (so that their length is a multiple of the row length, with no vector remainder when
+    that is a multiple of the vector width), then ``E`` back."""
     h0, h1, h2 = h
     zero = one - one
     i2 = n2 - 1
@@ -898,30 +897,34 @@ def _clip_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
 
 
 @jit(parallel=True)
-def _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta):
-    h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
-    hw = (scalar_like(tau * ih[0], S), scalar_like(tau * ih[1], S), scalar_like(tau * ih[2], S))
-    ib, one = scalar_like(tau * inv_beta, S), scalar_like(1.0, S)
+def _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
     for blk in prange(bounds.shape[0] - 1):
         _chambolle_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
 
 
 @jit(parallel=True)
-def _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta):
-    h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
-    hw = (scalar_like(tau * ih[0], S), scalar_like(tau * ih[1], S), scalar_like(tau * ih[2], S))
-    ib, one = scalar_like(tau * inv_beta, S), scalar_like(1.0, S)
+def _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
     for blk in prange(bounds.shape[0] - 1):
         _clip_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
+
+
+@inline
+def _sweep_constants(S, ih, tau, inv_beta):
+    """``(h, hw, ib, one)`` in ``S``'s dtype: the inverse steps, the inverse steps times tau
+    and tau / beta (for the w buffers, which hold tau w), and 1."""
+    h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
+    hw = (scalar_like(tau * ih[0], S), scalar_like(tau * ih[1], S), scalar_like(tau * ih[2], S))
+    return h, hw, scalar_like(tau * inv_beta, S), scalar_like(1.0, S)
 
 
 @jit
 def _chambolle_sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, n):
     """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
     between parallel regions); returns the parity of the halo copies to read next."""
+    h, hw, ib, one = _sweep_constants(S, ih, tau, inv_beta)
     while n > 0:
         levels = min(n, geo[5])
-        _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta)
+        _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
         par = 1 - par
         n -= levels
     return par
@@ -931,9 +934,10 @@ def _chambolle_sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, n)
 def _clip_sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, n):
     """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
     between parallel regions); returns the parity of the halo copies to read next."""
+    h, hw, ib, one = _sweep_constants(S, ih, tau, inv_beta)
     while n > 0:
         levels = min(n, geo[5])
-        _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, ih, tau, inv_beta)
+        _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
         par = 1 - par
         n -= levels
     return par
