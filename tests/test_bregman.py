@@ -10,7 +10,7 @@ from napari_tv.solvers.bregman import beta_from_skimage_weight, skimage_weight, 
 from napari_tv.solvers.gradient_descent import solve_gradient_descent
 from reference.descent import energy, rof_dual_fista
 
-SHAPES = {2: (12, 10), 3: (5, 6, 4)}
+SHAPES = {2: (12, 10), 3: (5, 6, 5)}
 
 
 def blocks(shape, rng, noise=0.3):

@@ -79,13 +79,13 @@ def test_other_iterative_methods_get_validated_arguments(monkeypatch, rng, metho
 
     monkeypatch.setattr(importlib.import_module(module), name, stub)
     v = (blocky(rng, (6, 7)) * 10).astype(np.int16)
-    u = denoise_tv(v, 2, method=method, tv="anisotropic", spacing=2.0, tol=1e-3)
+    u = denoise_tv(v, 2, method=method, tv="anisotropic", spacing=(3.0, 1.5), tol=1e-3)
     ((image, beta, kwargs),) = calls
-    assert image.dtype == np.float64 and image.flags.c_contiguous and beta == 2.0
+    assert image.dtype == np.float32 and image.flags.c_contiguous and beta == 2.0
     np.testing.assert_array_equal(image, v)
     assert kwargs == {
         "fidelity": "l2",
-        "spacing": (2.0, 2.0),
+        "spacing": (2.0, 1.0),  # relative
         "tv": "anisotropic",
         "boundary": "neumann",
         "max_num_iter": None,
@@ -93,7 +93,7 @@ def test_other_iterative_methods_get_validated_arguments(monkeypatch, rng, metho
         "init": None,
         "callback": None,
     }
-    assert u.dtype == np.float64
+    assert u.dtype == np.float32
 
 
 def test_returns_array_without_info(image):
@@ -110,7 +110,10 @@ def test_returns_array_without_info(image):
         ({"fidelity": "l3"}, "fidelity must be one of .*'l3'"),
         ({"tv": "iso"}, "tv must be one of .*'iso'"),
         ({"boundary": "reflect"}, "boundary must be one of .*'reflect'"),
-        ({"fidelity": "l1"}, r"method='chambolle' does not support fidelity='l1'.*\('l2',\)"),
+        (
+            {"method": "chambolle", "fidelity": "l1"},
+            r"method='chambolle' does not support fidelity='l1'.*\('l2',\)",
+        ),
         ({"method": "exact", "boundary": "periodic"}, "does not support boundary='periodic'"),
         ({"connectivity": 2}, "connectivity, weights and levels belong to method='exact'"),
         ({"levels": 16}, "levels=16"),
@@ -132,7 +135,7 @@ def test_bad_parameters_name_themselves(image, kwargs, match):
     ("data", "exc", "match"),
     [
         (np.array([[1.0, np.nan], [0.0, 1.0]]), ValueError, "image must be finite"),
-        (np.ones((2, 2, 2, 2)), ValueError, "image must have 1, 2, 3 dimensions"),
+        (np.ones((2, 2, 2, 2)), ValueError, "1, 2 or 3 spatial dimensions.*--channel-axis"),
         (np.ones((3, 3), dtype=complex), TypeError, "real-valued"),
         (np.array([[1.0, -1.0], [0.0, 2.0]]), ValueError, "image must be >= 0"),
     ],
@@ -163,7 +166,9 @@ def test_input_not_modified(image, method):
 @pytest.mark.parametrize(
     ("dtype", "out"),
     [
-        (np.uint8, np.float64),
+        (np.uint8, np.float32),
+        (np.uint16, np.float32),
+        (np.bool_, np.float32),
         (np.int32, np.float64),
         (np.float16, np.float32),
         (np.float32, np.float32),
@@ -301,3 +306,36 @@ def test_callback_fraction_reaches_one_on_convergence(image):
     )[1]
     assert res.converged and fractions[-1] == 1.0
     assert fractions == sorted(fractions) and all(0 < f <= 1 for f in fractions)
+
+
+@pytest.mark.parametrize("method", ["primal_dual", "chambolle", "bregman", "exact"])
+def test_result_does_not_depend_on_the_length_unit(rng, method):
+    """The same voxel size in µm, nm or pixels: the same result (spacing is relative)."""
+    v = blocky(rng, (6, 10, 9))
+    um = (0.3, 0.065, 0.065)
+    kw = {"method": method, "tol": 1e-6} if method != "exact" else {"method": "exact"}
+    ref = denoise_tv(v, 0.2, spacing=um, **kw)
+    for spacing in ([1000 * s for s in um], [s / 0.065 for s in um], [7e-8 * s for s in um]):
+        u = denoise_tv(v, 0.2, spacing=spacing, **kw)
+        np.testing.assert_allclose(u, ref, atol=1e-4 * np.ptp(v))
+    iso = denoise_tv(v, 0.2, spacing=0.065, **kw)  # isotropic: as if no spacing was given
+    np.testing.assert_allclose(iso, denoise_tv(v, 0.2, **kw), atol=1e-4 * np.ptp(v))
+    # ... while the anisotropy counts
+    assert np.abs(ref - iso).max() > 1e-2 * np.ptp(v)
+
+
+def test_four_dimensional_stack_says_how_to_denoise_it():
+    with pytest.raises(ValueError, match=r"time series or channels pass channel_axis.*--channel"):
+        denoise_tv(np.ones((2, 3, 4, 5)), 0.1)
+
+
+def test_last_axis_of_three_or_four_warns_it_is_a_volume(rng):
+    rgb = rng.random((6, 7, 3))
+    with pytest.warns(UserWarning, match=r"treated as a 3-D volume.*channel_axis=-1"):
+        denoise_tv(rgb, 0.1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        denoise_tv(rgb, 0.1, channel_axis=-1)
+        denoise_tv(rng.random((6, 7, 5)), 0.1)

@@ -38,15 +38,17 @@ def _oracle(u, v, p, beta, fid, kind, weights, periodic):
     return primal, primal - dual
 
 
+@pytest.mark.parametrize("quick", [False, True], ids=["fused", "quick"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize(
     ("fid", "kind", "periodic"),
     list(itertools.product(["l2", "l1", "poisson"], ["isotropic", "anisotropic"], [False, True])),
 )
-def test_gap_matches_oracle(rng, shape, fid, kind, periodic):
+def test_gap_matches_oracle(rng, shape, fid, kind, periodic, quick):
+    """Both the fused kernels and their quick twins (``solvers/_quick.py``)."""
     u, v, p = _data(rng, shape, fid)
     spacing = tuple(rng.uniform(0.5, 2.0, size=len(shape)))
-    weights = 1.0 / np.asarray(spacing)
+    weights = np.min(spacing) / np.asarray(spacing)  # spacing is relative
     # L1 and Poisson need |beta div p| < 1 for the unscaled dual to be feasible
     beta = 0.7 if fid == "l2" else 0.9 / (2.0 * weights.sum())
     g = duality_gap(
@@ -58,6 +60,7 @@ def test_gap_matches_oracle(rng, shape, fid, kind, periodic):
         isotropic=kind == "isotropic",
         spacing=spacing,
         periodic=periodic,
+        quick=quick,
     )
     primal, gap_abs = _oracle(u, v, p, beta, fid, kind, weights, periodic)
     assert g.scale == 1.0
@@ -67,15 +70,18 @@ def test_gap_matches_oracle(rng, shape, fid, kind, periodic):
     assert g.abs >= 0
 
 
+@pytest.mark.parametrize("quick", [False, True], ids=["fused", "quick"])
 @pytest.mark.parametrize("shape", [(40, 50), (12, 13, 14)], ids=str)
 @pytest.mark.parametrize("fid", ["l2", "l1", "poisson"])
-def test_float32_gap_read_as_float64(rng, shape, fid):
+def test_float32_gap_read_as_float64(rng, shape, fid, quick):
     """float32 arrays are read directly (no converted copies) but every term is float64: the
     result equals the float64 gap of the same (float32-representable) values."""
     u, v, p = (a.astype(np.float32) for a in _data(rng, shape, fid))
     beta = 0.8 if fid == "l2" else 0.2
-    g32 = duality_gap(u, v, p, beta, fidelity=fid)
-    g64 = duality_gap(*(a.astype(np.float64) for a in (u, v, p)), beta, fidelity=fid)
+    g32 = duality_gap(u, v, p, beta, fidelity=fid, quick=quick)
+    g64 = duality_gap(
+        *(a.astype(np.float64) for a in (u, v, p)), beta, fidelity=fid, quick=quick
+    )
     assert g32.primal == pytest.approx(g64.primal, rel=1e-12)
     assert g32.abs == pytest.approx(g64.abs, rel=1e-9)
     assert g32.rel == pytest.approx(g64.rel, rel=1e-9)

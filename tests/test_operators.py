@@ -159,11 +159,16 @@ def test_float_dtype_is_kept(rng, dtype):
     assert tv_gradient(f).dtype == dtype
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.bool_, np.float16])
-def test_integer_bool_and_float16_are_converted(dtype):
+@pytest.mark.parametrize(
+    ("dtype", "out"),
+    [(np.uint8, np.float32), (np.int16, np.float32), (np.bool_, np.float32),
+     (np.float16, np.float32), (np.int32, np.float64), (np.uint64, np.float64)],
+)
+def test_integer_bool_and_float16_are_converted(dtype, out):
+    """Up to 16 bits (exact in float32) -> float32; wider integers -> float64."""
     f = (np.arange(12).reshape(3, 4) % 3).astype(dtype)
     g = gradient(f)
-    assert g.dtype == (np.float32 if dtype == np.float16 else np.float64)
+    assert g.dtype == out
     np.testing.assert_array_equal(g, gradient(f.astype(np.float64)))
 
 
@@ -248,8 +253,10 @@ def test_crofton_weights_known_values():
 
 
 def _crofton_cost(ndim, connectivity, spacing, normal):
-    """Σ_k w_k |e_k·n| / V: the cut cost per unit length (area) of a line (plane) ⟂ n."""
-    offs = neighbour_offsets(ndim, connectivity) * np.asarray(spacing)
+    """Σ_k w_k |e_k·n| / V: the cut cost per unit length (area) of a line (plane) ⟂ n, in
+    units of the finest axis (spacing is relative)."""
+    spacing = np.asarray(spacing, dtype=float) / np.min(spacing)
+    offs = neighbour_offsets(ndim, connectivity) * spacing
     w = edge_weights(ndim, connectivity, spacing)
     return float(np.sum(w * np.abs(offs @ normal)) / np.prod(spacing))
 

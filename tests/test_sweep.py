@@ -84,7 +84,7 @@ def test_warm_start_uses_nearest_beta_in_log_distance(image):
         inits.append(kw.get("init"))
         return denoise_tv(img, beta, **kw)
 
-    sweep = BetaSweep(image, solver=spy, warm_ratio=10.0)
+    sweep = BetaSweep(image, method="chambolle", solver=spy, warm_ratio=10.0)
     small, large = sweep.solve(0.1), sweep.solve(1.0)
     sweep.solve(0.4)  # |log 0.4 - log 1| < |log 0.4 - log 0.1|, although 0.4 - 0.1 < 1 - 0.4
     sweep.solve(0.2)
@@ -134,7 +134,7 @@ def test_cache_counts_the_memory_a_result_keeps_alive(image):
     counts the whole storage, once."""
     from napari_tv.sweep import _result_nbytes
 
-    res = denoise_tv(image, 0.1, max_num_iter=20, return_info=True)[1]
+    res = denoise_tv(image, 0.1, method="chambolle", max_num_iter=20, return_info=True)[1]
     p = res.extra["p"]
     assert isinstance(p.base, np.ndarray) and p.base.nbytes > p.nbytes
     assert _result_nbytes(res) == res.u.nbytes + p.base.nbytes

@@ -5,8 +5,9 @@ Every message names the parameter and the offending value, e.g.
 
 Array conventions (one place, used everywhere):
 
-* bool and integer arrays are converted to float64, float16 to float32; float32 and float64
-  are kept (computations keep the dtype, energies are accumulated in float64);
+* bool, 8- and 16-bit integer arrays (what cameras and microscopes write) and float16 are
+  converted to float32, which holds them exactly; wider integers to float64; float32 and
+  float64 are kept (computations keep the dtype, energies are accumulated in float64);
 * complex, object and string arrays raise ``TypeError``;
 * 0-d arrays, arrays with more dimensions than allowed, empty arrays and arrays holding NaN or
   ±inf raise ``ValueError``;
@@ -46,7 +47,9 @@ def as_float_array(
         )
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    if arr.dtype.kind in "biu":
+    if arr.dtype.kind == "b" or (arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2):
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind in "iu":
         arr = arr.astype(np.float64)
     elif arr.dtype == np.float16:
         arr = arr.astype(np.float32)
@@ -98,8 +101,21 @@ def check_int(name: str, value, *, minimum: int | None = None) -> int:
     return value
 
 
+def relative_spacing(steps: Sequence[float]) -> tuple[float, ...]:
+    """``steps`` divided by the smallest: the spacing's shape without its length unit.
+
+    Only the ratios of a voxel size matter to napari-tv: differences along axis ``a`` are
+    divided by ``spacing[a] / min(spacing)``, so that a voxel size in µm, nm or pixels (and an
+    isotropic one, whatever its value) gives the same result, and ``beta`` keeps its meaning:
+    intensity units per pixel of the finest axis.
+    """
+    smallest = min(steps)
+    return tuple(1.0 if s == smallest else s / smallest for s in steps)
+
+
 def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    """Voxel spacing: None (all 1), a positive scalar, or one positive step per axis."""
+    """Voxel spacing, relative (see :func:`relative_spacing`): None (all 1), a positive
+    scalar (all 1), or one positive step per axis."""
     if spacing is None:
         return (1.0,) * ndim
     if isinstance(spacing, numbers.Real) and not isinstance(spacing, bool):
@@ -114,4 +130,4 @@ def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
         raise ValueError(f"spacing must have {ndim} entries (one per axis), got {spacing!r}")
     if not all(np.isfinite(s) and s > 0 for s in steps):
         raise ValueError(f"spacing must be finite and > 0 on every axis, got {spacing!r}")
-    return steps
+    return relative_spacing(steps)

@@ -223,7 +223,7 @@ def perimeter(mask, connectivity: int = 1, weights=None, spacing=None) -> float:
         :func:`napari_tv.operators.edge_weights` (``1/h`` per axis for connectivity 1,
         Cauchy–Crofton weights otherwise).
     spacing : None, float or sequence of float, optional
-        Voxel size per axis.
+        Voxel size per axis, relative (divided by its smallest entry).
 
     Returns
     -------

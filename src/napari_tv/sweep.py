@@ -6,7 +6,7 @@ API at a glance (what the widgets use)
 --------------------------------------
 ::
 
-    sweep = BetaSweep(image, method="chambolle", tol=1e-3)  # image validated once, never modified
+    sweep = BetaSweep(image, tol=1e-3)      # primal_dual; image validated once, never modified
     res = sweep.solve(beta)                  # TVResult; warm-started from the nearest cached β
                                              # (within a factor warm_ratio=1.25), cached (LRU
                                              # keyed by β): same β -> same object
@@ -67,7 +67,7 @@ from napari_tv._validation import (
 from napari_tv.fidelity import FIDELITIES, check_fidelity_data, fidelity_value
 from napari_tv.operators import graph_tv, level_grid, tv_norm
 from napari_tv.solvers._result import TVResult
-from napari_tv.solvers.api import METHODS, SUPPORTED, denoise_tv
+from napari_tv.solvers.api import DEFAULT_METHOD, METHODS, SUPPORTED, denoise_tv
 
 __all__ = [
     "BetaSweep",
@@ -231,7 +231,7 @@ class BetaSweep:
         self,
         image: ArrayLike,
         *,
-        method: str = "chambolle",
+        method: str = DEFAULT_METHOD,
         fidelity: str = "l2",
         tv: str = "isotropic",
         spacing: float | Sequence[float] | None = None,

@@ -20,11 +20,13 @@ from napari_tv.fidelity import fidelity_prox, fidelity_value
 
 
 def _steps(spacing, ndim):
+    """The package's convention: spacing is relative (divided by its smallest entry)."""
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):
-        return (float(spacing),) * ndim
-    return tuple(float(s) for s in spacing)
+        return (1.0,) * ndim
+    steps = np.asarray(spacing, dtype=float)
+    return tuple(steps / steps.min())
 
 
 def forward_gradient(u, spacing=None, boundary="neumann"):

@@ -27,7 +27,8 @@ def diff_1d(f: np.ndarray, scheme: str, boundary: str, h: float = 1.0) -> np.nda
 
 def gradient_naive(f, scheme="forward", boundary="neumann", spacing=None) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
-    spacing = (1.0,) * f.ndim if spacing is None else spacing
+    spacing = np.ones(f.ndim) if spacing is None else np.broadcast_to(spacing, (f.ndim,))
+    spacing = spacing / np.min(spacing)  # relative, the package's convention
     out = np.zeros((f.ndim, *f.shape))
     for axis in range(f.ndim):
         moved = np.moveaxis(f, axis, -1)

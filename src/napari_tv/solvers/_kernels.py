@@ -72,6 +72,7 @@ from numba import prange
 
 from napari_tv import _config
 from napari_tv._config import inline
+from napari_tv._validation import relative_spacing
 
 #: the project's flags with ``error_model="numpy"`` (no division check, so loops vectorise)
 jit = partial(_config.jit, error_model="numpy")
@@ -134,9 +135,10 @@ def as_4d(p: np.ndarray) -> np.ndarray:
 
 
 def inv_steps(spacing, ndim: int) -> np.ndarray:
-    """float64 ``(3,)``: ``1/spacing`` on the real axes of the padded view, 0 on padded axes."""
+    """float64 ``(3,)``: ``1/spacing`` (relative: ``_validation.relative_spacing``) on the real
+    axes of the padded view, 0 on padded axes."""
     ih = np.zeros(3)
-    steps = (1.0,) * ndim if spacing is None else tuple(float(s) for s in spacing)
+    steps = (1.0,) * ndim if spacing is None else relative_spacing([float(s) for s in spacing])
     ih[3 - ndim :] = [1.0 / s for s in steps]
     return ih
 

@@ -3,6 +3,7 @@ r"""``denoise_tv``: the one entry point to every TV denoising method."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,9 +20,14 @@ from napari_tv.fidelity import FIDELITIES, check_fidelity_data
 from napari_tv.operators import BOUNDARIES, TV_KINDS, level_grid
 from napari_tv.solvers._result import TVResult
 
-__all__ = ["denoise_tv", "METHODS", "SUPPORTED", "DEFAULT_MAX_NUM_ITER"]
+__all__ = ["denoise_tv", "DEFAULT_METHOD", "METHODS", "SUPPORTED", "DEFAULT_MAX_NUM_ITER"]
 
-METHODS = ("chambolle", "primal_dual", "gradient_descent", "bregman", "exact")
+#: the default method everywhere (API, CLI, widgets): it reaches a 1e-4 gap in 60-2000
+#: iterations on the samples and on real images at any intensity scale (Chambolle needs
+#: 3000-20000; docs/benchmarks.md), supports every fidelity and compiles in seconds
+DEFAULT_METHOD = "primal_dual"
+#: the methods, the default first (the order of the CLI's help and the widgets' menus)
+METHODS = ("primal_dual", "chambolle", "bregman", "gradient_descent", "exact")
 
 #: what each method supports: fidelities and boundaries (both TV kinds everywhere; ``exact``
 #: minimises the graph TV chosen by ``connectivity``/``weights`` and ignores ``tv``)
@@ -33,10 +39,12 @@ SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
     "exact": {"fidelity": FIDELITIES, "boundary": ("neumann",)},
 }
 
-#: ``max_num_iter=None`` means this many iterations (None: the method's own default)
+#: ``max_num_iter=None`` means this many iterations (None: the method's own default); a cap
+#: that a run at the default ``tol`` should not reach (the iterations measured to a 1e-4 gap
+#: are in docs/benchmarks.md)
 DEFAULT_MAX_NUM_ITER: dict[str, int | None] = {
-    "chambolle": 2000,
-    "primal_dual": 1000,
+    "chambolle": 20000,
+    "primal_dual": 5000,
     "gradient_descent": None,
     "bregman": None,
     "exact": None,
@@ -87,6 +95,26 @@ def _check_channel_axis(channel_axis, ndim: int) -> int | None:
     return int(channel_axis) % ndim
 
 
+def _check_layout(raw: np.ndarray, channel_axis: int | None) -> None:
+    """Say what to do with a 4-D stack; warn when a last axis of 3 or 4 looks like colour."""
+    if channel_axis is not None:
+        return
+    if raw.ndim == 4:
+        raise ValueError(
+            f"image must have 1, 2 or 3 spatial dimensions, got 4 (shape {raw.shape}); for a "
+            "time series or channels pass channel_axis=<axis> (command line: --channel-axis "
+            "AXIS), and each entry along that axis is denoised on its own"
+        )
+    if raw.ndim == 3 and raw.shape[-1] in (3, 4):
+        warnings.warn(
+            f"image of shape {raw.shape} is treated as a 3-D volume of {raw.shape[-1]} planes "
+            "along its last axis; if that axis holds RGB(A) colour channels, pass "
+            "channel_axis=-1 (command line: --channel-axis -1)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _channel_inits(init, n_channels: int, channel_axis: int):
     """Per-channel warm starts from a multichannel ``init`` (array or TVResult)."""
     if init is None:
@@ -108,7 +136,7 @@ def denoise_tv(
     image,
     beta: float,
     *,
-    method: str = "chambolle",
+    method: str = DEFAULT_METHOD,
     fidelity: str = "l2",
     tv: str = "isotropic",
     spacing: float | Sequence[float] | None = None,
@@ -129,14 +157,19 @@ def denoise_tv(
     ----------
     image : array_like
         The data ``v``: 1-, 2- or 3-D (plus a channel axis if ``channel_axis`` is given).
-        Integers and bools become float64, float16 becomes float32; float32 stays float32.
+        bool, 8- and 16-bit integers and float16 become float32 (exact for them), wider
+        integers float64; float32 and float64 are kept.
         Dask arrays are computed; non-contiguous views are copied.  Never modified.
     beta : float
-        Regularisation weight ≥ 0 (for ``fidelity="l2"`` it equals the ``weight`` of
-        ``skimage.restoration.denoise_tv_chambolle``).
-    method : {"chambolle", "primal_dual", "gradient_descent", "bregman", "exact"}
-        ``"chambolle"``: Chambolle's dual projection (L2 only); ``"primal_dual"``:
-        Chambolle–Pock (every fidelity); ``"gradient_descent"``: descent on an ε-smoothed TV;
+        Regularisation weight ≥ 0, in the data's units for L2 (intensity per pixel of the
+        finest axis: multiply the data by 1000 and β by 1000 for the same result) and without
+        unit for L1 and Poisson.  For L2 on float data it is the ``weight`` of
+        ``skimage.restoration.denoise_tv_chambolle``; scikit-image first rescales integer
+        images to [0, 1], so its ``weight`` w on a uint8 image is β = 255 w here (on uint16,
+        65535 w).
+    method : {"primal_dual", "chambolle", "bregman", "gradient_descent", "exact"}
+        ``"primal_dual"`` (default): Chambolle–Pock (every fidelity); ``"chambolle"``:
+        Chambolle's dual projection (L2 only); ``"gradient_descent"``: descent on an ε-smoothed TV;
         ``"bregman"``: split Bregman (L2); ``"exact"``: the Darbon–Sigelle max-flow dichotomy
         for the graph TV on a grid of levels (exact up to the grid).
     fidelity : {"l2", "l1", "poisson"}
@@ -146,7 +179,9 @@ def denoise_tv(
         ``"exact"``, which minimises the graph TV of ``connectivity`` and ``weights``
         (``connectivity=1`` is the anisotropic TV).
     spacing : float or sequence of float, optional
-        Voxel size per spatial axis: differences along axis ``a`` are divided by ``spacing[a]``.
+        Voxel size per spatial axis, in any length unit: differences along axis ``a`` are
+        divided by ``spacing[a] / min(spacing)``.  Only the anisotropy counts, so ``beta``
+        means the same with a spacing in µm, nm or none (intensity units per finest pixel).
     boundary : {"neumann", "periodic"}
     max_num_iter : int, optional
         Iteration cap (None: ``DEFAULT_MAX_NUM_ITER[method]``).  Not used by ``"exact"``.
@@ -159,7 +194,9 @@ def denoise_tv(
     callback : callable, optional
         ``callback(info) -> bool`` called every few iterations with at least ``method, iter,
         max_iter, energy, gap, elapsed, fraction``; returning True stops cleanly
-        (``result.cancelled``).
+        (``result.cancelled``).  Kernels that must be compiled first (a new install or data
+        type: a few seconds) are announced by :func:`napari_tv._compile.compile_notice`,
+        not here.
     return_info : bool
         Also return the :class:`~napari_tv.solvers._result.TVResult`.
     channel_axis : int, optional
@@ -236,6 +273,7 @@ def denoise_tv(
 
     raw = np.asarray(image)
     channel_axis = _check_channel_axis(channel_axis, raw.ndim)
+    _check_layout(raw, channel_axis)
     spatial_ndims = (2, 3, 4) if channel_axis is not None else (1, 2, 3)
     arr = as_float_array(raw, "image", ndims=spatial_ndims)
     check_fidelity_data(arr, fidelity)
