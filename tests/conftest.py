@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# The suite runs the fused kernels, deterministically (compiled in the foreground when
+# ``napari-tv warmup`` has not cached them); tests/test_compile.py covers the quick kernels and
+# the automatic choice between the two.
+os.environ.setdefault("NAPARI_TV_KERNELS", "fast")
 
 SHAPES = {1: (7,), 2: (6, 5), 3: (4, 5, 3)}
 

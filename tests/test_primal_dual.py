@@ -163,3 +163,23 @@ def test_tol_zero_and_float32(rng, fid):
     v = counts(rng, (6, 7)).astype(np.float32)
     res = solve(v, 0.5, fidelity=fid, tol=0.0, max_num_iter=23)
     assert res.n_iter == 23 and res.u.dtype == np.float32 and res.gap >= 0
+
+
+@pytest.mark.parametrize(("fid", "beta"), [("l2", 0.3), ("l1", 0.4), ("poisson", 0.3)])
+def test_iterations_do_not_depend_on_the_intensity_scale(rng, fid, beta):
+    """Data x1, x100, x1000 (β scaled with it for L2, whose β carries the data's unit; L1's and
+    Poisson's β has none): the same iteration count and the same u up to the scale."""
+    v = counts(rng, (24, 20)) if fid == "poisson" else blocky(rng, (24, 20))
+    runs = []
+    for s in (1.0, 100.0, 1000.0):
+        b = beta * s if fid == "l2" else beta
+        u, info = denoise_tv(
+            v * s, b, method="primal_dual", fidelity=fid, tol=1e-5, max_num_iter=20000,
+            return_info=True,
+        )
+        assert info.converged, (s, info)
+        runs.append((u / s, info.n_iter))
+    iters = [n for _, n in runs]
+    assert max(iters) - min(iters) <= 10, iters
+    for u, _ in runs[1:]:
+        np.testing.assert_allclose(u, runs[0][0], atol=1e-3 * np.ptp(v))

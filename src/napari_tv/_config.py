@@ -25,7 +25,9 @@ os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from numba import njit  # noqa: E402
 
-#: flags for serial kernels
+from napari_tv._compile import attach_cache  # noqa: E402
+
+#: flags for serial kernels (``cache``: on disk, through ``_compile.RobustFunctionCache``)
 NJIT = {"cache": True, "nogil": True, "fastmath": False}
 #: flags for kernels with ``prange`` loops
 NJIT_PARALLEL = {**NJIT, "parallel": True}
@@ -49,9 +51,11 @@ def jit(fn=None, *, parallel: bool = False, error_model: str = "python", fastmat
     flags = {**(NJIT_PARALLEL if parallel else NJIT), "error_model": error_model}
     if fastmath:
         flags["fastmath"] = set(fastmath)
+    cache = flags.pop("cache")
 
     def wrap(f):
-        return njit(**flags)(f)
+        dispatcher = njit(**flags)(f)
+        return attach_cache(dispatcher) if cache else dispatcher
 
     return wrap(fn) if fn is not None else wrap
 

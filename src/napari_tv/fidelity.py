@@ -19,6 +19,8 @@ prox) and the exact solver (through the level costs ``f(λ_{k+1}, v) − f(λ_k,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._config import jit
@@ -31,6 +33,7 @@ __all__ = [
     "fidelity_pointwise",
     "fidelity_value",
     "fidelity_prox",
+    "fenchel_young",
     "prox_scalar",
     "value_scalar",
 ]
@@ -143,3 +146,23 @@ def value_scalar(u, v, code):
     if v > 0.0:
         return u - v * np.log(u)
     return u
+
+
+@jit
+def fenchel_young(u, v, z, code):
+    """Numba scalar ``f(u, v) + f*(z, v) - z u >= 0``, the Fenchel-Young gap of ``u`` and a dual
+    value ``z`` (``inf`` outside the conjugate's domain; the conjugates are in
+    ``solvers._gap``)."""
+    if code == 0:
+        d = u - v - z
+        return 0.5 * d * d
+    if code == 1:
+        return abs(u - v) - z * (u - v)
+    if v > 0.0:
+        if u <= 0.0 or z >= 1.0:
+            return np.inf
+        t = (1.0 - z) * u / v
+        return v * (t - 1.0 - math.log(t))
+    if u < 0.0 or z > 1.0:
+        return np.inf
+    return (1.0 - z) * u

@@ -278,7 +278,7 @@ def gradient(
     Parameters
     ----------
     f : array_like
-        The image, 1-D to 3-D.  Integers and bool become float64, float16 float32.
+        The image, 1-D to 3-D (dtypes as in :func:`napari_tv.denoise_tv`).
     scheme : {"forward", "backward", "central"}
         Forward ``(f_{i+1} − f_i)/h``, backward ``(f_i − f_{i−1})/h`` or central
         ``(f_{i+1} − f_{i−1})/(2h)`` differences.
@@ -287,7 +287,9 @@ def gradient(
         first sample; central: the missing neighbour is reflected, ``f_{−1} = f_0``).
         Periodic: indices wrap around.
     spacing : float or sequence of float, optional
-        The step ``h_l`` along each axis (default 1); each axis's differences are divided by it.
+        The voxel size along each axis (default 1), relative: each axis's differences are
+        divided by ``h_l = spacing[l] / min(spacing)``, so µm, nm or pixels give the same
+        result and only the anisotropy counts (a scalar spacing changes nothing).
 
     Returns
     -------
@@ -313,8 +315,14 @@ def gradient(
     >>> import numpy as np
     >>> gradient(np.array([0.0, 1.0, 3.0]))
     array([[1., 2., 0.]])
-    >>> gradient(np.array([0.0, 1.0, 3.0]), scheme="backward", spacing=2.0)
-    array([[0. , 0.5, 1. ]])
+    >>> gradient(np.array([0.0, 1.0, 3.0]), scheme="backward")
+    array([[0., 1., 2.]])
+    >>> gradient(np.array([[0.0, 1.0], [2.0, 4.0]]), spacing=(1.0, 0.5))  # µm: z step 2x
+    array([[[1. , 1.5],
+            [0. , 0. ]],
+    <BLANKLINE>
+           [[1. , 0. ],
+            [2. , 0. ]]])
     """
     f = as_float_array(f, "f")
     steps = _check_op_args(scheme, boundary, spacing, f.ndim)
@@ -618,7 +626,7 @@ def edge_weights(
     ndim, connectivity
         As in :func:`neighbour_offsets`.
     spacing : float or sequence of float, optional
-        Voxel size per axis (default 1).
+        Voxel size per axis (default 1), relative (divided by its smallest entry).
 
     Returns
     -------
@@ -877,3 +885,18 @@ def tv_energy(
     else:
         reg = graph_tv(u, connectivity=connectivity, weights=weights, spacing=spacing)
     return float(data + beta * reg) if beta > 0 else float(data)
+
+
+def warm(dtype) -> None:
+    """Run the operators' kernels (every scheme, boundary and TV kind; graph TV) on tiny
+    arrays of ``dtype`` (``napari_tv._compile``)."""
+    for shape in ((6, 5), (3, 4, 5)):
+        f = np.linspace(0.0, 1.0, int(np.prod(shape))).reshape(shape).astype(dtype)
+        for scheme in SCHEMES:
+            for boundary in BOUNDARIES:
+                for kind in TV_KINDS:
+                    kw = {"scheme": scheme, "boundary": boundary, "kind": kind}
+                    tv_gradient(f, eps=0.1, **kw)
+                    tv_norm(f, **kw)
+        for connectivity in range(1, len(shape) + 1):
+            graph_tv(f, connectivity=connectivity)

@@ -56,8 +56,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import prange
 
+from napari_tv._compile import ready
 from napari_tv._config import inline
-from napari_tv.fidelity import FIDELITY_CODE, fidelity_value, value_scalar
+from napari_tv.fidelity import FIDELITY_CODE, fenchel_young, fidelity_value, value_scalar
+from napari_tv.solvers import _quick
 from napari_tv.solvers._kernels import (
     as_3d,
     as_4d,
@@ -86,24 +88,6 @@ class Gap(NamedTuple):
     primal: float
     dual: float
     scale: float
-
-
-@jit
-def fenchel_young(u, v, z, code):
-    """``f(u, v) + f*(z, v) - z u >= 0`` for a feasible ``z`` (``inf`` outside the domain)."""
-    if code == 0:
-        d = u - v - z
-        return 0.5 * d * d
-    if code == 1:
-        return abs(u - v) - z * (u - v)
-    if v > 0.0:
-        if u <= 0.0 or z >= 1.0:
-            return np.inf
-        t = (1.0 - z) * u / v
-        return v * (t - 1.0 - math.log(t))
-    if u < 0.0 or z > 1.0:
-        return np.inf
-    return (1.0 - z) * u
 
 
 @inline
@@ -235,12 +219,15 @@ def fidelity_floor(v: np.ndarray, fidelity: str) -> float:
     return 0.0 if fidelity in ("l2", "l1") else fidelity_value(v, v, fidelity)
 
 
-def _dual_scale(v3, p4, a0, ih, periodic, beta, code) -> float:
+def _dual_scale(v3, p4, a0, ih, periodic, beta, code, quick) -> float:
     if code == 0 or beta == 0.0:
         return 1.0
-    lines = np.empty((v3.shape[0] * v3.shape[1], 2))
-    _max_slope(v3, p4, a0, ih, periodic, float(beta), code, lines)
-    z_pos, z_zero = (float(x) for x in lines.max(axis=0))
+    if quick:
+        z_pos, z_zero = _quick.max_slope(v3, p4, ih, periodic, float(beta), code)
+    else:
+        lines = np.empty((v3.shape[0] * v3.shape[1], 2))
+        _max_slope(v3, p4, a0, ih, periodic, float(beta), code, lines)
+        z_pos, z_zero = (float(x) for x in lines.max(axis=0))
     if code == 1:
         return 1.0 if z_pos <= 1.0 else 1.0 / z_pos
     c = 1.0 if z_pos < 1.0 else (1.0 - POISSON_MARGIN) / z_pos
@@ -259,11 +246,14 @@ def duality_gap(
     periodic: bool = False,
     project: bool = False,
     floor: float | None = None,
+    quick: bool | None = None,
 ) -> Gap:
     """Duality gap of ``(u, p)`` for ``Σ f(u, v) + beta TV(u)`` (see the module docstring).
 
     ``floor`` (optional) is ``fidelity_floor(v, fidelity)``, passed by solvers that evaluate
-    the gap repeatedly.
+    the gap repeatedly.  ``quick``: evaluate it with the quick serial kernels of ``_quick``
+    (True), the fused parallel ones (False), or the fused ones once they are compiled
+    (None: :func:`napari_tv._compile.ready`).
     """
     ndim = u.ndim
     a0 = 3 - ndim
@@ -272,18 +262,29 @@ def duality_gap(
     # which cost more than the gap itself), every term evaluated and summed in float64
     dt = np.result_type(u, v, p)
     dt = np.float32 if dt == np.float32 else np.float64
+    if quick is None:
+        quick = not ready("gap", dt)
     u = np.ascontiguousarray(u, dtype=dt)
     v = np.ascontiguousarray(v, dtype=dt)
     if project:
-        p = project_dual(np.array(p, dtype=dt, order="C"), 1.0, isotropic)
+        p = np.array(p, dtype=dt, order="C")
+        if quick:
+            _quick.project_ball(as_4d(p), 1.0, bool(isotropic))
+        else:
+            project_dual(p, 1.0, isotropic)
     else:
         p = np.ascontiguousarray(p, dtype=dt)
     u3, v3, p4 = as_3d(u), as_3d(v), as_4d(p)
     code = FIDELITY_CODE[fidelity]
-    c = _dual_scale(v3, p4, a0, ih, bool(periodic), beta, code)
-    terms = np.empty((u3.shape[0] * u3.shape[1], 4))
-    _gap_terms(u3, v3, p4, ih, bool(periodic), bool(isotropic), float(beta), c, code, terms)
-    fid, tv, fy, tg = terms.sum(axis=0)
+    c = _dual_scale(v3, p4, a0, ih, bool(periodic), beta, code, quick)
+    if quick:
+        fid, tv, fy, tg = _quick.gap_terms(
+            u3, v3, p4, ih, bool(periodic), bool(isotropic), float(beta), c, code
+        )
+    else:
+        terms = np.empty((u3.shape[0] * u3.shape[1], 4))
+        _gap_terms(u3, v3, p4, ih, bool(periodic), bool(isotropic), float(beta), c, code, terms)
+        fid, tv, fy, tg = terms.sum(axis=0)
     primal = float(fid + beta * tv)
     gap_abs = float(max(fy + beta * tg, 0.0))
     if floor is None:
@@ -291,6 +292,16 @@ def duality_gap(
     denom = max(primal - floor, 1e-300)
     rel = 0.0 if gap_abs == 0.0 else gap_abs / denom
     return Gap(float(rel), gap_abs, primal, primal - gap_abs, c)
+
+
+def warm(dtype) -> None:
+    """Run the fused gap kernels (every fidelity, both TV kinds, projected duals) on a tiny
+    problem of ``dtype``: the warm-up and the probe of ``napari_tv._compile``."""
+    u = np.linspace(0.5, 2.0, 60).reshape(3, 4, 5).astype(dtype)
+    p = np.linspace(-0.8, 0.8, 180).reshape(3, 3, 4, 5).astype(dtype)
+    for fidelity, iso in (("l2", True), ("l2", False), ("l1", False), ("poisson", True)):
+        duality_gap(u, u[::-1].copy(), p, 0.3, fidelity=fidelity, isotropic=iso, quick=False)
+    duality_gap(u, u, p, 0.3, project=True, quick=False)
 
 
 #: iterations between two gap evaluations at the start of a run (see ``check_interval``)

@@ -554,3 +554,13 @@ def _progress(it: int, max_iter: int, gap: float, gap0: float, tol: float) -> fl
     if tol > 0 and math.isfinite(gap0) and math.isfinite(gap) and gap0 > tol and gap > 0:
         frac = max(frac, math.log(gap0 / gap) / math.log(gap0 / tol))
     return float(min(max(frac, 0.0), 1.0))
+
+
+def warm(dtype) -> None:
+    """Run split Bregman (both TV kinds, boundaries and u-solvers) on tiny images of
+    ``dtype`` (``napari_tv._compile``)."""
+    v = np.linspace(0.0, 1.0, 60).reshape(3, 4, 5).astype(dtype)
+    runs = (("neumann", "gauss_seidel"), ("neumann", "exact"), ("periodic", "exact"))
+    for tv in ("isotropic", "anisotropic"):
+        for boundary, u_solver in runs:
+            solve_bregman(v, 0.1, tv=tv, boundary=boundary, u_solver=u_solver, max_num_iter=10)

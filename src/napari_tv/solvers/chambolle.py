@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_tv.operators import tv_energy
+from napari_tv._compile import ready
+from napari_tv.fidelity import fidelity_value
+from napari_tv.solvers import _quick
 from napari_tv.solvers._gap import Monitor, duality_gap
 from napari_tv.solvers._kernels import (
     CHAMBOLLE,
@@ -18,7 +20,7 @@ from napari_tv.solvers._kernels import (
 )
 from napari_tv.solvers._result import TVResult
 
-__all__ = ["solve_chambolle"]
+__all__ = ["solve_chambolle", "warm"]
 
 
 def _initial_dual(init, image: np.ndarray) -> np.ndarray | None:
@@ -81,7 +83,8 @@ def solve_chambolle(
     -------
     TVResult
         ``extra["p"]`` holds the dual field ``p`` (shape ``(ndim, *image.shape)``) with
-        ``u = v + beta div p``.
+        ``u = v + beta div p``; ``extra["kernels"]`` says which ran: ``"fused"``, or
+        ``"quick"`` while the fused ones compile in the background (``napari_tv._compile``).
 
     Notes
     -----
@@ -131,11 +134,15 @@ def solve_chambolle(
         gap = 0.0
         n_iter = 0
         monitor.converged = True
-        energy = tv_energy(u, image, beta, fidelity="l2", tv=tv, boundary=boundary, spacing=spacing)
+        energy = fidelity_value(u, image, "l2")  # 0: nothing to regularise
+        kernels = "none"
     else:
+        fast = ready("chambolle", image.dtype)
+        kernels = "fused" if fast else "quick"
         with threads_for(image.size):
             n_iter, gap, energy, p = _iterate(
-                image, beta, p, u, tv == "isotropic", spacing, periodic, max_num_iter, monitor
+                image, beta, p, u, tv == "isotropic", spacing, periodic, max_num_iter, monitor,
+                fast,
             )
     return TVResult(
         u=u,
@@ -147,27 +154,30 @@ def solve_chambolle(
         elapsed=monitor.elapsed(),
         method="chambolle",
         cancelled=monitor.cancelled,
-        extra={"p": p},
+        extra={"p": p, "kernels": kernels},
     )
 
 
-def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, monitor):
-    """Run the iterations from the dual ``p``; leave ``u = v + beta div p``; return ``(n, gap,
-    energy, p)``: the gap and the energy (the gap's primal, in float64) at the final ``u``,
-    and the final dual."""
+def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, monitor, fast):
+    """Run the iterations from the dual ``p`` on the fused kernels (``fast``) or the quick
+    ones; leave ``u = v + beta div p``; return ``(n, gap, energy, p)``: the gap and the
+    energy (the gap's primal, in float64) at the final ``u``, and the final dual."""
     ih = inv_steps(spacing, image.ndim)
     tau = 2.0 / float(4.0 * np.sum(ih**2))
     mode = CHAMBOLLE if isotropic else CLIP
     inv_beta = 1.0 / beta
-    sweep = FusedDualSweep(p, image, ih, periodic, tau, inv_beta, mode)
+    sweep_class = FusedDualSweep if fast else _quick.QuickSweep
+    sweep = sweep_class(p, image, ih, periodic, tau, inv_beta, mode)
     run, p = sweep.step, sweep.p  # the sweep iterates on its own copy of p
     v3, u3, p4 = as_3d(image), as_3d(u), as_4d(p)
+    divergence = rescaled_divergence if fast else _quick.rescaled_divergence
 
     def gap_at_u():
-        rescaled_divergence(p4, v3, u3, ih, periodic, inv_beta)  # u = beta w
+        divergence(p4, v3, u3, ih, periodic, inv_beta)  # u = beta w
         u[...] *= beta
         return duality_gap(
-            u, image, p, beta, isotropic=isotropic, spacing=spacing, periodic=periodic, floor=0.0
+            u, image, p, beta, isotropic=isotropic, spacing=spacing, periodic=periodic,
+            floor=0.0, quick=not fast,
         )
 
     n_iter, g = 0, None  # the last run always ends with a gap (``monitor.wants_gap``)
@@ -182,3 +192,13 @@ def _iterate(image, beta, p, u, isotropic, spacing, periodic, max_num_iter, moni
     if g is None:  # max_num_iter == 0
         g = gap_at_u()
     return n_iter, g.rel, g.primal, p
+
+
+def warm(dtype) -> None:
+    """Run Chambolle's fused kernels (both TV kinds and boundaries; 1-D, 2-D short and long
+    rows, 3-D) and its gap on tiny images of ``dtype`` (``napari_tv._compile``)."""
+    for shape in ((7,), (6, 5), (3, 400), (4, 3, 5)):
+        v = np.linspace(0.0, 1.0, int(np.prod(shape))).reshape(shape).astype(dtype)
+        for tv in ("isotropic", "anisotropic"):
+            for boundary in ("neumann", "periodic"):
+                solve_chambolle(v, 0.1, tv=tv, boundary=boundary, max_num_iter=10, tol=1e-12)

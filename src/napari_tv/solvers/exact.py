@@ -578,3 +578,13 @@ def solve_level(
     dic.set_interval(level, level + 1)  # every pixel cut at m = level, one group
     dic.round()
     return dic.interval()[1] == level
+
+
+def warm(dtype) -> None:
+    """Run the exact solver (every fidelity and connectivity, 2-D and 3-D) on tiny images of
+    ``dtype`` (``napari_tv._compile``)."""
+    for shape in ((6, 5), (3, 4, 5)):
+        v = np.linspace(0.0, 3.0, int(np.prod(shape))).reshape(shape).astype(dtype)
+        for fidelity in ("l2", "l1", "poisson"):
+            for connectivity in range(1, len(shape) + 1):
+                solve_exact(v, 0.5, fidelity=fidelity, connectivity=connectivity, levels=8)

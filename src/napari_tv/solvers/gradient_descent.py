@@ -635,3 +635,15 @@ def solve_gradient_descent(
         extra={"eps": eps, "p": it.q, "lipschitz": L, "stalled": stalled,
                "smoothed_gap": state["smoothed_gap"]},
     )
+
+
+def warm(dtype) -> None:
+    """Run gradient descent (every fidelity, both TV kinds and boundaries) on tiny images of
+    ``dtype`` (``napari_tv._compile``)."""
+    v = np.linspace(0.1, 1.0, 60).reshape(3, 4, 5).astype(dtype)
+    for fidelity in ("l2", "l1", "poisson"):
+        for tv in ("isotropic", "anisotropic"):
+            for boundary in ("neumann", "periodic"):
+                solve_gradient_descent(
+                    v, 0.1, fidelity=fidelity, tv=tv, boundary=boundary, max_num_iter=10
+                )
