@@ -7,6 +7,7 @@ Numba imports).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -319,11 +320,31 @@ def test_view_calls_the_widgets_launcher(capsys, monkeypatch, image_npy):
     fake = types.ModuleType("napari_tv._widgets._launch")
     fake.open_viewer = lambda path_or_array=None, **kw: calls.append((path_or_array, kw))
     monkeypatch.setitem(sys.modules, "napari_tv._widgets._launch", fake)
+    monkeypatch.setenv("DISPLAY", ":99")
     assert call(capsys, "view", image_npy)[0] == 0
-    assert call(capsys, "view", "--sample", "3d")[0] == 0
-    assert calls == [(str(image_npy), {"sample": "2d"}), (None, {"sample": "3d"})]
+    assert call(capsys, "view")[0] == 0
+    assert call(capsys, "view", "--sample", "2d")[0] == 0
+    assert calls == [
+        (str(image_npy), {"sample": "3d"}),
+        (None, {"sample": "3d"}),  # the README's promise: the volume
+        (None, {"sample": "2d"}),
+    ]
     rc, _, err = call(capsys, "view", "--sample", "4d")
     assert_clean_error(rc, err, None, "invalid choice")
+
+
+def test_view_without_a_display_says_so_in_one_line(tmp_path):
+    """No DISPLAY: exit 2 and one line naming xvfb-run, before Qt is touched."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("QT_QPA_PLATFORM", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_tv.cli", "view"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "display" in lines[0] and "xvfb-run" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------- console script, end to end

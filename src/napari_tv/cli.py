@@ -7,6 +7,7 @@
     napari-tv gradient noisy.tif grad.tif              # the TV (sub)gradient
     napari-tv levels noisy.tif levels.tif --levels 16  # the level-set stack 1[u <= λ]
     napari-tv view [noisy.tif]                         # napari with the plugin's widgets
+    napari-tv warmup                                   # compile the solvers ahead of use
 
 Images are read and written (by :mod:`napari_tv._io`) as TIFF (``.tif``, ``.tiff``; ImageJ
 and OME-TIFF voxel sizes are read, used as the default ``spacing`` and written back) or NumPy
@@ -23,6 +24,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -286,12 +288,65 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _check_display() -> None:
+    """napari needs a screen: on Linux an X or Wayland display (Qt would abort otherwise)."""
+    if not sys.platform.startswith("linux"):
+        return
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] not in ("", "xcb", "wayland"):
+        return  # the user chose another Qt platform (e.g. vnc, eglfs)
+    raise CLIError(
+        "view needs a display: no DISPLAY or WAYLAND_DISPLAY is set; run it on a desktop, or "
+        "under a virtual X server: xvfb-run -a napari-tv view"
+    )
+
+
+def _run_warmup(args) -> int:
+    from napari_tv import _compile
+
+    dtypes = _compile.DTYPES if args.dtype == "both" else (args.dtype,)
+    families = args.family or list(_compile.FAMILIES)
+    total = len(families) * len(dtypes)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        _note(
+            f"compiling {len(families)} kernel families for {' and '.join(dtypes)} into Numba's "
+            "cache (once per install or Numba upgrade; later runs start at once)"
+        )
+        bar = tqdm(total=total, desc="warmup", file=sys.stderr, leave=False, unit="family")
+
+    def progress(done: int, total: int, what: str) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+            bar.set_postfix_str(what, refresh=True)
+
+    t0 = time.perf_counter()
+    try:
+        results = _compile.warm_up(families, dtypes, jobs=args.jobs, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = [f"{f} ({d})" for f, d, rc in results if rc != 0]
+    if failed:
+        raise CLIError(f"compiling failed for {', '.join(failed)}")
+    if not args.quiet:
+        from napari_tv.solvers._gap import _gap_terms
+
+        print(f"compiled {total} kernel families in {time.perf_counter() - t0:.0f} s")
+        print(f"cache: {_gap_terms.stats.cache_path}")
+    return 0
+
+
 def _run_view(args) -> int:
     target = None
     if args.input is not None:
         img = read_image(args.input)  # a missing or unreadable IN fails before any window
         target = str(Path(args.input))
         del img
+    _check_display()
     try:
         from napari_tv._widgets._launch import open_viewer
     except ImportError as exc:
@@ -327,10 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("denoise", help="TV-denoise an image or volume")
     _add_common(p)
     p.add_argument("--beta", type=float, required=True, help="regularisation weight β >= 0")
+    from napari_tv.solvers.api import DEFAULT_METHOD, METHODS
+
     p.add_argument(
         "--method",
-        default="chambolle",
-        help="chambolle, primal_dual, bregman, gradient_descent or exact",
+        default=DEFAULT_METHOD,
+        help=f"{', '.join(METHODS[:-1])} or {METHODS[-1]} (default {DEFAULT_METHOD})",
     )
     p.add_argument("--fidelity", default="l2", help="l2, l1 or poisson")
     p.add_argument("--tv", default="isotropic", help="isotropic or anisotropic")
@@ -380,12 +437,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", nargs="?", help="image to open (default: sample data)")
     p.add_argument(
         "--sample",
-        choices=("2d", "3d"),
-        default="2d",
-        help="the sample to open without IN (default 2d)",
+        choices=("3d", "2d"),
+        default="3d",
+        help="the sample to open without IN (default: the 3d volume)",
     )
     p.set_defaults(run=_run_view)
+
+    from napari_tv import _compile
+
+    p = sub.add_parser(
+        "warmup", help="compile the solvers ahead of first use (once per install)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("both", "float32", "float64"),
+        default="both",
+        help="data types to compile for (default both; 8- and 16-bit images use float32)",
+    )
+    p.add_argument(
+        "--family",
+        action="append",
+        choices=tuple(_compile.FAMILIES),
+        help="only this family of kernels (repeatable; default: all)",
+    )
+    p.add_argument("--jobs", type=int, help="processes at once (default: the CPU count)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(run=_run_warmup)
     return parser
+
+
+def _run(args) -> int:
+    """Run a command; its warnings and compile notices as ``napari-tv: ...`` lines."""
+    from napari_tv._compile import compile_notice
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        _note(f"warning: {message}")
+
+    quiet = getattr(args, "quiet", False)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        with compile_notice(_note if not quiet else lambda _m: None):
+            return args.run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version
             return int(exc.code or 0)
-        return args.run(args)
+        return _run(args)
     except (CLIError, ImageFileError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -96,7 +96,7 @@ def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, err
         "TV denoise": "img TV",
         "TV gradient": "img TV gradient",
         "Level sets": None,
-        "β sweep": "img TV",
+        "β sweep": "img β-sweep",
     }[title]
     if expected is not None:
         assert expected in viewer.layers

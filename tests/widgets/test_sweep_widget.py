@@ -34,7 +34,7 @@ def test_twenty_quick_moves_give_the_last_beta(make_napari_viewer, qtbot, errors
     qtbot.waitUntil(lambda: w.idle, timeout=60_000)
     last = float(w.beta_slider.value())
     assert last == pytest.approx(betas[-1], rel=0.02)  # the slider's log grid
-    out = viewer.layers["img TV"]
+    out = viewer.layers["img β-sweep"]
     assert out.metadata["parameters"]["beta"] == last
     expected, info = denoise_tv(
         blobs_2d, last, method=method, spacing=(0.5, 0.5), tol=1e-4, return_info=True
@@ -46,7 +46,7 @@ def test_twenty_quick_moves_give_the_last_beta(make_napari_viewer, qtbot, errors
         assert out.metadata["energy"] == pytest.approx(info.energy, rel=1e-3)
     assert w.latest.n_delivered <= w.latest.n_run <= 20
     assert not errors["error"] and not errors["warning"]
-    assert [ly.name for ly in viewer.layers] == ["img", "img TV"]
+    assert [ly.name for ly in viewer.layers] == ["img", "img β-sweep"]
     np.testing.assert_array_equal(layer.data, original)
 
 
@@ -63,7 +63,7 @@ def test_3d_previews_the_slice_then_solves_the_volume_on_release(
     slider.setValue(slider.value() - 40)
     qtbot.waitUntil(lambda: w.idle, timeout=60_000)
     beta = w.beta_slider.value()
-    out = viewer.layers["img TV"]
+    out = viewer.layers["img β-sweep"]
     assert out.metadata["preview_plane"] == 3
     grid = level_grid(blobs_3d)  # the preview keeps the volume's grey levels
     np.testing.assert_array_equal(
@@ -73,7 +73,7 @@ def test_3d_previews_the_slice_then_solves_the_volume_on_release(
     assert np.all(out.data[0] == 0)
     slider.setSliderDown(False)  # release: the whole volume
     qtbot.waitUntil(lambda: w.idle and "preview_plane" not in out.metadata, timeout=60_000)
-    out = viewer.layers["img TV"]
+    out = viewer.layers["img β-sweep"]
     np.testing.assert_array_equal(
         out.data, denoise_tv(blobs_3d, beta, method="exact", spacing=spacing)
     )
@@ -118,7 +118,7 @@ def test_suggested_beta_and_l_curve(make_napari_viewer, qtbot, wait_done, blobs_
     w.use_suggested.click()
     assert w.beta_slider.value() == pytest.approx(w._suggested, rel=0.02)
     qtbot.waitUntil(lambda: w.idle, timeout=60_000)
-    assert viewer.layers["img TV"].metadata["parameters"]["beta"] == w.beta_slider.value()
+    assert viewer.layers["img β-sweep"].metadata["parameters"]["beta"] == w.beta_slider.value()
 
 
 def test_bad_layer_and_bad_fidelity(make_napari_viewer, errors, wait_done):
@@ -147,5 +147,5 @@ def test_cancelled_beta_stack_adds_nothing(make_napari_viewer, qtbot, wait_done,
     w.set_parameters(method="chambolle", tol=1e-3)
     w.request(0.1)
     qtbot.waitUntil(lambda: w.idle, timeout=60_000)
-    assert viewer.layers["img TV"].metadata["parameters"]["beta"] == 0.1
+    assert viewer.layers["img β-sweep"].metadata["parameters"]["beta"] == 0.1
     np.testing.assert_array_equal(layer.data, original)

@@ -27,6 +27,8 @@ from napari.utils import notifications
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
+from napari_tv._compile import compile_notice
+
 log = logging.getLogger(__name__)
 
 TIME_LABELS = ("t", "time", "frame", "frames", "timepoint")
@@ -392,7 +394,8 @@ class TaskRunner(QObject):
 
         def call():
             try:
-                return ("ok", func(*args, callback=callback, **kwargs))
+                with compile_notice(lambda message: self.progressed.emit(-1.0, message)):
+                    return ("ok", func(*args, callback=callback, **kwargs))
             except Cancelled:
                 return ("cancelled", None)
             except Exception as exc:  # becomes a notification in the GUI thread
@@ -423,7 +426,7 @@ class TaskRunner(QObject):
         self._busy(True)
         self._set_status(description or "running…")
         if self.bar is not None:
-            self.bar.setValue(0)
+            show_progress(self.bar, 0.0)
         worker.start()
         return worker
 
@@ -432,7 +435,7 @@ class TaskRunner(QObject):
             self.worker = None
         self._busy(self.running)
         if self.bar is not None and not self.running:
-            self.bar.setValue(self.bar.maximum() if not self._cancel.is_set() else 0)
+            show_progress(self.bar, 0.0 if self._cancel.is_set() else 1.0)
         self.done.emit()
 
     def _busy(self, busy: bool) -> None:
@@ -446,10 +449,20 @@ class TaskRunner(QObject):
             self.status.setText(text)
 
     def _on_progress(self, fraction: float, text: str) -> None:
+        """``fraction`` < 0: busy without a measure of progress (compiling kernels)."""
         if self.bar is not None:
-            self.bar.setValue(int(round(1000 * min(max(fraction, 0.0), 1.0))))
+            show_progress(self.bar, fraction)
         if text and self.running and not self._cancel.is_set():
             self._set_status(text)
+
+
+def show_progress(bar: QProgressBar, fraction: float) -> None:
+    """``fraction`` in [0, 1] on ``bar``; a negative one makes it a busy indicator."""
+    if fraction < 0:
+        bar.setRange(0, 0)
+        return
+    bar.setRange(0, 1000)
+    bar.setValue(int(round(1000 * min(fraction, 1.0))))
 
 
 def _describe(info: dict) -> str:

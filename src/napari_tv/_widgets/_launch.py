@@ -78,7 +78,7 @@ def open_viewer(
     path_or_array=None,
     *,
     show: bool = True,
-    sample: str = "2d",
+    sample: str = "3d",
     run: bool | None = None,
 ):
     """Open napari on an image (or the plugin's sample data) with the four widgets docked.
@@ -92,9 +92,9 @@ def open_viewer(
     show : bool
         Show the window.  ``show=False`` builds everything without showing (tests,
         screenshots).
-    sample : {"2d", "3d"}
-        Which sample to open when ``path_or_array`` is None: the 2D image, or the 3D volume
-        with its anisotropic voxel size (``SAMPLE_3D_SCALE``).
+    sample : {"3d", "2d"}
+        Which sample to open when ``path_or_array`` is None: the 3D volume with its
+        anisotropic voxel size (``SAMPLE_3D_SCALE``, the default), or the 2D image.
     run : bool, optional
         Enter the Qt event loop (``napari.run()``) before returning; default: ``show``.
 

@@ -16,6 +16,7 @@ The widget only wires :mod:`napari_tv.sweep` to Qt:
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_tv._compile import compile_notice
 from napari_tv.fidelity import FIDELITIES
 from napari_tv.solvers.api import METHODS, SUPPORTED
 
@@ -50,6 +52,7 @@ from ._common import (
     notify_error,
     notify_warning,
     show_output,
+    show_progress,
 )
 from ._controls import (
     LayerCombo,
@@ -59,16 +62,21 @@ from ._controls import (
     parse_spacing,
 )
 
-OUTPUT_SUFFIX = " TV"
+#: the β sweep's own output layer (never the "<input> TV" of the TV denoise widget)
+OUTPUT_SUFFIX = " β-sweep"
 STACK_SUFFIX = " β stack"
 
 
-def solve_request(sweep, beta: float, plane: int | None, tag: dict, callback=None) -> dict:
-    """One live request (LatestWins thread): the slice preview or the full solve."""
-    if plane is None:
-        result = sweep.solve(beta, callback=callback)
-    else:
-        result = sweep.preview_slice(beta, plane, axis=0, callback=callback)
+def solve_request(
+    sweep, beta: float, plane: int | None, tag: dict, callback=None, compiling=None
+) -> dict:
+    """One live request (LatestWins thread): the slice preview or the full solve;
+    ``compiling(message)`` is called if kernels must be compiled first."""
+    with compile_notice(compiling or (lambda _message: None)):
+        if plane is None:
+            result = sweep.solve(beta, callback=callback)
+        else:
+            result = sweep.preview_slice(beta, plane, axis=0, callback=callback)
     return {"result": result, "beta": beta, "plane": plane, **tag}
 
 
@@ -111,6 +119,7 @@ class SweepWidget(QWidget):
     result_ready = Signal(object)
     error_ready = Signal(object)
     progress_ready = Signal(float)
+    status_ready = Signal(str)
 
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -197,7 +206,7 @@ class SweepWidget(QWidget):
         )
         # live solves: latest wins, results cross to the GUI thread through queued signals
         self.latest = LatestWins(
-            solve_request,
+            partial(solve_request, compiling=self._compiling),
             self.result_ready.emit,
             self.error_ready.emit,
             progress=self._live_progress,
@@ -212,9 +221,8 @@ class SweepWidget(QWidget):
 
         self.result_ready.connect(self._on_result)
         self.error_ready.connect(self._on_error)
-        self.progress_ready.connect(
-            lambda f: self.progress.setValue(int(round(1000 * min(max(f, 0.0), 1.0))))
-        )
+        self.progress_ready.connect(lambda f: show_progress(self.progress, f))
+        self.status_ready.connect(self.status.setText)
         self.beta_slider.valueChanged.connect(self._on_beta_moved)
         self.beta_slider.valueCommitted.connect(self._on_beta_committed)
         self.apply_button.clicked.connect(lambda: self.request(full=True))
@@ -399,6 +407,10 @@ class SweepWidget(QWidget):
         self.status.setText(f"solving β = {beta:.4g} ({what})…")
         return self._seq
 
+    def _compiling(self, message: str) -> None:  # LatestWins thread
+        self.progress_ready.emit(-1.0)
+        self.status_ready.emit(message)
+
     def _live_progress(self, info: dict) -> None:  # LatestWins thread
         fraction = info.get("fraction")
         if fraction is not None:
@@ -473,17 +485,23 @@ class SweepWidget(QWidget):
                 out.data[index] = result.u  # our own output layer: write the slice in place
                 out.metadata = {**out.metadata, **meta}
                 out.refresh()
-                self._after_show(beta, plane)
+                self._after_show(beta, plane, result)
                 return
             data = np.zeros(target, dtype=result.u.dtype)
             data[index] = result.u
         show_output(self.viewer, name, data, like=layer, metadata=meta, colormap=layer.colormap)
-        self._after_show(beta, plane)
+        self._after_show(beta, plane, result)
 
-    def _after_show(self, beta: float, plane: int | None) -> None:
+    def _after_show(self, beta: float, plane: int | None, result) -> None:
         what = f"slice {plane} (preview)" if plane is not None else "whole image"
-        self.status.setText(f"β = {beta:.4g}: {what}")
-        self.progress.setValue(self.progress.maximum())
+        text = f"β = {beta:.4g}: {what}"
+        if not result.converged and result.method != "exact":
+            text += (
+                f" — not converged: gap {result.gap:.2g} > tolerance after {result.n_iter} "
+                "iterations (raise the tolerance, or solve it in TV denoise)"
+            )
+        self.status.setText(text)
+        show_progress(self.progress, 1.0)
 
     # -- β stack, L-curve, suggestion ----------------------------------------------------
     def _betas(self) -> np.ndarray:
