@@ -564,3 +564,49 @@ def test_script_sigint_stops_cleanly(tmp_path, rng):
     assert "napari-tv: interrupted; no output written" in stderr and "Traceback" not in stderr
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npy"]
+
+
+def test_8_bit_rgb_tiff_is_denoised_per_colour_in_float32(capsys, tmp_path, rng):
+    from napari_tv.solvers.api import denoise_tv
+
+    src, out = tmp_path / "photo.tif", tmp_path / "photo_tv.tif"
+    rgb = rng.integers(0, 256, size=(20, 24, 3)).astype(np.uint8)
+    tifffile.imwrite(src, rgb, photometric="rgb")
+    rc, stdout, err = call(capsys, "denoise", src, out, "--beta", "20")
+    assert rc == 0, err
+    got = tifffile.imread(out)
+    assert got.dtype == np.float32 and got.shape == rgb.shape
+    expected = denoise_tv(rgb, 20.0, channel_axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-4)
+    assert "converged" in stdout and "not converged" not in stdout
+
+
+def test_rgb_like_npy_warns_in_one_line_and_4d_names_the_channel_axis(capsys, tmp_path, rng):
+    src, out = tmp_path / "vol.npy", tmp_path / "vol_tv.npy"
+    np.save(src, rng.random((10, 12, 3)).astype(np.float32))
+    rc, _, err = call(capsys, "denoise", src, out, "--beta", "0.1", "-q")
+    assert rc == 0
+    assert "napari-tv: warning: image of shape (10, 12, 3) is treated as a 3-D volume" in err
+    assert "Traceback" not in err and "warnings.warn" not in err
+    stack = tmp_path / "tzyx.npy"
+    np.save(stack, rng.random((2, 3, 5, 6)).astype(np.float32))
+    rc, _, err = call(capsys, "denoise", stack, tmp_path / "o.npy", "--beta", "0.1")
+    assert_clean_error(rc, err, tmp_path / "o.npy", "--channel-axis")
+    rc, _, err = call(
+        capsys, "denoise", stack, tmp_path / "o.npy", "--beta", "0.1", "--channel-axis", "0"
+    )
+    assert rc == 0, err
+
+
+def test_a_cold_cache_says_it_is_preparing_the_solvers(tmp_path):
+    """A new install (empty Numba cache): one line while the kernels compile."""
+    sample, out = tmp_path / "s.npy", tmp_path / "o.npy"
+    np.save(sample, np.random.default_rng(0).random((30, 40)).astype(np.float32))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+               NAPARI_TV_KERNELS="auto", NAPARI_TV_BACKGROUND_COMPILE="0")
+    proc = subprocess.run(
+        [*COMMAND, "denoise", str(sample), str(out), "--beta", "0.1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("preparing the solvers for this data type (first use only") == 1

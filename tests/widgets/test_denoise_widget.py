@@ -169,3 +169,20 @@ def test_library_errors_become_notifications(make_napari_viewer, wait_done, erro
     wait_done(w.runner)
     assert len(errors["error"]) == 1 and "TV denoise" in errors["error"][0]
     assert "img TV" not in viewer.layers
+
+
+@pytest.mark.parametrize("sample", ["2d", "3d"])
+def test_defaults_converge_on_the_samples(make_napari_viewer, wait_done, errors, sample):
+    """Run with nothing changed: the widget's method, β, iterations and tolerance."""
+    from napari_tv import SAMPLE_3D_SCALE, microscopy_2d, microscopy_3d
+
+    data, scale = (
+        (microscopy_3d()[0], SAMPLE_3D_SCALE) if sample == "3d" else (microscopy_2d()[0], None)
+    )
+    viewer, layer, w = _widget(make_napari_viewer, data, **({"scale": scale} if scale else {}))
+    w.run()
+    wait_done(w.runner, timeout=120_000)
+    meta = viewer.layers["img TV"].metadata
+    assert meta["method"] == "primal_dual" and meta["converged"], meta
+    assert "not converged" not in meta["certificate"]
+    assert not errors["error"]

@@ -55,6 +55,10 @@ def test_level_slider_stack_perimeters_and_coarea(make_napari_viewer, wait_done,
     coarea = coarea_tv(steps_u8, connectivity=2, spacing=(0.5, 0.5))
     assert coarea == pytest.approx(graph_tv(steps_u8, connectivity=2, spacing=(0.5, 0.5)))
     assert f"{coarea:.6g}" in w.coarea_label.text()
+    # λ starts at the data's median: about half the pixels are in the level set
+    start = viewer.layers["img u^λ"]
+    assert start.metadata["lambda"] == lambdas[np.argmin(np.abs(lambdas - np.median(steps_u8)))]
+    assert 0.3 < start.data.mean() < 0.7
     for k in (0, 3, 6):
         w.set_level_index(k)
         out = viewer.layers["img u^λ"]
@@ -145,6 +149,18 @@ def test_cancel_mid_dichotomy_keeps_layers_and_viewer(
     assert viewer.layers["img dichotomy"].metadata["parameters"]["beta"] == 0.3
     viewer.dims.set_current_step(0, 3)
     assert not errors["error"] and not errors["warning"]
+
+
+def test_lambda_starts_at_the_median_of_a_dark_volume(make_napari_viewer, wait_done):
+    """A dark volume with a few bright voxels: the middle of the grid would hold ~all voxels."""
+    rng = np.random.default_rng(2)
+    vol = rng.normal(10.0, 1.0, (6, 20, 20))
+    vol[2, 5:8, 5:8] = 200.0
+    viewer, layer, w = _widget(make_napari_viewer, vol)
+    w.run()
+    wait_done(w.runner)
+    mask = viewer.layers["img u^λ"].data
+    assert 0.3 < mask.mean() < 0.7  # the middle of the grid (λ ≈ 100) would hold 99 %
 
 
 def test_3d_float_and_bad_layers(make_napari_viewer, wait_done, errors, blobs_3d):

@@ -149,3 +149,25 @@ def test_cancelled_beta_stack_adds_nothing(make_napari_viewer, qtbot, wait_done,
     qtbot.waitUntil(lambda: w.idle, timeout=60_000)
     assert viewer.layers["img β-sweep"].metadata["parameters"]["beta"] == 0.1
     np.testing.assert_array_equal(layer.data, original)
+
+
+def test_whole_volume_with_the_defaults_converges_and_says_so(
+    make_napari_viewer, qtbot, errors
+):
+    """The 3-D sample, the widget's defaults (primal-dual, tolerance 1e-3, its β): the
+    whole-volume solve converges; an unconverged one is said in the status line."""
+    from napari_tv import SAMPLE_3D_SCALE, microscopy_3d
+    from napari_tv.solvers import TVResult
+
+    vol = microscopy_3d()[0]
+    viewer, layer, w = _widget(make_napari_viewer, vol, scale=SAMPLE_3D_SCALE)
+    w.request(full=True)
+    qtbot.waitUntil(lambda: w.idle, timeout=120_000)
+    out = viewer.layers["img β-sweep"]
+    assert out.metadata["converged"] and "not converged" not in w.status.text()
+    assert "img TV" not in viewer.layers  # never the TV denoise widget's layer
+    stuck = TVResult(u=vol, energy=1.0, n_iter=5000, converged=False, gap=3e-3,
+                     method="primal_dual")
+    w._after_show(2.0, None, stuck)
+    assert "not converged: gap 0.003 > tolerance after 5000 iterations" in w.status.text()
+    assert not errors["error"]

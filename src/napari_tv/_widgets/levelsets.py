@@ -81,6 +81,15 @@ def level_summary(image: np.ndarray, params: dict[str, Any], callback=None) -> d
     return out
 
 
+def median_level(lambdas: np.ndarray, image: np.ndarray) -> int:
+    """The index of the level nearest the image's median: the level set there holds about half
+    the voxels (the middle of the grid may hold nearly all of them, e.g. a dark volume with a
+    few bright spots)."""
+    if not len(lambdas):
+        return 0
+    return int(np.argmin(np.abs(np.asarray(lambdas) - float(np.median(image)))))
+
+
 def run_dichotomy(image: np.ndarray, params: dict[str, Any], callback=None) -> dict[str, Any]:
     """``levelsets.dichotomy_partition`` (worker thread).
 
@@ -278,7 +287,7 @@ class LevelSetsWidget(QWidget):
         )
         self.lambda_slider.blockSignals(True)
         self.lambda_slider.setRange(0, max(n - 1, 0))
-        self.lambda_slider.setValue(n // 2)
+        self.lambda_slider.setValue(median_level(out["lambdas"], image))
         self.lambda_slider.blockSignals(False)
         self.lambda_slider.setEnabled(n > 0)
         self.stack_button.setEnabled(n > 0)
