@@ -188,33 +188,33 @@ def family_table() -> None:
 GUI = """
 import json, time
 t0 = time.perf_counter()
-from qtpy.QtWidgets import QApplication
+from qtpy.QtCore import QEventLoop, QTimer
 from napari_tv._widgets._launch import open_viewer, docked
 viewer = open_viewer(show=True, run=False)        # the 3-D sample, widgets docked
-app = QApplication.instance()
 widgets = docked(viewer)
 t_open = time.perf_counter() - t0
 
-def wait(cond, timeout=600):
-    end = time.perf_counter() + timeout
-    while not cond():
-        app.processEvents()
-        time.sleep(0.005)
-        if time.perf_counter() > end:
-            raise TimeoutError
+
+def until(signal, timeout_ms=600_000):
+    # run the Qt event loop, as napari does, until ``signal`` fires
+    loop = QEventLoop()
+    signal.connect(loop.quit)
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    signal.disconnect(loop.quit)
+
+
 times = {"open": t_open}
 for title in ("TV denoise", "TV gradient", "Level sets"):
     w = widgets[title]
     t = time.perf_counter()
     w.run()
-    wait(lambda: not w.runner.running)
-    app.processEvents()
+    until(w.runner.done)
     times[title] = time.perf_counter() - t
 sweep = widgets["β sweep"]
 t = time.perf_counter()
 sweep.request()
-wait(lambda: sweep.idle)
-app.processEvents()
+until(sweep.result_ready)
 times["β sweep (live, current slice)"] = time.perf_counter() - t
 from napari_tv import _compile
 for job in list(_compile._jobs.values()):

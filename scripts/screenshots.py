@@ -79,10 +79,10 @@ def main() -> int:
     levels = widgets["Level sets"]
     sweep = widgets["β sweep"]
 
-    # 1. TV denoise: Chambolle, L2, the β the discrepancy principle would pick
+    # 1. TV denoise: the default method (primal-dual), L2, the β the discrepancy principle picks
     front(denoise)
     denoise.layer_combo.set_layer(viewer.layers[noisy])
-    denoise.set_parameters(method="chambolle", fidelity="l2", beta=2.5, tol=1e-3)
+    denoise.set_parameters(fidelity="l2", beta=2.5)
     denoise.run()
     wait_until(lambda: not denoise.runner.running)
     out = f"{noisy} TV"
@@ -135,7 +135,7 @@ def main() -> int:
     wait_until(lambda: not sweep.runner.running)
     sweep.use_suggested.click()
     wait_until(lambda: sweep.idle)
-    only(viewer, out)
+    only(viewer, f"{noisy} β-sweep")
     viewer.reset_view()
     shot(viewer, "sweep")
 
@@ -154,7 +154,7 @@ def overview() -> None:
     noisy = "microscopy 3D (noisy)"
     front(denoise)
     denoise.layer_combo.set_layer(viewer.layers[noisy])
-    denoise.set_parameters(method="chambolle", fidelity="l2", beta=1.0, tol=1e-3)
+    denoise.set_parameters(fidelity="l2", beta=2.0)  # the default method, tolerance 1e-4
     denoise.run()
     wait_until(lambda: not denoise.runner.running)
     grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid

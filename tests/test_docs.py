@@ -29,6 +29,7 @@ MODULES = [
     "napari_tv.solvers.gradient_descent",
     "napari_tv.solvers.exact",
     "napari_tv.solvers.maxflow",
+    "napari_tv._compile",
 ]
 
 

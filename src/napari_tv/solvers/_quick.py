@@ -92,38 +92,45 @@ def _div_line(p, ih, periodic, i0, i1, out):
 
 
 @jit
+def _update(q0, q1, q2, g0, g1, g2, tau, mode):
+    """The dual update of one voxel from ``q = p + tau g`` and ``g``."""
+    if mode == CLIP:
+        return min(1.0, max(-1.0, q0)), min(1.0, max(-1.0, q1)), min(1.0, max(-1.0, q2))
+    if mode == CHAMBOLLE:
+        s = 1.0 / (1.0 + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
+    else:
+        s = 1.0 / max(1.0, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
+    return q0 * s, q1 * s, q2 * s
+
+
+@jit
 def dual_step(p, w, ih, periodic, tau, mode):
     """In place, with ``g = D w``: CHAMBOLLE ``p <- (p + tau g) / (1 + tau |g|)``; CLIP
-    ``p <- clip(p + tau g, -1, 1)``; PROJECT ``p <- (p + tau g) / max(1, |p + tau g|)``."""
+    ``p <- clip(p + tau g, -1, 1)``; PROJECT ``p <- (p + tau g) / max(1, |p + tau g|)``.
+    Component ``k`` is on axis ``3 - K + k``; a padded axis has ``g = 0`` (``ih`` is 0)."""
     K, n0, n1, n2 = p.shape
+    k0, k1, k2 = 0, max(K - 2, 0), K - 1  # a missing component repeats one (written last)
     h0, h1, h2 = ih[0], ih[1], ih[2]
+    last = _next(n2 - 1, n2, periodic)
     for i0 in range(n0):
         j0 = _next(i0, n0, periodic)
         for i1 in range(n1):
             j1 = _next(i1, n1, periodic)
             for i2 in range(n2):
+                j2 = i2 + 1 if i2 + 1 < n2 else last
                 c = w[i0, i1, i2]
                 g0 = h0 * (w[j0, i1, i2] - c)
                 g1 = h1 * (w[i0, j1, i2] - c)
-                g2 = h2 * (w[i0, i1, _next(i2, n2, periodic)] - c)
-                q2 = p[K - 1, i0, i1, i2] + tau * g2
-                q1 = p[K - 2, i0, i1, i2] + tau * g1 if K >= 2 else 0.0
-                q0 = p[0, i0, i1, i2] + tau * g0 if K == 3 else 0.0
-                if mode == CLIP:
-                    q0 = min(1.0, max(-1.0, q0))
-                    q1 = min(1.0, max(-1.0, q1))
-                    q2 = min(1.0, max(-1.0, q2))
-                else:
-                    if mode == CHAMBOLLE:
-                        s = 1.0 / (1.0 + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
-                    else:
-                        s = 1.0 / max(1.0, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
-                    q0, q1, q2 = q0 * s, q1 * s, q2 * s
-                p[K - 1, i0, i1, i2] = q2
-                if K >= 2:
-                    p[K - 2, i0, i1, i2] = q1
-                if K == 3:
-                    p[0, i0, i1, i2] = q0
+                g2 = h2 * (w[i0, i1, j2] - c)
+                q0, q1, q2 = _update(
+                    p[k0, i0, i1, i2] + tau * g0 if K == 3 else 0.0,
+                    p[k1, i0, i1, i2] + tau * g1 if K >= 2 else 0.0,
+                    p[k2, i0, i1, i2] + tau * g2,
+                    g0, g1, g2, tau, mode,
+                )
+                p[k0, i0, i1, i2] = q0
+                p[k1, i0, i1, i2] = q1
+                p[k2, i0, i1, i2] = q2
 
 
 @jit
