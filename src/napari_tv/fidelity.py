@@ -33,6 +33,7 @@ __all__ = [
     "fidelity_pointwise",
     "fidelity_value",
     "fidelity_prox",
+    "dual_domain_update",
     "fenchel_young",
     "prox_scalar",
     "value_scalar",
@@ -166,3 +167,16 @@ def fenchel_young(u, v, z, code):
     if u < 0.0 or z > 1.0:
         return np.inf
     return (1.0 - z) * u
+
+
+@jit
+def dual_domain_update(m_pos, m_zero, z, v, code):
+    """Fold a dual value ``z`` at a sample ``v`` into the running maxima that decide whether
+    ``z`` lies in the domain of the conjugate ``f*``: ``(max |z|, m_zero)`` for L1 (``|z| <= 1``
+    needed), ``(max z over v > 0, max z over v == 0)`` for Poisson (``z < 1``, resp. ``<= 1``);
+    L2 has no bound."""
+    if code == 1:
+        return max(m_pos, abs(z)), m_zero
+    if v > 0.0:
+        return max(m_pos, z), m_zero
+    return m_pos, max(m_zero, z)

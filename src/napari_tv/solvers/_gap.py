@@ -58,7 +58,13 @@ from numba import prange
 
 from napari_tv._compile import ready
 from napari_tv._config import inline
-from napari_tv.fidelity import FIDELITY_CODE, fenchel_young, fidelity_value, value_scalar
+from napari_tv.fidelity import (
+    FIDELITY_CODE,
+    dual_domain_update,
+    fenchel_young,
+    fidelity_value,
+    value_scalar,
+)
 from napari_tv.solvers import _quick
 from napari_tv.solvers._kernels import (
     as_3d,
@@ -204,12 +210,7 @@ def _max_slope(v, p, a0, ih, periodic, beta, code, out):
         m_zero = -np.inf
         for i2 in range(n2):
             z = beta * div_at(p, a0, ih, periodic, i0, i1, i2)
-            if code == 1:
-                m_pos = max(m_pos, abs(z))
-            elif v[i0, i1, i2] > 0.0:
-                m_pos = max(m_pos, z)
-            else:
-                m_zero = max(m_zero, z)
+            m_pos, m_zero = dual_domain_update(m_pos, m_zero, z, v[i0, i1, i2], code)
         out[line, 0] = m_pos
         out[line, 1] = m_zero
 
@@ -266,12 +267,8 @@ def duality_gap(
         quick = not ready("gap", dt)
     u = np.ascontiguousarray(u, dtype=dt)
     v = np.ascontiguousarray(v, dtype=dt)
-    if project:
-        p = np.array(p, dtype=dt, order="C")
-        if quick:
-            _quick.project_ball(as_4d(p), 1.0, bool(isotropic))
-        else:
-            project_dual(p, 1.0, isotropic)
+    if project:  # a small kernel, the same in both tiers
+        p = project_dual(np.array(p, dtype=dt, order="C"), 1.0, isotropic)
     else:
         p = np.ascontiguousarray(p, dtype=dt)
     u3, v3, p4 = as_3d(u), as_3d(v), as_4d(p)

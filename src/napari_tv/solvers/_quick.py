@@ -19,7 +19,6 @@ serial: a first result on one core while the other compiles the fused kernels.
 ``rescaled_divergence(p4, v3, w3, ih, periodic, s)``  ``w3 <- div p4 + s v3``
 ``chambolle_steps(p4, v3, w3, ih, periodic, tau, inv_beta, mode, n)``  n Chambolle iterations
 ``prox_extrapolate(w, u, ubar, v, tb, tau, theta, code)``  primal-dual's primal step (flat)
-``project_ball(p4, radius, isotropic)``            as ``_kernels.project_ball_into``
 ``max_slope(v3, p4, ih, periodic, beta, code) -> (m_pos, m_zero)``  as ``_gap._max_slope``
 ``gap_terms(u3, v3, p4, ih, periodic, iso, beta, c, code) -> (fid, tv, fy, tg)``  as
                                                    ``_gap._gap_terms``, summed
@@ -33,8 +32,8 @@ from functools import partial
 import numpy as np
 
 from napari_tv import _config
-from napari_tv.fidelity import fenchel_young, prox_scalar, value_scalar
-from napari_tv.solvers._kernels import CHAMBOLLE, CLIP, as_3d, as_4d
+from napari_tv.fidelity import dual_domain_update, fenchel_young, prox_scalar, value_scalar
+from napari_tv.solvers._kernels import CHAMBOLLE, CLIP, as_3d, as_4d, fwd_index
 
 __all__ = [
     "QuickSweep",
@@ -42,20 +41,11 @@ __all__ = [
     "dual_step",
     "gap_terms",
     "max_slope",
-    "project_ball",
     "prox_extrapolate",
     "rescaled_divergence",
 ]
 
 jit = partial(_config.jit, error_model="numpy")
-
-
-@jit
-def _next(i, n, periodic):
-    """Forward neighbour (``i`` itself at a Neumann end: the difference vanishes)."""
-    if i + 1 < n:
-        return i + 1
-    return 0 if periodic else i
 
 
 @jit
@@ -111,11 +101,11 @@ def dual_step(p, w, ih, periodic, tau, mode):
     K, n0, n1, n2 = p.shape
     k0, k1, k2 = 0, max(K - 2, 0), K - 1  # a missing component repeats one (written last)
     h0, h1, h2 = ih[0], ih[1], ih[2]
-    last = _next(n2 - 1, n2, periodic)
+    last = fwd_index(n2 - 1, n2, periodic)
     for i0 in range(n0):
-        j0 = _next(i0, n0, periodic)
+        j0 = fwd_index(i0, n0, periodic)
         for i1 in range(n1):
-            j1 = _next(i1, n1, periodic)
+            j1 = fwd_index(i1, n1, periodic)
             for i2 in range(n2):
                 j2 = i2 + 1 if i2 + 1 < n2 else last
                 c = w[i0, i1, i2]
@@ -163,26 +153,6 @@ def prox_extrapolate(w, u, ubar, v, tb, tau, theta, code):
 
 
 @jit
-def project_ball(p, radius, isotropic):
-    """In place: every ``p_s`` onto the ball of ``radius`` (l2 if isotropic, else l-inf)."""
-    K, n0, n1, n2 = p.shape
-    for i0 in range(n0):
-        for i1 in range(n1):
-            for i2 in range(n2):
-                if isotropic:
-                    s = 0.0
-                    for k in range(K):
-                        s += p[k, i0, i1, i2] ** 2
-                    s = math.sqrt(s)
-                    if s > radius:
-                        for k in range(K):
-                            p[k, i0, i1, i2] *= radius / s
-                else:
-                    for k in range(K):
-                        p[k, i0, i1, i2] = min(radius, max(-radius, p[k, i0, i1, i2]))
-
-
-@jit
 def max_slope(v, p, ih, periodic, beta, code):
     """Of ``z = beta div p``: ``(max |z|, -inf)`` (L1) or ``(max z over v > 0, max z over
     v == 0)`` (Poisson)."""
@@ -195,12 +165,7 @@ def max_slope(v, p, ih, periodic, beta, code):
             _div_line(p, ih, periodic, i0, i1, line)
             for i2 in range(n2):
                 z = beta * line[i2]
-                if code == 1:
-                    m_pos = max(m_pos, abs(z))
-                elif v[i0, i1, i2] > 0.0:
-                    m_pos = max(m_pos, z)
-                else:
-                    m_zero = max(m_zero, z)
+                m_pos, m_zero = dual_domain_update(m_pos, m_zero, z, v[i0, i1, i2], code)
     return m_pos, m_zero
 
 
@@ -216,16 +181,16 @@ def gap_terms(u, v, p, ih, periodic, iso, beta, c, code):
     tg = 0.0
     line = np.empty(n2)
     for i0 in range(n0):
-        j0 = _next(i0, n0, periodic)
+        j0 = fwd_index(i0, n0, periodic)
         for i1 in range(n1):
-            j1 = _next(i1, n1, periodic)
+            j1 = fwd_index(i1, n1, periodic)
             _div_line(p, ih, periodic, i0, i1, line)
             for i2 in range(n2):
                 uc = np.float64(u[i0, i1, i2])
                 vs = np.float64(v[i0, i1, i2])
                 g0 = h0 * (u[j0, i1, i2] - uc)
                 g1 = h1 * (u[i0, j1, i2] - uc)
-                g2 = h2 * (u[i0, i1, _next(i2, n2, periodic)] - uc)
+                g2 = h2 * (u[i0, i1, fwd_index(i2, n2, periodic)] - uc)
                 if iso:
                     nrm = math.sqrt(g0 * g0 + g1 * g1 + g2 * g2)
                 else:
