@@ -19,6 +19,10 @@ import platform
 import sys
 import time
 
+# these tables measure the fused kernels: compiled in the foreground if not cached, never the
+# quick ones that serve while they compile (``napari_tv._compile``)
+os.environ.setdefault("NAPARI_TV_KERNELS", "fast")
+
 SECTIONS = ["operators", "iterative", "exact", "sweep"]
 
 

@@ -122,7 +122,7 @@ def chambolle_vs_skimage(cases=(((512, 512), 200), ((128, 128, 128), 100)), repe
         weight = 0.1
 
         def ours(v=v, weight=weight, n=n):
-            return denoise_tv(v, weight, tol=0.0, max_num_iter=n)
+            return denoise_tv(v, weight, method="chambolle", tol=0.0, max_num_iter=n)
 
         def sk(v=v, weight=weight, n=n):
             return denoise_tv_chambolle(v, weight=weight, eps=0.0, max_num_iter=n)
@@ -195,10 +195,15 @@ def memory_traffic(cases=(((512, 512), 200), ((128, 128, 128), 100)), repeat=3):
         k = len(shape)
         # one pass per SWEEP_LEVELS iterations reads and writes p (k values) and reads v
         bytes_per_iter = (2 * k + 1) * v.size * v.itemsize / SWEEP_LEVELS
-        denoise_tv(v, 0.1, tol=0.0, max_num_iter=2)
-        t = _median_time(lambda v=v, n=n: denoise_tv(v, 0.1, tol=0.0, max_num_iter=n), repeat)
+        denoise_tv(v, 0.1, method="chambolle", tol=0.0, max_num_iter=2)
+        t = _median_time(
+            lambda v=v, n=n: denoise_tv(v, 0.1, method="chambolle", tol=0.0, max_num_iter=n),
+            repeat,
+        )
         # subtract the fixed costs (allocation, final energy) measured with 0 iterations
-        t0 = _median_time(lambda v=v: denoise_tv(v, 0.1, tol=0.0, max_num_iter=0), repeat)
+        t0 = _median_time(
+            lambda v=v: denoise_tv(v, 0.1, method="chambolle", tol=0.0, max_num_iter=0), repeat
+        )
         per_iter = max(t - t0, 1e-12) / n
         bw = bytes_per_iter / per_iter / 1e9
         print(
