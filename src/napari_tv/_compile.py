@@ -391,9 +391,9 @@ def warm_up(
     """Compile every kernel family for every dtype into the on-disk cache, ahead of use.
 
     Runs :func:`main` with each ``FAMILY:DTYPE`` in up to ``jobs`` processes at once
-    (default: the number of CPUs); ``progress(done, total, what)`` is called as each starts
-    and ends.  Returns ``(family, dtype, exit status)`` per compilation.  Families already in
-    the cache only load (a second run takes seconds).
+    (default: the number of CPUs); ``progress(done, total, what)`` is called as each ends.
+    Returns ``(family, dtype, exit status)`` per compilation.  Families already in the cache
+    only load (a second run takes seconds).
     """
     specs = _specs(families, dtypes)
     jobs = max(1, int(jobs or os.cpu_count() or 1))
@@ -412,7 +412,6 @@ def warm_up(
             running[(family, dtype)] = subprocess.Popen(  # noqa: S603
                 cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
             )
-            report(f"{family} ({dtype})")
         for key, proc in list(running.items()):
             if proc.poll() is not None:
                 del running[key]

@@ -308,22 +308,26 @@ def _run_warmup(args) -> int:
     dtypes = _compile.DTYPES if args.dtype == "both" else (args.dtype,)
     families = args.family or list(_compile.FAMILIES)
     total = len(families) * len(dtypes)
+    t0 = time.perf_counter()
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
         _note(
-            f"compiling {len(families)} kernel families for {' and '.join(dtypes)} into Numba's "
+            f"compiling {len(families)} kernel famil{'y' if len(families) == 1 else 'ies'} for "
+            f"{' and '.join(dtypes)} into Numba's "
             "cache (once per install or Numba upgrade; later runs start at once)"
         )
-        bar = tqdm(total=total, desc="warmup", file=sys.stderr, leave=False, unit="family")
+        if sys.stderr.isatty():
+            bar = tqdm(total=total, desc="warmup", file=sys.stderr, leave=False, unit="family")
 
     def progress(done: int, total: int, what: str) -> None:
         if bar is not None:
             bar.update(done - bar.n)
             bar.set_postfix_str(what, refresh=True)
+        elif not args.quiet:  # a log, not a terminal: a line per family
+            _note(f"compiled {what} ({done}/{total}, {time.perf_counter() - t0:.0f} s)")
 
-    t0 = time.perf_counter()
     try:
         results = _compile.warm_up(families, dtypes, jobs=args.jobs, progress=progress)
     finally:
@@ -335,7 +339,8 @@ def _run_warmup(args) -> int:
     if not args.quiet:
         from napari_tv.solvers._gap import _gap_terms
 
-        print(f"compiled {total} kernel families in {time.perf_counter() - t0:.0f} s")
+        what = "family" if total == 1 else "families"
+        print(f"compiled {total} kernel {what} in {time.perf_counter() - t0:.0f} s")
         print(f"cache: {_gap_terms.stats.cache_path}")
     return 0
 
