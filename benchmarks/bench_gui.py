@@ -47,37 +47,98 @@ def _fmt(xs):
 
 
 class Clock:
-    """Timestamps of the canvas's draws and of the widget's layer updates."""
+    """Timestamps of the canvas's draws and of the widget's layer updates (the calls of
+    ``show_output`` in the widget's module, which every output layer goes through)."""
 
-    def __init__(self, viewer, widget=None, show_name="_show"):
+    def __init__(self, viewer, module, owner=None, name="show_output"):
         self.draws: list[float] = []
+        self.hooks: list = []  # called after each draw and each update (``_wait``)
         canvas = viewer.window._qt_viewer.canvas._scene_canvas
-        canvas.events.draw.connect(lambda _e: self.draws.append(time.perf_counter()))
+
+        def drawn(_event):
+            self.draws.append(time.perf_counter())
+            for hook in tuple(self.hooks):
+                hook()
+
+        canvas.events.draw.connect(drawn)
         self.updates: list[tuple[float, float]] = []
-        if widget is not None:
-            original = getattr(widget, show_name)
+        owner = module if owner is None else owner
+        self._owner, self._name = owner, name
+        self._original = original = getattr(owner, name)
 
-            def timed(*args, **kwargs):
-                t0 = time.perf_counter()
-                try:
-                    return original(*args, **kwargs)
-                finally:
-                    self.updates.append((t0, time.perf_counter()))
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.updates.append((t0, time.perf_counter()))
+                for hook in tuple(self.hooks):
+                    hook()
 
-            setattr(widget, show_name, timed)
+        setattr(owner, name, timed)
+        _CLOCKS.append(self)
+
+    def close(self):
+        setattr(self._owner, self._name, self._original)
+        _CLOCKS.remove(self)
 
     def draw_after(self, t: float) -> float | None:
         later = [d for d in self.draws if d > t]
         return later[0] if later else None
 
+    def shown(self, update) -> float | None:
+        """When ``update`` (start, end) reached the screen: the end of the first draw that
+        began after it started (napari draws asynchronously, after the update; a draw during
+        it would be a repaint of the old picture, which never happened here)."""
+        d = self.draw_after(update[0])
+        return None if d is None else max(d, update[1])
+
+
+_CLOCKS: list = []  # the clock of the running scenario: its draws and updates wake ``_wait``
+
 
 def _wait(app, predicate, timeout=30.0):
+    """Run Qt's event loop (the GUI thread idle in it, as in napari) until ``predicate()``,
+    checked after every draw and layer update, and every 20 ms (not a busy poll: waking the
+    GUI thread every millisecond slowed the solver thread 1.5-3x)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    if predicate():
+        return
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.setInterval(20)
     end = time.perf_counter() + timeout
-    while not predicate():
-        app.processEvents()
-        time.sleep(0.001)
-        if time.perf_counter() > end:
-            raise TimeoutError("no result in time")
+    state = {"timeout": False}
+
+    def check():
+        if predicate():
+            loop.quit()
+        elif time.perf_counter() > end:
+            state["timeout"] = True
+            loop.quit()
+
+    timer.timeout.connect(check)
+    timer.start()
+    for clock in _CLOCKS:
+        clock.hooks.append(check)
+    try:
+        loop.exec()
+    finally:
+        timer.stop()
+        for clock in _CLOCKS:
+            clock.hooks.remove(check)
+    if state["timeout"]:
+        raise TimeoutError("no result in time")
+
+
+def _pause(app, seconds):
+    """Let the event loop run for ``seconds`` (a user's pause between slider events)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(round(seconds * 1000)), loop.quit)
+    loop.exec()
 
 
 def _images():
@@ -99,6 +160,7 @@ def _images():
 def sweep_scenario(name, image, scale, moves, app):
     import napari
 
+    from napari_tv._widgets import sweep as module
     from napari_tv._widgets.sweep import SweepWidget
 
     viewer = napari.Viewer(show=True)
@@ -107,45 +169,44 @@ def sweep_scenario(name, image, scale, moves, app):
     viewer.window.add_dock_widget(widget, area="right")
     if image.ndim == 3:
         viewer.dims.set_current_step(0, image.shape[0] // 2)
-    clock = Clock(viewer, widget)
+    clock = Clock(viewer, module, SweepWidget, "_show")  # both its in-place paths
     slider = widget.beta_slider.slider
     span = float(image.max()) - float(image.min())
     widget.beta_slider.setValue(0.05 * span, emit=False)
     slider.setSliderDown(True)
     widget.request(full=False)  # the first solve of a session (not counted)
     _wait(app, lambda: widget.idle and clock.updates)
-    _wait(app, lambda: clock.draw_after(clock.updates[-1][1]) is not None)
-    out_ids, solve, update, total = set(), [], [], []
+    _wait(app, lambda: clock.shown(clock.updates[-1]) is not None)
+    out_ids, solve, update, total, iters = set(), [], [], [], []
     for _ in range(moves):
         n = len(clock.updates)
         t0 = time.perf_counter()
         slider.setValue(slider.value() + 1)
         _wait(app, lambda n=n: len(clock.updates) > n and widget.idle)
         t_update = clock.updates[-1]
-        _wait(app, lambda t=t_update[1]: clock.draw_after(t) is not None)
-        total.append(clock.draw_after(t_update[1]) - t0)
+        _wait(app, lambda u=t_update: clock.shown(u) is not None)
+        total.append(clock.shown(t_update) - t0)
         update.append(t_update[1] - t_update[0])
         out = viewer.layers["img β-sweep"]
         solve.append(float(out.metadata["elapsed"]))
+        iters.append(int(out.metadata["n_iter"]))
         out_ids.add(id(out))
     # a fast drag: 20 moves 30 ms apart, not waiting
     n = len(clock.updates)
-    for _ in range(20):
+    for i in range(20):
         slider.setValue(slider.value() + 1)
-        end = time.perf_counter() + 0.03
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.001)
-    t_last = time.perf_counter()
+        t_last = time.perf_counter()
+        if i < 19:
+            _pause(app, 0.03)
     last_beta = widget.beta_slider.value()
     _wait(app, lambda: widget.idle and len(clock.updates) > n)
-    _wait(app, lambda: clock.draw_after(clock.updates[-1][1]) is not None)
+    _wait(app, lambda: clock.shown(clock.updates[-1]) is not None)
     out = viewer.layers["img β-sweep"]
     shown = len(clock.updates) - n
     drag = {
         "shown": shown,
         "last": abs(out.metadata["parameters"]["beta"] - last_beta) < 1e-12 * last_beta,
-        "to_draw": clock.draw_after(clock.updates[-1][1]) - t_last,
+        "to_draw": max(clock.shown(clock.updates[-1]) - t_last, 0.0),
     }
     release = None
     if image.ndim == 3:  # release: the whole volume
@@ -155,24 +216,28 @@ def sweep_scenario(name, image, scale, moves, app):
         _wait(app, lambda: widget.idle and len(clock.updates) > n
               and "preview_plane" not in viewer.layers["img β-sweep"].metadata, timeout=60)
         meta = viewer.layers["img β-sweep"].metadata
-        release = (clock.draw_after(clock.updates[-1][1]) or clock.updates[-1][1]) - t0
+        _wait(app, lambda: clock.shown(clock.updates[-1]) is not None)
+        release = clock.shown(clock.updates[-1]) - t0
         release = (release, meta["gap"], meta["converged"], meta["n_iter"])
+    clock.close()
     viewer.close()
     del layer
     return {"solve": solve, "update": update, "total": total, "layers": len(out_ids),
+            "iters": statistics.median(iters),
             "drag": drag, "release": release}
 
 
 def level_scenario(image, scale, moves, app):
     import napari
 
+    from napari_tv._widgets import levelsets as module
     from napari_tv._widgets.levelsets import LevelSetsWidget
 
     viewer = napari.Viewer(show=True)
     viewer.add_image(image, name="img", **({"scale": scale} if scale else {}))
     widget = LevelSetsWidget(viewer)
     viewer.window.add_dock_widget(widget, area="right")
-    clock = Clock(viewer, widget, "_show_level")
+    clock = Clock(viewer, module)
     widget.run()
     _wait(app, lambda: not widget.runner.running and clock.updates, timeout=120)
     out_ids, total, update = set(), [], []
@@ -183,10 +248,11 @@ def level_scenario(image, scale, moves, app):
         widget.lambda_slider.setValue(k + (i % 10) - 5)
         _wait(app, lambda n=n: len(clock.updates) > n)
         t_update = clock.updates[-1]
-        _wait(app, lambda t=t_update[1]: clock.draw_after(t) is not None)
-        total.append(clock.draw_after(t_update[1]) - t0)
+        _wait(app, lambda u=t_update: clock.shown(u) is not None)
+        total.append(clock.shown(t_update) - t0)
         update.append(t_update[1] - t_update[0])
         out_ids.add(id(viewer.layers["img u^λ"]))
+    clock.close()
     viewer.close()
     return {"update": update, "total": total, "layers": len(out_ids)}
 
@@ -194,13 +260,14 @@ def level_scenario(image, scale, moves, app):
 def gradient_scenario(image, scale, moves, app):
     import napari
 
+    from napari_tv._widgets import gradient as module
     from napari_tv._widgets.gradient import GradientWidget
 
     viewer = napari.Viewer(show=True)
     viewer.add_image(image, name="img", **({"scale": scale} if scale else {}))
     widget = GradientWidget(viewer)
     viewer.window.add_dock_widget(widget, area="right")
-    clock = Clock(viewer, widget)
+    clock = Clock(viewer, module)
     widget.run()
     _wait(app, lambda: not widget.runner.running and clock.updates, timeout=120)
     out_ids, total, update = set(), [], []
@@ -208,15 +275,14 @@ def gradient_scenario(image, scale, moves, app):
     for i in range(moves):
         n = len(clock.updates)
         t0 = time.perf_counter()
-        widget.set_parameters(scheme=schemes[i % 3])
-        if not widget.runner.running and len(clock.updates) == n:  # not live: press Compute
-            widget.run()
+        widget.set_parameters(scheme=schemes[i % 3])  # live: recomputes by itself
         _wait(app, lambda n=n: len(clock.updates) > n and not widget.runner.running)
         t_update = clock.updates[-1]
-        _wait(app, lambda t=t_update[1]: clock.draw_after(t) is not None)
-        total.append(clock.draw_after(t_update[1]) - t0)
+        _wait(app, lambda u=t_update: clock.shown(u) is not None)
+        total.append(clock.shown(t_update) - t0)
         update.append(t_update[1] - t_update[0])
         out_ids.add(id(viewer.layers["img TV gradient"]))
+    clock.close()
     viewer.close()
     return {"update": update, "total": total, "layers": len(out_ids)}
 
@@ -232,9 +298,9 @@ def main(argv=None) -> None:
     app = QApplication.instance() or QApplication([])
     print(f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("## β sweep: slider move → layer updated → drawn (ms, median / p90)\n")
-    print("| scenario | solve | update | to draw | output layers | fast drag: shown, last β, "
-          "to draw | release: whole volume |")
-    print("|---|---:|---:|---:|---:|---|---|")
+    print("| scenario | solve | iterations | update | to draw | output layers | fast drag: "
+          "shown, last β, to draw | release: whole volume |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
     images = _images()
     for name, image, scale in images:
         if args.skip_3d and image.ndim == 3:
@@ -246,7 +312,8 @@ def main(argv=None) -> None:
             t, gap, conv, n_iter = r["release"]
             rel = f"{t * 1e3:.0f} ms, gap {gap:.2g} ({'converged' if conv else 'NOT converged'}"
             rel += f", {n_iter} it)"
-        print(f"| {name} | {_fmt(r['solve'])} | {_fmt(r['update'])} | {_fmt(r['total'])} "
+        print(f"| {name} | {_fmt(r['solve'])} | {r['iters']:.0f} | {_fmt(r['update'])} "
+              f"| {_fmt(r['total'])} "
               f"| {r['layers']} | {d['shown']} of 20, {'yes' if d['last'] else 'NO'}, "
               f"{d['to_draw'] * 1e3:.0f} ms | {rel} |", flush=True)
     vol = [im for im in images if im[1].ndim == 3][0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from functools import partial
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from napari_tv.fidelity import fidelity_value
 from napari_tv.operators import graph_tv, tv_energy, tv_norm
+from napari_tv.solvers import TVResult
 from napari_tv.solvers.api import denoise_tv
 from napari_tv.sweep import (
     BetaSweep,
@@ -311,6 +313,36 @@ def test_latest_wins_stops_the_running_solve_and_drops_its_result(image):
     assert returned[0].cancelled and returned[0].n_iter < 1_000_000
     assert [r.extra["beta"] for r in delivered] == [betas[-1]]
     assert runner.n_dropped == 19
+
+
+def test_latest_wins_shows_intermediate_results_of_a_fast_burst():
+    """``show_every``: requests 30 ms apart, each taking 40 ms: some superseded ones finish
+    and are delivered on the way, in order, and the last request is delivered last."""
+
+    def fn(x, callback):
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.04:
+            time.sleep(0.002)
+            if callback({"elapsed": time.perf_counter() - start}):
+                return TVResult(u=np.zeros(1), energy=0.0, n_iter=1, converged=False,
+                                gap=1.0, cancelled=True, extra={"x": x})
+        return TVResult(u=np.zeros(1), energy=0.0, n_iter=1, converged=True, gap=0.0,
+                        extra={"x": x})
+
+    for show_every, expect_intermediate in ((0.1, True), (None, False)):
+        delivered = []
+
+        def deliver(r, delivered=delivered):
+            delivered.append(r.extra["x"])
+
+        with LatestWins(fn, deliver, show_every=show_every) as lw:
+            for x in range(20):
+                lw.submit(x)
+                time.sleep(0.03)
+            assert lw.wait(10.0)
+        assert delivered[-1] == 19 and delivered == sorted(delivered)
+        assert (len(delivered) >= 3) is expect_intermediate, delivered
+        assert lw.n_delivered + lw.n_dropped == 20
 
 
 def test_latest_wins_refines_a_budgeted_preview_until_converged(image):

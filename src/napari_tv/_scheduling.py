@@ -10,6 +10,7 @@ a ``callback(info) -> bool`` that stops it when True can be scheduled. Both are 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -107,13 +108,20 @@ class LatestWins:
         newer is pending, run the same request again, up to ``refine`` times; with
         :class:`BetaSweep` each run continues from the previous partial iterate, so the user
         sees a preview within the budget, then better ones until the solve converges.
+    show_every : float, optional
+        Intermediate results during a burst (seconds): when nothing has been delivered for
+        ``show_every`` seconds, a superseded request that has been running for less than that
+        is let finish and its result delivered (a fast slider drag then shows results on its
+        way); the newest request still runs after it and is delivered last.  ``None``
+        (default): superseded requests are stopped at once and never delivered.
 
     Notes
     -----
     ``submit`` stores the request and wakes the worker; a request not yet started is replaced
     by a newer one, a running one is asked to stop through the solver's callback. Hence at
     most two solves overlap a burst of slider moves: the one running when it began and the
-    last. Results of superseded requests (cancelled or not) are never delivered.
+    last. Results of superseded requests are not delivered, except the intermediate ones of
+    ``show_every``; a cancelled (partial) superseded result never is.
 
     Examples
     --------
@@ -135,11 +143,14 @@ class LatestWins:
         progress: Callable[[dict], Any] | None = None,
         pass_callback: bool = True,
         refine: int = 0,
+        show_every: float | None = None,
         name: str = "napari-tv-latest-wins",
     ) -> None:
         self._fn, self._on_result, self._on_error = fn, on_result, on_error
         self._progress, self._pass_callback = progress, pass_callback
         self._refine = check_int("refine", refine, minimum=0)
+        self._show_every = None if show_every is None else float(show_every)
+        self._last_delivery = time.perf_counter()
         self.generation = Generation()
         self._cond = threading.Condition()
         self._pending: tuple[int, tuple, dict] | None = None
@@ -198,19 +209,26 @@ class LatestWins:
         """Run and deliver one request; True when a partial result was delivered."""
         call_kw = kwargs
         if self._pass_callback:
-            stop = self.generation.stop_callback(token, self._progress)
+            stale = self.generation.stop_callback(token, self._progress)
+
+            def stop(info: dict) -> bool:
+                return stale(info) and not self._let_finish(info)
+
             call_kw = {**kwargs, "callback": stop}
         try:
             result, error = self._fn(*args, **call_kw), None
         except Exception as exc:  # delivered to on_error, never lost silently
             result, error = None, exc
         with self._cond:
-            if self.generation.is_stale(token):
+            if self.generation.is_stale(token) and not (
+                error is None and not _is_partial(result) and self._show_due()
+            ):
                 self.n_dropped += 1
                 return False
             try:
                 if error is None:
                     self.n_delivered += 1
+                    self._last_delivery = time.perf_counter()
                     self._on_result(result)
                 elif self._on_error is not None:
                     self._on_error(error)
@@ -219,6 +237,19 @@ class LatestWins:
             except Exception as exc:  # a failing handler must not kill the worker
                 self.last_error = exc
             return error is None and _is_partial(result)
+
+    def _show_due(self) -> bool:
+        """An intermediate result is due (``show_every``; never after close)."""
+        return (
+            self._show_every is not None
+            and not self._closed
+            and time.perf_counter() - self._last_delivery >= self._show_every
+        )
+
+    def _let_finish(self, info: dict) -> bool:
+        """A superseded solve goes on when an intermediate result is due and it started less
+        than ``show_every`` ago (a longer one would hold up the newest request)."""
+        return self._show_due() and float(info.get("elapsed", 0.0)) < self._show_every
 
     def is_alive(self) -> bool:
         """Whether the worker thread is running (False after :meth:`close`)."""

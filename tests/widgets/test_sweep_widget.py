@@ -171,3 +171,25 @@ def test_whole_volume_with_the_defaults_converges_and_says_so(
     w._after_show(2.0, None, stuck)
     assert "not converged: gap 0.003 > tolerance after 5000 iterations" in w.status.text()
     assert not errors["error"]
+
+
+def test_output_layer_is_the_same_object_through_ten_moves(make_napari_viewer, qtbot, blobs_3d):
+    """Updated in place: one layer object, its data replaced or written into, its contrast
+    limits kept while they fit (2-D whole image, then 3-D slice previews and the volume)."""
+    for data, kw in ((blobs_3d[2], {}), (blobs_3d, {"scale": (2.0, 0.5, 0.5)})):
+        viewer, layer, w = _widget(make_napari_viewer, data, **kw)
+        slider = w.beta_slider.slider
+        slider.setSliderDown(True)
+        w.request(full=False)
+        qtbot.waitUntil(lambda w=w: w.idle, timeout=60_000)
+        out = viewer.layers["img β-sweep"]
+        out.contrast_limits = (0.1, 0.9)  # the user's choice
+        for _ in range(10):
+            slider.setValue(slider.value() + 2)
+            qtbot.waitUntil(lambda w=w: w.idle, timeout=60_000)
+            assert viewer.layers["img β-sweep"] is out
+        slider.setSliderDown(False)  # release: the whole image or volume
+        qtbot.waitUntil(lambda w=w: w.idle, timeout=60_000)
+        assert viewer.layers["img β-sweep"] is out and len(viewer.layers) == 2
+        assert tuple(out.contrast_limits) == (0.1, 0.9)
+        assert out.metadata["parameters"]["beta"] == pytest.approx(w.beta_slider.value())

@@ -185,6 +185,11 @@ def show_output(
     The layer takes ``scale``/``translate`` (default: those of ``like``) so it overlays its
     input.  Extra keyword arguments (colormap, contrast_limits, opacity, ...) are set on the
     layer.  The layer that is active before the call stays active.
+
+    An existing layer is updated, never removed and added again (unless the user changed its
+    type or dimensionality), and only what changed is set: every property napari is given
+    refreshes the layer and its canvas, even with its current value (setting the same scale
+    and translate cost 20 ms per update of a 512² image, twice the data itself).
     """
     ndim = np.ndim(data) if layer_type != "vectors" else np.shape(data)[-1]
     if scale is None:
@@ -208,23 +213,50 @@ def show_output(
         adder = getattr(viewer, f"add_{layer_type}")
         layer = adder(data, name=name, scale=scale, translate=translate, **kwargs)
     else:
-        layer.scale = scale
-        layer.translate = translate
-        layer.data = data
+        set_if_changed(layer, "scale", scale)
+        set_if_changed(layer, "translate", translate)
         for key, value in kwargs.items():
-            setattr(layer, key, value)
-        if layer_type == "image" and "contrast_limits" not in kwargs:
+            if key != "contrast_limits":
+                set_if_changed(layer, key, value)
+        layer.data = data
+        if "contrast_limits" in kwargs:
+            set_if_changed(layer, "contrast_limits", kwargs["contrast_limits"])
+        elif layer_type == "image":
             keep_or_reset_contrast(layer)
     if axis_labels is not None:
         try:
-            layer.axis_labels = axis_labels
+            set_if_changed(layer, "axis_labels", tuple(axis_labels))
         except (ValueError, TypeError):  # pragma: no cover - napari version differences
             pass
     if metadata is not None:
         layer.metadata = dict(metadata)
-    if active is not None and active in viewer.layers:
+    selection = viewer.layers.selection
+    if active is not None and active in viewer.layers and selection.active is not active:
         viewer.layers.selection.active = active
     return layer
+
+
+def set_if_changed(layer, name: str, value) -> None:
+    """``setattr(layer, name, value)`` unless the layer has that value already (compared as
+    numbers, or by name for colormaps, or by equality)."""
+    current = getattr(layer, name)
+    if _same(current, value):
+        return
+    setattr(layer, name, value)
+
+
+def _same(current, value) -> bool:
+    if hasattr(current, "name") and (isinstance(value, str) or hasattr(value, "name")):
+        return current.name == getattr(value, "name", value)  # a colormap
+    try:
+        a = np.asarray(current, dtype=float)
+        b = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        try:
+            return bool(current == value)
+        except Exception:  # noqa: BLE001 - incomparable: set it
+            return False
+    return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def robust_limits(data) -> tuple[float, float] | None:

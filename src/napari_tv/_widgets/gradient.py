@@ -1,7 +1,8 @@
 """The "TV gradient" dock widget: ∇_f TV(f), |∇f| and the gradient direction field.
 
 All three come from :mod:`napari_tv.operators` (``tv_gradient`` and ``gradient``), with the
-scheme, boundary, ε and TV kind chosen here.  Switching to central differences on a
+scheme, boundary, ε and TV kind chosen here; once computed, changing any of them recomputes
+live (the layers are updated in place).  Switching to central differences on a
 checkerboard shows why they fail for TV: every central difference of ``(-1)^(i+j)`` is 0.
 """
 
@@ -161,7 +162,14 @@ class GradientWidget(QWidget):
             parent=self,
         )
         self._last: tuple[ImageInfo, dict] | None = None
+        self._again = False  # a control changed while a computation ran: run once more
         self.compute_button.clicked.connect(self.run)
+        # live: once the layers are shown, a change of scheme, boundary, kind or ε recomputes
+        self.scheme_combo.currentTextChanged.connect(self._live)
+        self.boundary_combo.currentTextChanged.connect(self._live)
+        self.kind_combo.currentTextChanged.connect(self._live)
+        self.eps_spin.valueChanged.connect(self._live)
+        self.runner.done.connect(self._after_run)
         self.step_spin.valueChanged.connect(lambda _v: self._update_vectors())
         self.layer_combo.layer_changed.connect(self._on_layer)
         self.time_check.toggled.connect(self._refresh_spacing)
@@ -224,6 +232,21 @@ class GradientWidget(QWidget):
             "spacing": parse_spacing(self.spacing_edit.text() or "1", info.spatial_ndim),
             "eps": float(self.eps_spin.value()),
         }
+
+    def _live(self, *_args) -> None:
+        """Recompute with the changed control, if the outputs are on screen (no new layers:
+        the three are updated in place)."""
+        if self._last is None or f"{self._last[0].name} TV gradient" not in self.viewer.layers:
+            return
+        if self.runner.running:
+            self._again = True
+        else:
+            self.run()
+
+    def _after_run(self) -> None:
+        if self._again and not self.runner.running:
+            self._again = False
+            self.run()
 
     def run(self):
         """Compute for the chosen layer (current time point of a series); returns the worker."""

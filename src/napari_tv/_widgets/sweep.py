@@ -64,6 +64,12 @@ from ._controls import (
 
 #: the β sweep's own output layer (never the "<input> TV" of the TV denoise widget)
 OUTPUT_SUFFIX = " β-sweep"
+#: during a fast drag, a result on the way at least this often (seconds; ``LatestWins``)
+SHOW_EVERY = 0.1
+#: a live solve reports progress (bar, status) only after running this long (seconds): any
+#: repaint of the window during a solve holds the GIL the solver thread needs (napari's
+#: canvas is composited on every repaint; under a software OpenGL it cost the solve 1.5x)
+QUIET_FOR = 0.25
 STACK_SUFFIX = " β stack"
 
 
@@ -205,11 +211,13 @@ class SweepWidget(QWidget):
             parent=self,
         )
         # live solves: latest wins, results cross to the GUI thread through queued signals
+        # live solves: latest wins, with a result on the way of a fast drag every 0.1 s
         self.latest = LatestWins(
             partial(solve_request, compiling=self._compiling),
             self.result_ready.emit,
             self.error_ready.emit,
             progress=self._live_progress,
+            show_every=SHOW_EVERY,
         )
         latest = self.latest
         self.destroyed.connect(lambda *_: latest.close(timeout=0))
@@ -217,6 +225,7 @@ class SweepWidget(QWidget):
         self._sweep_key: tuple | None = None
         self._seq = 0  # last live request submitted
         self._shown = 0  # last live request shown (or failed, or cancelled)
+        self._displayed = 0  # the request whose result the output layer holds
         self._suggested: float | None = None
 
         self.result_ready.connect(self._on_result)
@@ -352,9 +361,10 @@ class SweepWidget(QWidget):
         return self._shown >= self._seq and self.latest.wait(0)
 
     def _on_beta_moved(self, beta: float) -> None:
-        self.plot.set_marker("beta", beta, "#ffffff")
-        if self.live_check.isChecked():
+        if self.live_check.isChecked():  # the plot's marker follows the results shown
             self.request(beta, full=False)
+        else:
+            self.plot.set_marker("beta", beta, "#ffffff")
 
     def _on_beta_committed(self, beta: float) -> None:
         if not self.live_check.isChecked():
@@ -402,9 +412,11 @@ class SweepWidget(QWidget):
         self._seq += 1
         tag = {"seq": self._seq, "info": info, "t": t, "key": self._sweep_key, "kw": kw}
         self.latest.submit(sweep, beta, plane, tag)
-        self.cancel_button.setEnabled(True)
-        what = f"slice {plane}" if plane is not None else "whole image"
-        self.status.setText(f"solving β = {beta:.4g} ({what})…")
+        if not self.cancel_button.isEnabled():
+            self.cancel_button.setEnabled(True)
+        if full:  # a live move changes nothing else on screen until its result (QUIET_FOR)
+            what = f"slice {plane}" if plane is not None else "whole image"
+            self.status.setText(f"solving β = {beta:.4g} ({what})…")
         return self._seq
 
     def _compiling(self, message: str) -> None:  # LatestWins thread
@@ -413,13 +425,14 @@ class SweepWidget(QWidget):
 
     def _live_progress(self, info: dict) -> None:  # LatestWins thread
         fraction = info.get("fraction")
-        if fraction is not None:
+        if fraction is not None and float(info.get("elapsed", 0.0)) >= QUIET_FOR:
             self.progress_ready.emit(float(fraction))
 
     def _cancel_live(self) -> None:
         if self._shown < self._seq:
             self.latest.generation.next()  # the running solve stops; its result is dropped
             self._shown = self._seq
+            self._displayed = self._seq + 1  # nor is any result on its way shown
             self.status.setText("cancelled; layers unchanged")
         self._live_done()
 
@@ -439,8 +452,9 @@ class SweepWidget(QWidget):
     def _on_result(self, payload: dict) -> None:
         self._shown = max(self._shown, payload["seq"])
         self._live_done()
-        if payload["seq"] != self._seq or payload["key"] != self._sweep_key:
-            return  # superseded meanwhile
+        if payload["seq"] < self._displayed or payload["key"] != self._sweep_key:
+            return  # older than what is shown, or for another layer or options
+        self._displayed = payload["seq"]  # the newest, or one on the way of a fast drag
         result = payload["result"]
         if result.cancelled:
             self.status.setText("cancelled; layers unchanged")
@@ -493,6 +507,7 @@ class SweepWidget(QWidget):
         self._after_show(beta, plane, result)
 
     def _after_show(self, beta: float, plane: int | None, result) -> None:
+        self.plot.set_marker("beta", beta, "#ffffff")
         what = f"slice {plane} (preview)" if plane is not None else "whole image"
         text = f"β = {beta:.4g}: {what}"
         if not result.converged and result.method != "exact":

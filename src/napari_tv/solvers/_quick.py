@@ -19,6 +19,8 @@ serial: a first result on one core while the other compiles the fused kernels.
 ``rescaled_divergence(p4, v3, w3, ih, periodic, s)``  ``w3 <- div p4 + s v3``
 ``chambolle_steps(p4, v3, w3, ih, periodic, tau, inv_beta, mode, n)``  n Chambolle iterations
 ``prox_extrapolate(w, u, ubar, v, tb, tau, theta, code)``  primal-dual's primal step (flat)
+``primal_dual_steps(...)``                         n primal-dual iterations (as
+                                                   ``primal_dual._fused_steps``)
 ``max_slope(v3, p4, ih, periodic, beta, code) -> (m_pos, m_zero)``  as ``_gap._max_slope``
 ``gap_terms(u3, v3, p4, ih, periodic, iso, beta, c, code) -> (fid, tv, fy, tg)``  as
                                                    ``_gap._gap_terms``, summed
@@ -41,6 +43,7 @@ __all__ = [
     "dual_step",
     "gap_terms",
     "max_slope",
+    "primal_dual_steps",
     "prox_extrapolate",
     "rescaled_divergence",
 ]
@@ -116,7 +119,11 @@ def dual_step(p, w, ih, periodic, tau, mode):
                     p[k0, i0, i1, i2] + tau * g0 if K == 3 else 0.0,
                     p[k1, i0, i1, i2] + tau * g1 if K >= 2 else 0.0,
                     p[k2, i0, i1, i2] + tau * g2,
-                    g0, g1, g2, tau, mode,
+                    g0,
+                    g1,
+                    g2,
+                    tau,
+                    mode,
                 )
                 p[k0, i0, i1, i2] = q0
                 p[k1, i0, i1, i2] = q1
@@ -150,6 +157,20 @@ def prox_extrapolate(w, u, ubar, v, tb, tau, theta, code):
         un = prox_scalar(tb * w[s], v[s], tau, code)
         ubar[s] = un + theta * (un - u[s])
         u[s] = un
+
+
+@jit
+def primal_dual_steps(
+    p, u, ubar, w, uf, ubarf, wf, vf, ih, periodic, mode, code, beta, tau, sigma, gamma, n
+):
+    """``n`` primal-dual iterations (``primal_dual._fused_steps`` on the quick kernels)."""
+    for _ in range(n):
+        dual_step(p, ubar, ih, periodic, sigma * beta, mode)
+        rescaled_divergence(p, u, w, ih, periodic, 1.0 / (tau * beta))
+        theta = 1.0 / math.sqrt(1.0 + 2.0 * gamma * tau) if gamma > 0.0 else 1.0
+        prox_extrapolate(wf, uf, ubarf, vf, tau * beta, tau, theta, code)
+        tau, sigma = tau * theta, sigma / theta
+    return tau, sigma
 
 
 @jit
