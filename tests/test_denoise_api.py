@@ -339,3 +339,26 @@ def test_last_axis_of_three_or_four_warns_it_is_a_volume(rng):
         warnings.simplefilter("error")
         denoise_tv(rgb, 0.1, channel_axis=-1)
         denoise_tv(rng.random((6, 7, 5)), 0.1)
+
+
+@pytest.mark.parametrize("method", ["primal_dual", "chambolle"])
+def test_coarse_start_reaches_the_same_minimum(rng, method):
+    """init="coarse": the problem on 2x2x2 block means first (β/2), then the full one from
+    it; the same minimiser to the tolerance, on an odd-sized anisotropic volume too."""
+    v = blocky(rng, (18, 33, 40), noise=0.4).astype(np.float32)
+    kw = {"method": method, "spacing": (2.0, 0.5, 0.5), "tol": 1e-5, "max_num_iter": 50000}
+    cold, rc = denoise_tv(v, 0.6, return_info=True, **kw)
+    warm, rw = denoise_tv(v, 0.6, init="coarse", return_info=True, **kw)
+    assert rc.converged and rw.converged
+    assert rw.energy == pytest.approx(rc.energy, rel=2e-5)
+    np.testing.assert_allclose(warm, cold, atol=1e-2 * np.ptp(v))
+
+
+def test_coarse_start_of_an_image_too_small_to_coarsen_is_a_cold_start(rng):
+    v = blocky(rng, (6, 7))
+    a = denoise_tv(v, 0.3, init="coarse", tol=1e-6)
+    np.testing.assert_allclose(a, denoise_tv(v, 0.3, tol=1e-6), atol=1e-5)
+    with pytest.raises(ValueError, match="'coarse'"):
+        denoise_tv(v, 0.3, init="fine")
+    with pytest.raises(ValueError, match="'coarse'"):
+        denoise_tv(v, 0.3, method="exact", init="coarse")
