@@ -16,6 +16,7 @@ The widget only wires :mod:`napari_tv.sweep` to Qt:
 from __future__ import annotations
 
 import math
+import time
 from functools import partial
 from typing import Any
 
@@ -226,6 +227,7 @@ class SweepWidget(QWidget):
         self._seq = 0  # last live request submitted
         self._shown = 0  # last live request shown (or failed, or cancelled)
         self._displayed = 0  # the request whose result the output layer holds
+        self._last_progress = 0.0  # when a live solve last reported progress
         self._suggested: float | None = None
 
         self.result_ready.connect(self._on_result)
@@ -424,8 +426,16 @@ class SweepWidget(QWidget):
         self.status_ready.emit(message)
 
     def _live_progress(self, info: dict) -> None:  # LatestWins thread
+        """Progress of a long live solve: after ``QUIET_FOR`` seconds, at most every
+        ``QUIET_FOR`` seconds (each repaint slows the solve, see ``QUIET_FOR``)."""
         fraction = info.get("fraction")
-        if fraction is not None and float(info.get("elapsed", 0.0)) >= QUIET_FOR:
+        now = time.perf_counter()
+        if (
+            fraction is not None
+            and float(info.get("elapsed", 0.0)) >= QUIET_FOR
+            and now - self._last_progress >= QUIET_FOR
+        ):
+            self._last_progress = now
             self.progress_ready.emit(float(fraction))
 
     def _cancel_live(self) -> None:
