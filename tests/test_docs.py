@@ -21,7 +21,7 @@ MODULES = [
     "napari_tv.levelsets",
     "napari_tv.sweep",
     "napari_tv._scheduling",
-    "napari_tv._beta_choice",
+    "napari_tv.beta_choice",
     "napari_tv.solvers.api",
     "napari_tv.solvers.chambolle",
     "napari_tv.solvers.primal_dual",

@@ -11,12 +11,15 @@ A Qt-free library (importing it loads no Qt, napari, magicgui or vispy) and a na
   :func:`resolve_weights`, :func:`graph_tv`, :func:`level_grid`, :func:`level_sets`,
   :func:`level_set`, :func:`from_level_sets`, :func:`perimeter`, :func:`level_perimeters`,
   :func:`coarea_tv`, :func:`dichotomy_partition`;
-* choosing β: :class:`BetaSweep`, :class:`LatestWins`, :class:`Generation`,
-  :func:`beta_stack`, :func:`l_curve`, :func:`estimate_noise_sigma`, :func:`suggest_beta`;
+* choosing β: :func:`suggest_beta` (SURE, PURE, J-invariance, discrepancy; module
+  :mod:`napari_tv.beta_choice`), :func:`estimate_noise_sigma`, :func:`estimate_noise_model`,
+  :class:`BetaSweep`, :class:`LatestWins`, :class:`Generation`, :func:`beta_stack`,
+  :func:`l_curve`;
 * sample data: :func:`microscopy_2d`, :func:`microscopy_3d`.
 """
 
 from ._sample_data import SAMPLE_3D_SCALE, microscopy_2d, microscopy_3d
+from .beta_choice import estimate_noise_model
 from .fidelity import FIDELITIES, fidelity_prox, fidelity_value
 from .levelsets import (
     coarea_tv,
@@ -67,6 +70,7 @@ __all__ = [
     "difference_matrix",
     "divergence",
     "edge_weights",
+    "estimate_noise_model",
     "estimate_noise_sigma",
     "fidelity_prox",
     "fidelity_value",

@@ -98,6 +98,15 @@ def _spacing_arg(text: str):
     return steps[0] if len(steps) == 1 else steps
 
 
+def _beta_arg(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _levels_arg(text: str):
     try:
         return int(text)
@@ -194,10 +203,15 @@ def _run_denoise(args) -> int:
             kwargs[name] = getattr(args, name)
     if args.max_iter is not None:
         kwargs["max_num_iter"] = args.max_iter
+    if args.beta_rule is not None:
+        if args.beta != "auto":
+            raise CLIError("--beta-rule goes with --beta auto")
+        kwargs["beta_rule"] = args.beta_rule
     shape = "x".join(map(str, img.data.shape))
+    beta_text = "auto (chosen from the data)" if args.beta == "auto" else f"{args.beta:g}"
     start = (
         f"denoising {args.input} ({shape} {img.data.dtype}) with {args.method}, "
-        f"beta {args.beta:g}" + (f", spacing {spacing}" if spacing is not None else "")
+        f"beta {beta_text}" + (f", spacing {spacing}" if spacing is not None else "")
     )
     progress = _Progress(not args.quiet, args.method, start)
     t0 = time.perf_counter()
@@ -210,6 +224,14 @@ def _run_denoise(args) -> int:
     elapsed = time.perf_counter() - t0
     write_image(out, u, img, spacing=args.spacing, channel_axis=channel_axis)
     if not args.quiet:
+        if args.beta == "auto":
+            rules = {
+                "sure": "SURE",
+                "pure": "PURE",
+                "jinv": "J-invariance",
+                "discrepancy": "the discrepancy principle",
+            }
+            print(f"beta {res.extra['beta']:.6g} (chosen by {rules[res.extra['beta_rule']]})")
         print(f"energy {res.energy:.10g}")
         if res.method == "exact" and res.converged:
             n_levels = len(res.extra.get("levels", ()))
@@ -386,7 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("denoise", help="TV-denoise an image or volume")
     _add_common(p)
-    p.add_argument("--beta", type=float, required=True, help="regularisation weight β >= 0")
+    p.add_argument(
+        "--beta",
+        type=_beta_arg,
+        required=True,
+        help="regularisation weight β >= 0 (data units for l2), or 'auto': chosen from the "
+        "data (see --beta-rule)",
+    )
+    p.add_argument(
+        "--beta-rule",
+        choices=("sure", "pure", "jinv", "discrepancy"),
+        help="the rule of --beta auto (default: sure for l2, pure for poisson, jinv for l1)",
+    )
     from napari_tv.solvers.api import DEFAULT_METHOD, METHODS
 
     p.add_argument(
@@ -450,9 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from napari_tv import _compile
 
-    p = sub.add_parser(
-        "warmup", help="compile the solvers ahead of first use (once per install)"
-    )
+    p = sub.add_parser("warmup", help="compile the solvers ahead of first use (once per install)")
     p.add_argument(
         "--dtype",
         choices=("both", "float32", "float64"),

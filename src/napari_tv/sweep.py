@@ -31,14 +31,14 @@ API at a glance (what the widgets use)
     stack, results = beta_stack(image, betas, **kw)   # (K, *shape), warm-started in β order
     curve = l_curve(image, betas, **kw)      # {"beta", "fidelity", "tv", "energy", ...}
     sigma = estimate_noise_sigma(image)      # noise standard deviation from the data
-    beta = suggest_beta(image, sigma=None)   # discrepancy principle, ‖u_β − v‖² = N σ²
+    beta = suggest_beta(image)               # β from the data: SURE (L2), PURE (Poisson), ...
 
 All solves go through :func:`napari_tv.solvers.api.denoise_tv` (``solver=`` injects another
 callable with the same signature, e.g. for tests).
 
 Everything above is importable from here (and from :mod:`napari_tv`). The scheduler
 (``Generation``, ``LatestWins``) lives in :mod:`napari_tv._scheduling` and the choice of β
-(``estimate_noise_sigma``, ``suggest_beta``) in :mod:`napari_tv._beta_choice`; this module
+(``estimate_noise_sigma``, ``suggest_beta``) in :mod:`napari_tv.beta_choice`; this module
 re-exports them.
 """
 
@@ -55,7 +55,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from napari_tv._beta_choice import estimate_noise_sigma, suggest_beta
 from napari_tv._scheduling import Generation, LatestWins, _is_partial
 from napari_tv._validation import (
     as_float_array,
@@ -64,6 +63,7 @@ from napari_tv._validation import (
     check_real,
     check_spacing,
 )
+from napari_tv.beta_choice import estimate_noise_sigma, suggest_beta
 from napari_tv.fidelity import FIDELITIES, check_fidelity_data, fidelity_value
 from napari_tv.operators import graph_tv, level_grid, tv_norm
 from napari_tv.solvers._result import TVResult
@@ -187,7 +187,7 @@ class BetaSweep:
     image : array_like, 1-D, 2-D or 3-D
         The data ``v``; validated once (see :func:`napari_tv._validation.as_float_array`) and
         never modified.
-    method, fidelity, tv, spacing, connectivity, levels, max_num_iter, tol
+    method, fidelity, tv, spacing, boundary, connectivity, levels, max_num_iter, tol
         Passed to :func:`napari_tv.solvers.api.denoise_tv` on every solve. ``connectivity`` and
         ``levels`` are used by ``method="exact"`` only; its level grid is resolved once from the
         raw image (so an integer image keeps its integer grid) and shared by every solve,
@@ -240,6 +240,7 @@ class BetaSweep:
         fidelity: str = "l2",
         tv: str = "isotropic",
         spacing: float | Sequence[float] | None = None,
+        boundary: str = "neumann",
         connectivity: int = 1,
         levels: int | Sequence[float] | None = None,
         max_num_iter: int | None = None,
@@ -258,6 +259,7 @@ class BetaSweep:
             raise ValueError(f"method={method!r} supports fidelity {allowed}; got {fidelity!r}")
         check_fidelity_data(self.image, fidelity)
         self.tv = check_choice("tv", tv, ("isotropic", "anisotropic"))
+        self.boundary = check_choice("boundary", boundary, ("neumann", "periodic"))
         self.spacing = check_spacing(spacing, self.image.ndim)
         self.connectivity = check_int("connectivity", connectivity, minimum=1)
         self.max_num_iter = (
@@ -282,6 +284,7 @@ class BetaSweep:
             "fidelity": self.fidelity,
             "tv": self.tv,
             "spacing": spacing,
+            "boundary": self.boundary,
             "max_num_iter": self.max_num_iter,
             "tol": self.tol,
             "return_info": True,

@@ -2,6 +2,7 @@ r"""``denoise_tv``: the one entry point to every TV denoising method."""
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -143,7 +144,7 @@ def _channel_inits(init, n_channels: int, channel_axis: int):
 
 def denoise_tv(
     image,
-    beta: float,
+    beta: float | str,
     *,
     method: str = DEFAULT_METHOD,
     fidelity: str = "l2",
@@ -159,6 +160,7 @@ def denoise_tv(
     connectivity: int = 1,
     weights: float | Sequence[float] | None = None,
     levels: int | Sequence[float] | None = None,
+    beta_rule: str | None = None,
 ) -> np.ndarray | tuple[np.ndarray, TVResult]:
     r"""Total-variation denoising: minimise :math:`\sum_s f(u_s, v_s) + \beta\,\mathrm{TV}(u)`.
 
@@ -169,8 +171,11 @@ def denoise_tv(
         bool, 8- and 16-bit integers and float16 become float32 (exact for them), wider
         integers float64; float32 and float64 are kept.
         Dask arrays are computed; non-contiguous views are copied.  Never modified.
-    beta : float
-        Regularisation weight ≥ 0, in the data's units for L2 (intensity per pixel of the
+    beta : float or "auto"
+        ``"auto"``: chosen from the data by :func:`napari_tv.beta_choice.suggest_beta` with
+        ``beta_rule`` (default: SURE for L2, PURE for Poisson, J-invariance for L1; recorded
+        in ``result.extra["beta"]`` and ``["beta_rule"]``).  Otherwise the regularisation
+        weight ≥ 0, in the data's units for L2 (intensity per pixel of the
         finest axis: multiply the data by 1000 and β by 1000 for the same result) and without
         unit for L1 and Poisson.  For L2 on float data it is the ``weight`` of
         ``skimage.restoration.denoise_tv_chambolle``; scikit-image first rescales integer
@@ -213,6 +218,8 @@ def denoise_tv(
         Also return the :class:`~napari_tv.solvers._result.TVResult`.
     channel_axis : int, optional
         Axis of channels, each denoised separately (energies summed), as in scikit-image.
+    beta_rule : {"sure", "pure", "jinv", "discrepancy"}, optional
+        The rule of ``beta="auto"``.
     connectivity, weights, levels
         Graph neighbourhood, edge weights and grey-level grid of ``method="exact"`` (see
         :func:`napari_tv.operators.resolve_weights` and :func:`napari_tv.operators.level_grid`;
@@ -266,8 +273,14 @@ def denoise_tv(
     >>> bool(np.abs(u - clean).mean() < np.abs(noisy - clean).mean())
     True
     """
-    check_real("beta", beta, minimum=0.0)
-    beta = float(beta)
+    auto = isinstance(beta, str)
+    if auto:
+        if beta != "auto":
+            raise ValueError(f"beta must be a number >= 0 or 'auto', got {beta!r}")
+    else:
+        beta = check_real("beta", beta, minimum=0.0)
+    if beta_rule is not None and not auto:
+        raise ValueError(f"beta_rule goes with beta='auto', got beta={beta!r}")
     check_choice("method", method, METHODS)
     check_choice("fidelity", fidelity, FIDELITIES)
     check_choice("tv", tv, TV_KINDS)
@@ -299,6 +312,11 @@ def denoise_tv(
     check_fidelity_data(arr, fidelity)
     spatial_ndim = arr.ndim - (channel_axis is not None)
     spacing = check_spacing(spacing, spatial_ndim)
+    if auto:
+        beta, beta_rule = _auto_beta(
+            arr, method, fidelity, tv, spacing, boundary, connectivity, channel_axis, beta_rule,
+            callback,
+        )
 
     kwargs = {"fidelity": fidelity, "spacing": spacing}
     if method == "exact":
@@ -335,7 +353,51 @@ def denoise_tv(
         result = run(raw, arr, init, callback)
     else:
         result = _run_channels(run, raw, arr, init, callback, channel_axis, method)
+    if auto:
+        result.extra.update(beta=beta, beta_rule=beta_rule)
     return (result.u, result) if return_info else result.u
+
+
+def _auto_beta(arr, method, fidelity, tv, spacing, boundary, conn, channel_axis, rule, callback):
+    """``beta="auto"``: (β, rule) by :func:`napari_tv.beta_choice.suggest_beta`; its search
+    reports to ``callback`` as ``stage="choosing beta"`` (fraction 0; True stops it)."""
+    from napari_tv.beta_choice import default_rule, suggest_beta
+
+    rule = default_rule(fidelity) if rule is None else rule
+    if method == "exact":  # searched with the iterative TV closest to the graph TV
+        method, tv = "primal_dual", ("anisotropic" if conn == 1 else "isotropic")
+    t0 = time.perf_counter()
+
+    def report(info):
+        return bool(
+            callback(
+                {
+                    "method": method,
+                    "stage": "choosing beta",
+                    "iter": info["step"],
+                    "max_iter": 0,
+                    "energy": math.nan,
+                    "gap": math.nan,
+                    "elapsed": time.perf_counter() - t0,
+                    "fraction": 0.0,
+                    "beta": info["beta"],
+                    "risk": info["risk"],
+                }
+            )
+        )
+
+    beta = suggest_beta(
+        arr,
+        rule=rule,
+        fidelity=fidelity,
+        method=method if method in ("primal_dual", "chambolle") else "primal_dual",
+        tv=tv,
+        spacing=spacing,
+        boundary=boundary,
+        channel_axis=channel_axis,
+        callback=None if callback is None else report,
+    )
+    return float(beta), rule
 
 
 def _run_channels(run, raw, arr, init, callback, channel_axis, method) -> TVResult:
