@@ -610,3 +610,29 @@ def test_a_cold_cache_says_it_is_preparing_the_solvers(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("preparing the solvers for this data type (first use only") == 1
+
+
+def test_beta_auto_prints_the_beta_it_chose(capsys, tmp_path):
+    from napari_tv import microscopy_2d
+    from napari_tv.solvers.api import denoise_tv
+
+    src, out = tmp_path / "s.npy", tmp_path / "o.npy"
+    np.save(src, microscopy_2d()[0])
+    rc, stdout, err = call(capsys, "denoise", src, out, "--beta", "auto")
+    assert rc == 0, err
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("beta "))
+    assert line.endswith("(chosen by SURE)")
+    beta = float(line.split()[1])
+    np.testing.assert_allclose(np.load(out), denoise_tv(np.load(src), beta), atol=1e-3)
+    rc, stdout, err = call(
+        capsys, "denoise", src, tmp_path / "p.npy", "--beta", "AUTO", "--beta-rule", "jinv"
+    )
+    assert rc == 0 and "(chosen by J-invariance)" in stdout
+    rc, _, err = call(capsys, "denoise", src, tmp_path / "q.npy", "--beta", "auto",
+                      "--beta-rule", "pure")
+    assert_clean_error(rc, err, tmp_path / "q.npy", "rule='pure' applies to fidelity 'poisson'")
+    rc, _, err = call(capsys, "denoise", src, tmp_path / "r.npy", "--beta", "2",
+                      "--beta-rule", "sure")
+    assert_clean_error(rc, err, tmp_path / "r.npy", "--beta-rule goes with --beta auto")
+    rc, _, err = call(capsys, "denoise", src, tmp_path / "r.npy", "--beta", "lots")
+    assert_clean_error(rc, err, tmp_path / "r.npy", "expected a number or 'auto'")

@@ -507,7 +507,7 @@ def test_estimate_noise_sigma_of_clean_image_is_small_and_3d_uses_planes(rng):
 def test_suggest_beta_meets_the_discrepancy(rng):
     sigma = 0.1
     noisy, _ = _blocks((32, 32), rng, sigma=sigma)
-    beta = suggest_beta(noisy, sigma=sigma, rtol=0.01, tol=TIGHT)
+    beta = suggest_beta(noisy, sigma=sigma, rule="discrepancy", rtol=0.01, tol=TIGHT)
     u = denoise_tv(noisy, beta, tol=TIGHT)
     residual = float(np.sum((u - noisy) ** 2))
     assert residual / (noisy.size * sigma**2) == pytest.approx(1.0, abs=0.015)
@@ -523,7 +523,7 @@ def test_suggest_beta_with_the_exact_method_stops_on_its_grid(rng):
         return float(np.sum((u - raw.astype(np.float64)) ** 2)) / target
 
     steps = []
-    beta = suggest_beta(raw, sigma=6.0, method="exact", callback=steps.append)
+    beta = suggest_beta(raw, sigma=6.0, rule="discrepancy", method="exact", callback=steps.append)
     assert len(steps) < 60
     assert ratio(beta) == pytest.approx(1.0, abs=0.01) or ratio(beta / 1.002) <= 1 <= ratio(
         beta * 1.002
@@ -532,16 +532,17 @@ def test_suggest_beta_with_the_exact_method_stops_on_its_grid(rng):
 
 def test_suggest_beta_is_monotone_in_sigma_and_estimates_sigma(rng):
     noisy, _ = _blocks((32, 32), rng, sigma=0.1)
-    betas = [suggest_beta(noisy, sigma=s) for s in (0.06, 0.1, 0.14)]
-    assert betas[0] < betas[1] < betas[2]
-    sigma_hat = estimate_noise_sigma(noisy)
-    assert suggest_beta(noisy) == suggest_beta(noisy, sigma=sigma_hat)
+    for rule in ("discrepancy", "sure"):
+        betas = [suggest_beta(noisy, sigma=s, rule=rule) for s in (0.06, 0.1, 0.14)]
+        assert betas[0] < betas[1] < betas[2]
+        sigma_hat = estimate_noise_sigma(noisy)
+        assert suggest_beta(noisy, rule=rule) == suggest_beta(noisy, sigma=sigma_hat, rule=rule)
 
 
 def test_suggest_beta_rejects_impossible_requests(image):
     with pytest.raises(ValueError, match="too large"):
-        suggest_beta(image, sigma=10.0)
+        suggest_beta(image, sigma=10.0, rule="discrepancy")
     with pytest.raises(ValueError, match="fidelity"):
-        suggest_beta(image, sigma=0.1, fidelity="l1")
+        suggest_beta(image, sigma=0.1, fidelity="l1", rule="discrepancy")
     with pytest.raises(ValueError, match="sigma"):
         suggest_beta(image, sigma=-0.1)

@@ -95,6 +95,7 @@ EPSILON = 0.1
 SEARCH_TOL = 1e-4
 
 _MAD_TO_SIGMA = 0.6744897501960817  # median |Z| for Z ~ N(0, 1)
+_TRUNCATED_4 = 0.9988660768  # E[Z² ; |Z| <= 4] for Z ~ N(0, 1)
 
 
 def default_rule(fidelity: str) -> str:
@@ -169,8 +170,9 @@ def estimate_noise_model(image: ArrayLike, bins: int = 16) -> tuple[float, float
     with gain ``a`` plus Gaussian noise of variance ``b``), fitted from the data.
 
     The finest diagonal Haar details (:func:`estimate_noise_sigma`) are grouped by the local
-    mean of their 2×2 block into ``bins`` bins of equal counts; each bin's robust variance
-    (MAD) is fitted by ``a * mean + b`` in least squares, both clipped at 0 (Foi et al. 2008,
+    mean of their 2×2 block into ``bins`` bins of equal counts; each bin's variance (of the
+    details within 4 MAD-sigmas, so that edges do not count) is fitted by ``a * mean + b`` in
+    least squares, both clipped at 0 (Foi et al. 2008,
     simplified: no clipping model).  Pure Poisson counts give ``a ≈ 1, b ≈ 0``; Gaussian noise
     ``a ≈ 0, b ≈ σ²``.
 
@@ -199,8 +201,13 @@ def estimate_noise_model(image: ArrayLike, bins: int = 16) -> tuple[float, float
     for chunk in np.array_split(order, max(2, int(bins))):
         if len(chunk) < 16:
             continue
+        dc = d[chunk]
+        # variance of the details within 4 robust sigmas (edges excluded); the MAD alone is
+        # biased for the discrete details of low counts (0.95, 1.45 instead of 1, 0)
+        mad = float(np.median(np.abs(dc))) / _MAD_TO_SIGMA
+        kept = dc[np.abs(dc) <= 4.0 * mad] if mad > 0 else dc
         means.append(float(np.mean(m[chunk])))
-        variances.append(float((np.median(np.abs(d[chunk])) / _MAD_TO_SIGMA) ** 2))
+        variances.append(float(np.mean(kept**2)) / _TRUNCATED_4)
     means_a, var_a = np.asarray(means), np.asarray(variances)
     design = np.stack([means_a, np.ones_like(means_a)], axis=1)
     (a, b), *_ = np.linalg.lstsq(design, var_a, rcond=None)
