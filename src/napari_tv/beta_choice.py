@@ -70,6 +70,7 @@ from napari_tv.solvers.api import denoise_tv
 
 __all__ = [
     "RULES",
+    "RULE_NAMES",
     "RiskCurve",
     "default_rule",
     "estimate_noise_model",
@@ -81,6 +82,13 @@ __all__ = [
 Callback = Callable[[dict], Any]
 
 RULES = ("sure", "pure", "jinv", "discrepancy")
+#: how the rules are named to a user
+RULE_NAMES = {
+    "sure": "SURE",
+    "pure": "PURE",
+    "jinv": "J-invariance",
+    "discrepancy": "the discrepancy principle",
+}
 #: which fidelities each rule applies to
 RULE_FIDELITIES = {
     "sure": ("l2",),

@@ -225,13 +225,10 @@ def _run_denoise(args) -> int:
     write_image(out, u, img, spacing=args.spacing, channel_axis=channel_axis)
     if not args.quiet:
         if args.beta == "auto":
-            rules = {
-                "sure": "SURE",
-                "pure": "PURE",
-                "jinv": "J-invariance",
-                "discrepancy": "the discrepancy principle",
-            }
-            print(f"beta {res.extra['beta']:.6g} (chosen by {rules[res.extra['beta_rule']]})")
+            from napari_tv.beta_choice import RULE_NAMES
+
+            rule = RULE_NAMES[res.extra["beta_rule"]]
+            print(f"beta {res.extra['beta']:.6g} (chosen by {rule})")
         print(f"energy {res.energy:.10g}")
         if res.method == "exact" and res.converged:
             n_levels = len(res.extra.get("levels", ()))

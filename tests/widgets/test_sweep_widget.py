@@ -101,18 +101,20 @@ def test_beta_stack_has_beta_as_a_dims_axis(make_napari_viewer, wait_done, blobs
 
 
 def test_suggested_beta_and_l_curve(make_napari_viewer, qtbot, wait_done, blobs_2d):
-    from napari_tv.sweep import estimate_noise_sigma, suggest_beta
+    from napari_tv.sweep import suggest_beta
 
     viewer, layer, w = _widget(make_napari_viewer, blobs_2d)
     w.set_parameters(method="chambolle", k=5, beta_range=(0.01, 1.0))
     w.run_curve(suggest=True)
     wait_done(w.runner)
-    sigma = estimate_noise_sigma(blobs_2d)
-    expected = suggest_beta(blobs_2d, sigma, method="chambolle", tv="isotropic", tol=1e-3)
-    assert w._suggested == pytest.approx(expected, rel=0.05)
+    expected = suggest_beta(blobs_2d, method="chambolle", tv="isotropic")  # SURE
+    assert w._suggested == pytest.approx(expected, rel=1e-6)
     assert "suggested" in w.beta_slider.slider.markers
+    assert "SURE" in w.suggest_label.text()
     names = [s[0] for s in w.plot.series]
-    assert names == ["fidelity", "TV"]
+    assert names == ["fidelity", "TV", "risk (SURE)"]
+    beta_r, risk_r = w.plot.series[2][1], w.plot.series[2][2]
+    assert risk_r[int(np.argmin(risk_r))] == min(risk_r) and w._suggested in beta_r
     fid, tv = w.plot.series[0][2], w.plot.series[1][2]
     assert np.all(np.diff(fid) > 0) and np.all(np.diff(tv) < 0)  # the L-curve trade-off
     w.use_suggested.click()
@@ -129,9 +131,10 @@ def test_bad_layer_and_bad_fidelity(make_napari_viewer, errors, wait_done):
     viewer.add_image(np.random.default_rng(1).random((16, 16)), name="ok")
     w.layer_combo.set_layer(viewer.layers["ok"])
     w.set_parameters(method="primal_dual", fidelity="l1", k=2, beta_range=(0.1, 1.0))
-    w.run_curve(suggest=True)
-    assert any("l2" in m for m in errors["warning"])
+    w.run_curve(suggest=True)  # L1: J-invariance
     wait_done(w.runner)
+    assert "J-invariance" in w.suggest_label.text() and not errors["warning"]
+    assert [s[0] for s in w.plot.series][-1] == "risk (J-invariance)"
 
 
 def test_cancelled_beta_stack_adds_nothing(make_napari_viewer, qtbot, wait_done, blobs_2d):

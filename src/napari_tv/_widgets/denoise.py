@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -16,6 +18,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_tv._scheduling import Generation
+from napari_tv.beta_choice import RULE_NAMES
 from napari_tv.fidelity import FIDELITIES
 from napari_tv.solvers.api import METHODS, SUPPORTED
 
@@ -40,6 +44,9 @@ from ._controls import (
 
 TV_KINDS = ("isotropic", "anisotropic")
 OUTPUT_SUFFIX = " TV"
+#: images up to this many voxels get a suggested β when they are selected (a 64×256×256
+#: volume takes a few seconds in the background)
+SUGGEST_MAX_SIZE = 1 << 24
 
 
 def denoise_frames(
@@ -90,8 +97,13 @@ class DenoiseWidget(QWidget):
 
     The output layer is created once and updated in place by every run; it keeps the input's
     scale and translate and records the parameters, energy, gap/certificate and time in its
-    ``metadata``.  The input layer is never modified.
+    ``metadata``.  The input layer is never modified.  A β for the selected layer is suggested
+    from its data in the background (``beta_choice.suggest_beta``): an orange mark on the β
+    slider, and the slider's value until the user moves it.
     """
+
+    #: (search token, β or the exception, rule), from the suggestion thread
+    suggestion_ready = Signal(int, object, str)
 
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -126,6 +138,9 @@ class DenoiseWidget(QWidget):
         self.status.setWordWrap(True)
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
+        self.suggest_label = QLabel("")
+        self.suggest_label.setWordWrap(True)
+        self.suggest_label.setStyleSheet("color: #ff9f1c")
 
         form = QFormLayout()
         form.addRow("image", self.layer_combo)
@@ -135,6 +150,7 @@ class DenoiseWidget(QWidget):
         form.addRow("fidelity", self.fidelity_combo)
         form.addRow("TV", self.tv_combo)
         form.addRow("β", self.beta_slider)
+        form.addRow("", self.suggest_label)
         form.addRow("connectivity", self.connectivity_spin)
         form.addRow("levels", self.levels_spin)
         form.addRow("max iterations", self.iter_spin)
@@ -158,6 +174,15 @@ class DenoiseWidget(QWidget):
         )
         self._beta_set = False
         self.beta_slider.valueChanged.connect(lambda _v: setattr(self, "_beta_set", True))
+        # β from the data, in the background: a marker on the slider, and the slider's value
+        # until the user moves it
+        self._suggestions = Generation()
+        self.suggested: float | None = None
+        self.suggest_thread: threading.Thread | None = None
+        self.suggestion_ready.connect(self._on_suggestion)
+        self.fidelity_combo.currentTextChanged.connect(self._suggest)
+        self.tv_combo.currentTextChanged.connect(self._suggest)
+        self.destroyed.connect(lambda *_: self._suggestions.close())  # stop a running search
         self.run_button.clicked.connect(self.run)
         self.method_combo.currentTextChanged.connect(self._on_method)
         self.time_check.toggled.connect(self._refresh_spacing)
@@ -166,7 +191,8 @@ class DenoiseWidget(QWidget):
 
     # -- controls ------------------------------------------------------------------------
     def _on_layer(self, layer) -> None:
-        """Adopt the new layer's time axis, scale (as spacing) and intensity range (for β)."""
+        """Adopt the new layer's time axis, scale (as spacing) and intensity range (for β),
+        and start suggesting a β for it."""
         if layer is None:
             return
         self.time_check.blockSignals(True)
@@ -180,6 +206,7 @@ class DenoiseWidget(QWidget):
             self.beta_slider.setRange(span * 1e-4, span * 10.0)
             if not span * 1e-4 <= value <= span * 10.0 or not self._beta_set:
                 self.beta_slider.setValue(0.1 * span, emit=False)
+            self._suggest()
 
     def _refresh_spacing(self, *_args) -> ImageInfo | None:
         """Spacing box and connectivity range from the layer (and the time-axis choice)."""
@@ -193,6 +220,71 @@ class DenoiseWidget(QWidget):
         self.spacing_edit.setText(format_spacing(info.spacing))
         self.connectivity_spin.setMaximum(info.spatial_ndim)
         return info
+
+    def _suggest(self, *_args) -> None:
+        """Start choosing β from the layer's data (``beta_choice.suggest_beta`` with the
+        fidelity's rule, on a napari worker thread); a newer call supersedes it."""
+        from napari_tv.beta_choice import default_rule, suggest_beta
+
+        token = self._suggestions.next()  # a running search stops at its next β
+        self.beta_slider.setMarker("suggested", None)
+        self.suggested = None
+        layer = self.layer_combo.layer()
+        try:
+            info = image_layer_info(layer, time_series=self.time_check.isChecked())
+            t = None if info.time_axis is None else layer_index(self.viewer, layer, 0)
+            image = info.frame(t)
+            spacing = parse_spacing(self.spacing_edit.text() or "1", info.spatial_ndim)
+        except (LayerError, ValueError):
+            self.suggest_label.setText("")
+            return
+        if image.size > SUGGEST_MAX_SIZE:
+            self.suggest_label.setText(
+                f"β is not suggested for more than {SUGGEST_MAX_SIZE:.0e} voxels; use the β "
+                "sweep on a crop"
+            )
+            return
+        fidelity = self.fidelity_combo.currentText()
+        rule = default_rule(fidelity)
+        method = self.method_combo.currentText()
+        tv = "anisotropic" if method == "exact" else self.tv_combo.currentText()
+        self.suggest_label.setText(f"suggesting β from the data ({RULE_NAMES[rule]})…")
+        stop = self._suggestions.stop_callback(token)
+
+        def job():  # a plain thread: it may outlive the widget (then its signal is dropped)
+            try:
+                payload = float(
+                    suggest_beta(image, fidelity=fidelity, tv=tv, spacing=spacing, callback=stop)
+                )
+            except Exception as exc:  # noqa: BLE001 - shown in the widget
+                payload = exc
+            try:
+                self.suggestion_ready.emit(token, payload, rule)
+            except RuntimeError:  # the widget was closed meanwhile
+                pass
+
+        self.suggest_thread = threading.Thread(target=job, name="napari-tv-suggest-beta",
+                                               daemon=True)
+        self.suggest_thread.start()
+
+    def _on_suggestion(self, token: int, payload, rule: str) -> None:
+        if self._suggestions.is_stale(token):
+            return
+        if isinstance(payload, BaseException):
+            self.suggest_label.setText(f"no β suggested: {payload}")
+            return
+        beta = self.suggested = float(payload)
+        if not self.beta_slider.minimum() <= beta <= self.beta_slider.maximum():
+            self.beta_slider.setRange(
+                min(beta / 10, self.beta_slider.minimum()),
+                max(beta * 10, self.beta_slider.maximum()),
+            )
+        self.beta_slider.setMarker("suggested", beta)
+        if not self._beta_set:  # the user has not chosen one: start from it
+            self.beta_slider.setValue(beta, emit=False)
+        self.suggest_label.setText(
+            f"suggested β = {beta:.4g} ({RULE_NAMES[rule]}, from the data; orange mark)"
+        )
 
     def _on_method(self, method: str) -> None:
         """Offer only the fidelities the method supports."""

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tv._compile import compile_notice
+from napari_tv.beta_choice import RULE_NAMES
 from napari_tv.fidelity import FIDELITIES
 from napari_tv.solvers.api import METHODS, SUPPORTED
 
@@ -51,7 +52,6 @@ from ._common import (
     layer_index,
     make_progress_row,
     notify_error,
-    notify_warning,
     show_output,
     show_progress,
 )
@@ -88,17 +88,27 @@ def solve_request(
 
 
 def compute_curve(image, betas, sweep_kw: dict, suggest: bool, callback=None) -> dict:
-    """L-curve over ``betas`` and (L2 only) the discrepancy β (TaskRunner thread)."""
-    from napari_tv.sweep import estimate_noise_sigma, l_curve, suggest_beta
+    """L-curve over ``betas`` and, with ``suggest``, the β of the fidelity's risk estimate
+    (SURE, PURE or J-invariance) with the risks it evaluated (TaskRunner thread)."""
+    from napari_tv.beta_choice import default_rule, estimate_noise_sigma, suggest_beta
+    from napari_tv.sweep import l_curve
 
     out: dict[str, Any] = {}
     if suggest:
         out["sigma"] = estimate_noise_sigma(image)
 
         def step(info):
-            return callback({**info, "fraction": min(info.get("step", 0) / 30.0, 0.5)})
+            return callback({**info, "fraction": 0.5 * float(info.get("fraction", 0.0))})
 
-        out["beta"] = suggest_beta(image, out["sigma"], callback=step, **sweep_kw)
+        search_kw = {k: sweep_kw[k] for k in ("method", "tv", "spacing") if k in sweep_kw}
+        out["rule"] = default_rule(sweep_kw.get("fidelity", "l2"))
+        out["beta"], out["risk"] = suggest_beta(
+            image,
+            fidelity=sweep_kw.get("fidelity", "l2"),
+            callback=step,
+            return_curve=True,
+            **search_kw,
+        )
 
     def curve_cb(info):
         frac = float(info.get("fraction", 0.0))
@@ -585,18 +595,14 @@ class SweepWidget(QWidget):
         )
 
     def run_curve(self, suggest: bool = False):
-        """L-curve over the β range; with ``suggest``, also the discrepancy-principle β."""
+        """L-curve over the β range; with ``suggest``, also the β that minimises the risk
+        estimate of the fidelity (SURE, PURE, J-invariance) and that estimate's curve."""
         try:
             info, t, image, kw = self._input()
             betas = self._betas()
         except LayerError as exc:
             notify_error(f"β sweep: {exc}")
             return None
-        if suggest and kw["fidelity"] != "l2":
-            notify_warning(
-                "β sweep: the discrepancy principle needs the l2 fidelity; showing the L-curve only"
-            )
-            suggest = False
         return self.runner.start(
             compute_curve,
             image,
@@ -614,12 +620,16 @@ class SweepWidget(QWidget):
         self.plot.add_series("TV", curve["beta"], curve["tv"], log_y=True)
         self.plot.set_marker("beta", self.beta_slider.value(), "#ffffff")
         if "beta" in out:
+            risk = out["risk"]
+            name = RULE_NAMES[out["rule"]]
+            self.plot.add_series(f"risk ({name})", risk.beta, risk.risk)
             self._suggested = float(out["beta"])
             self.plot.set_marker("suggested", self._suggested, "#ff9f1c")
             self.beta_slider.setMarker("suggested", self._suggested)
             self.suggest_label.setText(
-                f"σ ≈ {out['sigma']:.4g} (from the data); discrepancy principle "
-                f"‖u − v‖² = N·σ² at β ≈ {self._suggested:.4g} (orange mark)"
+                f"{name}, an estimate of the error against the clean image from the data alone, "
+                f"is smallest at β ≈ {self._suggested:.4g} (orange mark; σ ≈ "
+                f"{out['sigma']:.3g}, {len(risk.beta)} β evaluated)"
             )
             self.use_suggested.setEnabled(True)
         self.status.setText("L-curve done")
