@@ -36,7 +36,7 @@ def test_sure_is_unbiased():
     diffs = []
     for seed in range(40):
         v = x + sigma * np.random.default_rng(seed).standard_normal(x.shape)
-        est = risk(v, [beta], sigma=sigma, seed=seed).risk[0]
+        est = risk(v, [beta], rule="sure", sigma=sigma, seed=seed).risk[0]
         u = denoise_tv(v, beta, tol=1e-4)
         diffs.append(est - _mse(u, x))
     diffs = np.asarray(diffs)
@@ -112,7 +112,7 @@ def test_rules_that_do_not_apply_say_so():
         suggest_beta(v, rule="gcv")
     with pytest.raises(ValueError, match="sigma must be > 0"):
         suggest_beta(v, sigma=0.0)
-    assert [default_rule(f) for f in ("l2", "poisson", "l1")] == ["sure", "pure", "jinv"]
+    assert [default_rule(f) for f in ("l2", "poisson", "l1")] == ["jinv", "pure", "jinv"]
 
 
 def test_noise_model_of_poisson_and_gaussian_data():
@@ -134,7 +134,7 @@ def test_search_reports_and_stops_and_returns_its_curve():
     v = _blocks((32, 32)) + 0.15 * np.random.default_rng(1).standard_normal((32, 32))
     seen = []
     beta, curve = suggest_beta(v, callback=seen.append, return_curve=True)
-    assert curve.rule == "sure" and curve.best == beta and beta in curve.beta
+    assert curve.rule == "jinv" and curve.best == beta and beta in curve.beta
     assert curve.beta == sorted(curve.beta) and len(curve.beta) == len(seen) <= 12
     assert curve.risk[curve.beta.index(beta)] == min(curve.risk)
     assert all({"beta", "risk", "step", "fraction"} <= set(info) for info in seen)
@@ -155,10 +155,10 @@ def test_one_beta_for_all_channels():
 def test_denoise_tv_auto_records_the_beta_it_chose():
     noisy, _ = microscopy_2d()
     u, info = denoise_tv(noisy, "auto", return_info=True)
-    assert info.extra["beta_rule"] == "sure"
+    assert info.extra["beta_rule"] == "jinv"
     np.testing.assert_allclose(u, denoise_tv(noisy, info.extra["beta"]), atol=1e-3)
-    u, info = denoise_tv(noisy, "auto", beta_rule="jinv", return_info=True)
-    assert info.extra["beta_rule"] == "jinv" and info.extra["beta"] > 0
+    u, info = denoise_tv(noisy, "auto", beta_rule="sure", return_info=True)
+    assert info.extra["beta_rule"] == "sure" and info.extra["beta"] > 0
     with pytest.raises(ValueError, match="beta must be a number >= 0 or 'auto'"):
         denoise_tv(noisy, "best")
     with pytest.raises(ValueError, match="beta_rule goes with beta='auto'"):

@@ -621,13 +621,13 @@ def test_beta_auto_prints_the_beta_it_chose(capsys, tmp_path):
     rc, stdout, err = call(capsys, "denoise", src, out, "--beta", "auto")
     assert rc == 0, err
     line = next(ln for ln in stdout.splitlines() if ln.startswith("beta "))
-    assert line.endswith("(chosen by SURE)")
+    assert line.endswith("(chosen by J-invariance)")
     beta = float(line.split()[1])
     np.testing.assert_allclose(np.load(out), denoise_tv(np.load(src), beta), atol=1e-3)
     rc, stdout, err = call(
-        capsys, "denoise", src, tmp_path / "p.npy", "--beta", "AUTO", "--beta-rule", "jinv"
+        capsys, "denoise", src, tmp_path / "p.npy", "--beta", "AUTO", "--beta-rule", "sure"
     )
-    assert rc == 0 and "(chosen by J-invariance)" in stdout
+    assert rc == 0 and "(chosen by SURE)" in stdout
     rc, _, err = call(capsys, "denoise", src, tmp_path / "q.npy", "--beta", "auto",
                       "--beta-rule", "pure")
     assert_clean_error(rc, err, tmp_path / "q.npy", "rule='pure' applies to fidelity 'poisson'")

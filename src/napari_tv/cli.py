@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--beta-rule",
         choices=("sure", "pure", "jinv", "discrepancy"),
-        help="the rule of --beta auto (default: sure for l2, pure for poisson, jinv for l1)",
+        help="the rule of --beta auto (default: jinv for l2 and l1, pure for poisson)",
     )
     from napari_tv.solvers.api import DEFAULT_METHOD, METHODS
 

@@ -31,7 +31,7 @@ API at a glance (what the widgets use)
     stack, results = beta_stack(image, betas, **kw)   # (K, *shape), warm-started in β order
     curve = l_curve(image, betas, **kw)      # {"beta", "fidelity", "tv", "energy", ...}
     sigma = estimate_noise_sigma(image)      # noise standard deviation from the data
-    beta = suggest_beta(image)               # β from the data: SURE (L2), PURE (Poisson), ...
+    beta = suggest_beta(image)               # β from the data: J-invariance (L2), PURE, SURE
 
 All solves go through :func:`napari_tv.solvers.api.denoise_tv` (``solver=`` injects another
 callable with the same signature, e.g. for tests).

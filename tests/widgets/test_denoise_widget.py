@@ -197,11 +197,11 @@ def test_beta_starts_at_the_suggestion_computed_in_the_background(
     noisy = microscopy_2d()[0]
     viewer, layer, w = _widget(make_napari_viewer, noisy)
     qtbot.waitUntil(lambda: w.suggested is not None, timeout=60_000)
-    expected = suggest_beta(noisy)  # SURE, the default for l2
+    expected = suggest_beta(noisy)  # J-invariance, the default for l2
     assert w.suggested == pytest.approx(expected, rel=1e-6)
     assert w.beta_slider.slider.markers["suggested"][0] == w.beta_slider._to_pos(expected)
     assert w.beta_slider.value() == pytest.approx(expected, rel=0.02)  # the slider starts there
-    assert "SURE" in w.suggest_label.text()
+    assert "J-invariance" in w.suggest_label.text()
     # a β the user chose stays; a new suggestion (Poisson: PURE) only moves the marker
     w.set_parameters(beta=5.0)
     viewer.add_image(np.clip(noisy, 0, None), name="counts")

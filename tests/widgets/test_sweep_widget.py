@@ -107,12 +107,12 @@ def test_suggested_beta_and_l_curve(make_napari_viewer, qtbot, wait_done, blobs_
     w.set_parameters(method="chambolle", k=5, beta_range=(0.01, 1.0))
     w.run_curve(suggest=True)
     wait_done(w.runner)
-    expected = suggest_beta(blobs_2d, method="chambolle", tv="isotropic")  # SURE
+    expected = suggest_beta(blobs_2d, method="chambolle", tv="isotropic")  # J-invariance
     assert w._suggested == pytest.approx(expected, rel=1e-6)
     assert "suggested" in w.beta_slider.slider.markers
-    assert "SURE" in w.suggest_label.text()
+    assert "J-invariance" in w.suggest_label.text()
     names = [s[0] for s in w.plot.series]
-    assert names == ["fidelity", "TV", "risk (SURE)"]
+    assert names == ["fidelity", "TV", "risk (J-invariance)"]
     beta_r, risk_r = w.plot.series[2][1], w.plot.series[2][2]
     assert risk_r[int(np.argmin(risk_r))] == min(risk_r) and w._suggested in beta_r
     fid, tv = w.plot.series[0][2], w.plot.series[1][2]

@@ -173,7 +173,7 @@ def denoise_tv(
         Dask arrays are computed; non-contiguous views are copied.  Never modified.
     beta : float or "auto"
         ``"auto"``: chosen from the data by :func:`napari_tv.beta_choice.suggest_beta` with
-        ``beta_rule`` (default: SURE for L2, PURE for Poisson, J-invariance for L1; recorded
+        ``beta_rule`` (default: J-invariance for L2 and L1, PURE for Poisson; recorded
         in ``result.extra["beta"]`` and ``["beta_rule"]``).  Otherwise the regularisation
         weight ≥ 0, in the data's units for L2 (intensity per pixel of the
         finest axis: multiply the data by 1000 and β by 1000 for the same result) and without
