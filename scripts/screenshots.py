@@ -79,10 +79,11 @@ def main() -> int:
     levels = widgets["Level sets"]
     sweep = widgets["β sweep"]
 
-    # 1. TV denoise: the default method (primal-dual), L2, the β the discrepancy principle picks
+    # 1. TV denoise: the default method (primal-dual), L2, at the β suggested from the data
+    # (computed in the background when the layer is chosen; the orange mark on the slider)
     front(denoise)
     denoise.layer_combo.set_layer(viewer.layers[noisy])
-    denoise.set_parameters(fidelity="l2", beta=2.5)
+    wait_until(lambda: denoise.suggested is not None)
     denoise.run()
     wait_until(lambda: not denoise.runner.running)
     out = f"{noisy} TV"
@@ -127,7 +128,7 @@ def main() -> int:
     viewer.reset_view()
     shot(viewer, "dichotomy")
 
-    # 4. β sweep: L-curve, suggested β (discrepancy principle), live result at that β
+    # 4. β sweep: L-curve and the risk estimate of the suggestion, live result at that β
     front(sweep)
     sweep.layer_combo.set_layer(viewer.layers[noisy])
     sweep.set_parameters(method="primal_dual", k=8, beta_range=(0.2, 20.0), tol=1e-3)
@@ -154,7 +155,7 @@ def overview() -> None:
     noisy = "microscopy 3D (noisy)"
     front(denoise)
     denoise.layer_combo.set_layer(viewer.layers[noisy])
-    denoise.set_parameters(fidelity="l2", beta=2.0)  # the default method, tolerance 1e-4
+    wait_until(lambda: denoise.suggested is not None)  # the β suggested from the data
     denoise.run()
     wait_until(lambda: not denoise.runner.running)
     grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid

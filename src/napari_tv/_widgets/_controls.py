@@ -317,12 +317,32 @@ class PlotWidget(QWidget):
         hi = max(float(x.max()) for x in xs)
         return (lo, hi if hi > lo else lo + 1.0)
 
+    def _legend_lines(self, fm, width: int) -> list[list[tuple[str, QColor]]]:
+        """The legend entries (name and y range of each series), wrapped to ``width``."""
+        lines: list[list[tuple[str, QColor]]] = [[]]
+        used = 0
+        for name, x, y, color, log_y in self.series:
+            ok = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log_y else True)
+            if not ok.any():
+                continue
+            text = f"{name} [{float(y[ok].min()):.3g}, {float(y[ok].max()):.3g}]"
+            advance = fm.horizontalAdvance(text) + 12
+            if lines[-1] and used + advance > width:
+                lines.append([])
+                used = 0
+            lines[-1].append((text, color))
+            used += advance
+        return [line for line in lines if line]
+
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         fg = self.palette().color(self.foregroundRole())
         w, h = self.width(), self.height()
-        left, right, top, bottom = 8, 8, 18, 30
+        left, right, top = 8, 8, 18
+        legend = self._legend_lines(p.fontMetrics(), w - left - right)
+        line_h = p.fontMetrics().height()
+        bottom = 16 + line_h * max(len(legend), 1)
         pw, ph = max(w - left - right, 10), max(h - top - bottom, 10)
         p.setPen(QPen(fg, 1))
         p.drawText(left, 13, self.title)
@@ -337,8 +357,7 @@ class PlotWidget(QWidget):
         def px(x):
             return left + (np.asarray(x) - x0) / (x1 - x0) * pw
 
-        legend_x = left
-        for name, x, y, color, log_y in self.series:
+        for _name, x, y, color, log_y in self.series:
             ok = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log_y else True)
             if not ok.any():
                 continue
@@ -353,10 +372,12 @@ class PlotWidget(QWidget):
             else:
                 points = [QPointF(float(a), float(b)) for a, b in zip(xs, ys, strict=True)]
                 p.drawPolyline(QPolygonF(points))
-            ymin, ymax = float(y[ok].min()), float(y[ok].max())
-            text = f"{name} [{ymin:.3g}, {ymax:.3g}]"
-            p.drawText(int(legend_x), h - 4, text)
-            legend_x += p.fontMetrics().horizontalAdvance(text) + 12
+        for row, line in enumerate(legend):  # one or more lines, as many as the width needs
+            legend_x = left
+            for text, color in line:
+                p.setPen(QPen(color, 1))
+                p.drawText(int(legend_x), top + ph + 14 + line_h * (row + 1) - 2, text)
+                legend_x += p.fontMetrics().horizontalAdvance(text) + 12
         for x, color in self.markers.values():
             xv = float(px(self._fx(np.array([x])))[0])
             if left <= xv <= left + pw:

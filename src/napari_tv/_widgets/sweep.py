@@ -616,13 +616,15 @@ class SweepWidget(QWidget):
     def _show_curve(self, out: dict) -> None:
         curve = out["curve"]
         self.plot.clear()
+        self.plot.title = "L-curve: fidelity and TV against β"
         self.plot.add_series("fidelity", curve["beta"], curve["fidelity"], log_y=True)
         self.plot.add_series("TV", curve["beta"], curve["tv"], log_y=True)
         self.plot.set_marker("beta", self.beta_slider.value(), "#ffffff")
         if "beta" in out:
             risk = out["risk"]
             name = RULE_NAMES[out["rule"]]
-            self.plot.add_series(f"risk ({name})", risk.beta, risk.risk)
+            self.plot.add_series("risk", risk.beta, risk.risk)
+            self.plot.title = f"L-curve and the risk estimate ({name}) against β"
             self._suggested = float(out["beta"])
             self.plot.set_marker("suggested", self._suggested, "#ff9f1c")
             self.beta_slider.setMarker("suggested", self._suggested)
