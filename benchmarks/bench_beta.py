@@ -73,6 +73,17 @@ def _rules(noisy, clean, peak, rules, **kw):
     return row
 
 
+def _record(row, best, losses, times) -> list[str]:
+    """Each rule's cell (β, loss against the oracle's PSNR ``best``, time); the loss and time
+    also go to the summary."""
+    cells = []
+    for rule, (beta, p, dt) in row.items():
+        losses[rule].append(best - p)
+        times[rule].append(dt)
+        cells.append(f"{beta:.3g}, {best - p:.2f}, {dt:.2f}")
+    return cells
+
+
 def _calibrate(noisy, clean, weights):
     from skimage.restoration import calibrate_denoiser, denoise_tv_chambolle
 
@@ -99,12 +110,7 @@ def gaussian(quick: bool) -> dict:
             noisy = clean + sigma * rng.standard_normal(clean.shape)
             beta_o, best = _oracle(noisy, clean, 1.0, 0.1 * sigma, 8 * sigma)
             row = _rules(noisy, clean, 1.0, rules)
-            cells = []
-            for rule in rules:
-                beta, p, dt = row[rule]
-                losses[rule].append(best - p)
-                times[rule].append(dt)
-                cells.append(f"{beta:.3g}, {best - p:.2f}, {dt:.2f}")
+            cells = _record(row, best, losses, times)
             if not quick:
                 w, p, dt = _calibrate(noisy, clean, np.geomspace(0.1 * sigma, 8 * sigma, 16))
                 losses["calibrate"].append(best - p)
@@ -131,12 +137,7 @@ def poisson(quick: bool) -> dict:
         counts = rng.poisson(clean).astype(np.float64)
         beta_o, best = _oracle(counts, clean, 30.0, 0.02, 3.0, fidelity="poisson")
         row = _rules(counts, clean, 30.0, rules, fidelity="poisson")
-        cells = []
-        for rule in rules:
-            beta, p, dt = row[rule]
-            losses[rule].append(best - p)
-            times[rule].append(dt)
-            cells.append(f"{beta:.3g}, {best - p:.2f}, {dt:.2f}")
+        cells = _record(row, best, losses, times)
         print(f"| {name} | {beta_o:.3g} | {best:.2f} | " + " | ".join(cells) + " |", flush=True)
     return {"losses": losses, "times": times}
 
@@ -153,12 +154,7 @@ def volumes(quick: bool) -> dict:
         peak = float(clean.max())
         beta_o, best = _oracle(noisy, clean, peak, 0.05, 10.0, spacing=SAMPLE_3D_SCALE)
         row = _rules(noisy, clean, peak, ("sure", "jinv"), spacing=SAMPLE_3D_SCALE)
-        cells = []
-        for rule in ("sure", "jinv"):
-            beta, p, dt = row[rule]
-            losses[rule].append(best - p)
-            times[rule].append(dt)
-            cells.append(f"{beta:.3g}, {best - p:.2f}, {dt:.2f}")
+        cells = _record(row, best, losses, times)
         print(f"| sample, seed {seed} | {beta_o:.3g} | {best:.2f} | " + " | ".join(cells) + " |",
               flush=True)
     return {"losses": losses, "times": times}
