@@ -18,41 +18,61 @@ A Qt-free library (importing it loads no Qt, napari, magicgui or vispy) and a na
 * sample data: :func:`microscopy_2d`, :func:`microscopy_3d`.
 """
 
-from ._sample_data import SAMPLE_3D_SCALE, microscopy_2d, microscopy_3d
-from .beta_choice import estimate_noise_model
-from .fidelity import FIDELITIES, fidelity_prox, fidelity_value
-from .levelsets import (
-    coarea_tv,
-    dichotomy_partition,
-    from_level_sets,
-    level_perimeters,
-    level_set,
-    level_sets,
-    perimeter,
-)
-from .operators import (
-    difference_matrix,
-    divergence,
-    edge_weights,
-    gradient,
-    graph_tv,
-    level_grid,
-    neighbour_offsets,
-    resolve_weights,
-    tv_energy,
-    tv_gradient,
-    tv_norm,
-)
-from .solvers import TVResult, denoise_tv
-from .sweep import (
-    BetaSweep,
-    Generation,
-    LatestWins,
-    beta_stack,
-    estimate_noise_sigma,
-    l_curve,
-    suggest_beta,
-)
+import importlib
+
+#: where each public name lives; imported on first use (PEP 562), so that ``import
+#: napari_tv`` is instant (the command line installs its Ctrl-C handling before anything heavy
+#: is loaded) and loads no Numba kernel module until one is needed
+_WHERE = {
+    "SAMPLE_3D_SCALE": "_sample_data",
+    "microscopy_2d": "_sample_data",
+    "microscopy_3d": "_sample_data",
+    "estimate_noise_model": "beta_choice",
+    "estimate_noise_sigma": "beta_choice",
+    "suggest_beta": "beta_choice",
+    "FIDELITIES": "fidelity",
+    "fidelity_prox": "fidelity",
+    "fidelity_value": "fidelity",
+    "coarea_tv": "levelsets",
+    "dichotomy_partition": "levelsets",
+    "from_level_sets": "levelsets",
+    "level_perimeters": "levelsets",
+    "level_set": "levelsets",
+    "level_sets": "levelsets",
+    "perimeter": "levelsets",
+    "difference_matrix": "operators",
+    "divergence": "operators",
+    "edge_weights": "operators",
+    "gradient": "operators",
+    "graph_tv": "operators",
+    "level_grid": "operators",
+    "neighbour_offsets": "operators",
+    "resolve_weights": "operators",
+    "tv_energy": "operators",
+    "tv_gradient": "operators",
+    "tv_norm": "operators",
+    "TVResult": "solvers",
+    "denoise_tv": "solvers",
+    "BetaSweep": "sweep",
+    "Generation": "sweep",
+    "LatestWins": "sweep",
+    "beta_stack": "sweep",
+    "l_curve": "sweep",
+}
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_tv' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"napari_tv.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __version__ = "0.1.0"
 

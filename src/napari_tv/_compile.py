@@ -209,6 +209,30 @@ def compile_notice(notify: Callable[[str], object]):
         notices.remove(once)
 
 
+@contextlib.contextmanager
+def carried_from(parent: dict):
+    """Run the block (in a worker thread) with the thread state ``parent`` captured by
+    :func:`thread_state` in the thread that started it: its compile notices, its forced
+    kernel mode and its ``no_compile`` depth."""
+    saved = dict(_local.__dict__)
+    _local.__dict__.update(
+        notices=list(parent.get("notices", ())),
+        forced=parent.get("forced"),
+        no_compile=parent.get("no_compile", 0),
+    )
+    try:
+        yield
+    finally:
+        _local.__dict__.clear()
+        _local.__dict__.update(saved)
+
+
+def thread_state() -> dict:
+    """This thread's compile notices, forced mode and ``no_compile`` depth, for
+    :func:`carried_from` in a worker thread."""
+    return dict(_local.__dict__)
+
+
 # ------------------------------------------------------------------------- the tiers
 
 

@@ -10,7 +10,10 @@ left half-written.  No Qt or napari here; ``tifffile`` is imported when a TIFF i
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +26,100 @@ _IMAGEJ_ORDER = "TZCYXS"
 
 
 class ImageFileError(Exception):
-    """A file that cannot be read (missing, a directory, another format or unparsable)."""
+    """A file that cannot be read (missing, a directory, another format or unparsable), or an
+    output that cannot be written (:class:`OutputError`)."""
+
+
+class OutputError(ImageFileError):
+    """OUT cannot be written: no space, a read-only or missing directory, a name too long, or
+    it appeared while it was being computed (and ``replace`` was not given)."""
+
+
+#: the prefix of the temporary file an output is written to before it is published
+PARTIAL_PREFIX = ".napari-tv-"
+#: free space kept beyond an output's size (headers, metadata, the file system's own)
+SPACE_MARGIN = 1 << 20
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _os_message(out: Path, exc: OSError) -> str:
+    why = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENAMETOOLONG: "the file name is too long",
+        errno.ENOENT: "no such directory",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return f"cannot write {out}: {why}"
+
+
+def check_name(out: Path) -> None:
+    """Raise :class:`OutputError` if ``out``'s name is longer than its file system allows."""
+    try:
+        limit = os.pathconf(out.parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if len(os.fsencode(out.name)) > limit:
+        raise OutputError(f"cannot write {out}: the file name is longer than {limit} bytes")
+
+
+def check_writable(out: Path, nbytes: int = 0) -> None:
+    """Raise :class:`OutputError` now, before any work, if ``out`` could not be written: its
+    name too long, its directory read-only or without ``nbytes`` (plus a margin) free."""
+    out = Path(out)
+    check_name(out)
+    probe = None
+    try:
+        with _signals_held():  # Ctrl-C or SIGTERM cannot come before ``probe`` is known
+            fd, probe = tempfile.mkstemp(dir=out.parent, prefix=PARTIAL_PREFIX, suffix=".probe")
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(_os_message(out, exc)) from None
+    finally:
+        if probe is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(probe)
+    _check_space(out, nbytes)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (delivered on leaving) where a file is created and must be
+    known to the code that removes it; a no-op where signal masks do not exist."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:  # pragma: no cover - Windows
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = mask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
+def _check_space(out: Path, nbytes: int) -> None:
+    if nbytes <= 0:
+        return
+    try:
+        free = shutil.disk_usage(out.parent).free
+    except OSError:  # pragma: no cover - no statvfs: the writes will tell
+        return
+    if free < nbytes + SPACE_MARGIN:
+        raise OutputError(
+            f"not enough space for {out}: it needs {human_bytes(nbytes)}, "
+            f"{out.parent} has {human_bytes(free)} free"
+        )
 
 
 @dataclass
@@ -63,12 +159,41 @@ def _ome_pixels(xml: str) -> dict:
     return image.get("Pixels", {})
 
 
+@contextlib.contextmanager
+def _tifffile_quiet() -> Iterator[list[str]]:
+    """tifffile reports a damaged file through ``logging`` (several lines on stderr); collect
+    them instead, for one message."""
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler, propagate = Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _read_tiff(path: Path) -> ImageFile:
     import tifffile
 
-    with tifffile.TiffFile(path) as tf:
+    with _tifffile_quiet() as problems, tifffile.TiffFile(path) as tf:
+        if not tf.series:
+            raise ImageFileError(f"no image in it ({_first(problems, 'no series')})")
         series = tf.series[0]
         data = series.asarray()
+        if data.size == 0:
+            raise ImageFileError(
+                f"no image data in it; the file is damaged ({_first(problems, 'empty')})"
+            )
         img = ImageFile(data=data, flavour="tiff", axes=series.axes)
         page = tf.pages.first
         if tf.is_ome:
@@ -95,6 +220,10 @@ def _read_tiff(path: Path) -> ImageFile:
     if len(img.axes) != img.data.ndim:
         img.axes = _default_axes(img.data.ndim)
     return img
+
+
+def _first(problems: list[str], default: str) -> str:
+    return problems[0] if problems else default
 
 
 def read_image(path) -> ImageFile:
@@ -144,7 +273,10 @@ def read_image(path) -> ImageFile:
             return ImageFile(data=data, axes=_default_axes(data.ndim))
         return _read_tiff(path)
     except Exception as exc:  # a corrupt file can fail in any way; all mean "unreadable"
-        raise ImageFileError(f"cannot read {path}: {exc}") from None
+        detail = str(exc) or type(exc).__name__
+        if isinstance(exc, IndexError | KeyError | StopIteration):  # tifffile's internals
+            detail = f"the file is damaged ({type(exc).__name__}: {detail})"
+        raise ImageFileError(f"cannot read {path}: {detail}") from None
 
 
 def metadata_spacing(img: ImageFile, channel_axis: int | None = None) -> tuple[float, ...] | None:
@@ -224,20 +356,76 @@ def _tiff_kwargs(out: Path, like: ImageFile, axes: str, sizes: dict, units: dict
 
 
 @contextlib.contextmanager
-def _atomic_output(out: Path) -> Iterator[Path]:
-    """A temporary file beside ``out``, renamed onto it on success and removed otherwise."""
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(name)
+def _atomic_output(out: Path, nbytes: int, replace: bool) -> Iterator[Path]:
+    """A temporary file beside ``out`` to write; published as ``out`` on success (never over
+    a file that appeared meanwhile unless ``replace``) and removed otherwise, whatever
+    happens (an error, Ctrl-C, SIGTERM through the command line's handler).  An ``OSError``
+    while writing (a full disk, ...) becomes :class:`OutputError`."""
+    check_writable(out, nbytes)
+    tmp = None
     try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
+        try:
+            with _signals_held():  # an interruption cannot come before ``tmp`` is known
+                fd, name = tempfile.mkstemp(
+                    dir=out.parent, prefix=PARTIAL_PREFIX, suffix=".partial"
+                )
+                os.close(fd)
+                tmp = Path(name)
+            yield tmp
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            _publish(tmp, out, replace)
+        except OSError as exc:
+            raise OutputError(_os_message(out, exc)) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _publish(tmp: Path, out: Path, replace: bool) -> None:
+    """Give the written file its name: ``os.replace`` with ``replace``, else a hard link that
+    fails if ``out`` exists (no window for another writer), or, on a file system without
+    hard links, a check just before the rename."""
+    if replace:
+        os.replace(tmp, out)
+        return
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise OutputError(
+            f"{out} appeared while it was being computed; it was not replaced (use --force to "
+            "replace it)"
+        ) from None
+    except OSError as exc:
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EXDEV,
+            errno.EMLINK,
+        ):
+            raise
+        if out.exists():
+            raise OutputError(
+                f"{out} appeared while it was being computed; it was not replaced (use "
+                "--force to replace it)"
+            ) from None
+        os.replace(tmp, out)
+
+
+def _reserve(fh, nbytes: int) -> None:
+    """Allocate ``nbytes`` of the open file now (a full disk fails here with ENOSPC, not later
+    as SIGBUS in a memory map)."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fh.fileno(), 0, nbytes)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                raise
+    fh.truncate(nbytes)  # pragma: no cover - file systems without fallocate
 
 
 def write_image(
@@ -248,6 +436,7 @@ def write_image(
     axes: str | None = None,
     spacing=None,
     channel_axis: int | None = None,
+    replace: bool = False,
 ) -> None:
     """Write ``data`` to ``out`` atomically, with ``like``'s voxel sizes (or ``spacing``'s).
 
@@ -266,6 +455,16 @@ def write_image(
         Written as ImageJ metadata when ``like`` has no voxel size of its own.
     channel_axis : int, optional
         The axis ``spacing`` skips.
+    replace : bool
+        Replace ``out`` if it exists by the time the file is complete (``--force``); else
+        :class:`OutputError`.
+
+    Raises
+    ------
+    OutputError
+        No space (checked first, against the array's size), a read-only or missing
+        directory, a name too long, a write error, ``out`` appeared meanwhile.  Nothing is
+        left behind.
 
     Notes
     -----
@@ -275,7 +474,7 @@ def write_image(
     sizes, units = like.sizes, like.units
     if not sizes:
         sizes = _sizes_from_spacing(axes, spacing, channel_axis)
-    with _atomic_output(out) as tmp:
+    with _atomic_output(out, int(data.nbytes), replace) as tmp:
         if _suffix(out) == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, data, allow_pickle=False)
@@ -296,7 +495,15 @@ def _level_pages(data: np.ndarray, grid: np.ndarray) -> Iterator[np.ndarray]:
         yield from mask.reshape(-1, *mask.shape[-2:])
 
 
-def write_level_stack(out: Path, like: ImageFile, grid: np.ndarray, *, spacing=None) -> None:
+def level_stack_bytes(like: ImageFile, grid: np.ndarray) -> int:
+    """The size of the level-set stack of ``like`` on ``grid``: one byte per voxel and level
+    but the last."""
+    return max(len(grid) - 1, 0) * int(like.data.size)
+
+
+def write_level_stack(
+    out: Path, like: ImageFile, grid: np.ndarray, *, spacing=None, replace: bool = False
+) -> None:
     """Write the level sets ``1[u <= λ]`` of ``like.data`` to ``out`` as a uint8 stack.
 
     Parameters
@@ -310,6 +517,15 @@ def write_level_stack(out: Path, like: ImageFile, grid: np.ndarray, *, spacing=N
         axis ``T``.
     spacing : float or sequence of float, optional
         Written as ImageJ metadata when ``like`` has no voxel size of its own.
+    replace : bool
+        As in :func:`write_image`.
+
+    Raises
+    ------
+    OutputError
+        As :func:`write_image`; the space is checked before anything is written, and the
+        ``.npy`` is allocated before it is memory-mapped (a full disk is an error, not a bus
+        error).
 
     Notes
     -----
@@ -322,11 +538,16 @@ def write_level_stack(out: Path, like: ImageFile, grid: np.ndarray, *, spacing=N
         axes = "T" + like.axes
     else:
         axes = _default_axes(len(shape))
-    with _atomic_output(out) as tmp:
+    with _atomic_output(out, level_stack_bytes(like, grid), replace) as tmp:
         if _suffix(out) == ".npy":
             from napari_tv.levelsets import level_set
 
-            stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+            with open(tmp, "r+b") as fh:
+                np.lib.format.write_array_header_1_0(fh, header)
+                offset = fh.tell()
+                _reserve(fh, offset + int(np.prod(shape)))
+            stack = np.memmap(tmp, dtype=np.uint8, mode="r+", offset=offset, shape=shape)
             for k, lam in enumerate(grid[:-1]):
                 stack[k] = level_set(data, float(lam))
             stack.flush()

@@ -23,6 +23,17 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 
+def float_dtype(dtype) -> np.dtype:
+    """The float dtype an array of ``dtype`` is computed (and returned) in: float32 for bool,
+    8/16-bit integers, float16 and float32; float64 for wider integers, float64 and wider."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b" or (dtype.kind in "iu" and dtype.itemsize <= 2):
+        return np.dtype(np.float32)
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
 def as_float_array(
     image,
     name: str = "image",
@@ -47,14 +58,9 @@ def as_float_array(
         )
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    if arr.dtype.kind == "b" or (arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2):
-        arr = arr.astype(np.float32)
-    elif arr.dtype.kind in "iu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    elif arr.dtype not in (np.float32, np.float64):  # longdouble
-        arr = arr.astype(np.float64)
+    work = float_dtype(arr.dtype)
+    if arr.dtype != work:
+        arr = arr.astype(work)
     arr = np.ascontiguousarray(arr)
     if finite and not np.isfinite(arr).all():
         n_bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))

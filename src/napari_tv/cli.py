@@ -23,6 +23,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,19 +31,24 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_tv import _console
 from napari_tv._io import (
     SUFFIXES,
     ImageFile,
     ImageFileError,
+    check_name,
+    check_writable,
+    human_bytes,
+    level_stack_bytes,
     metadata_spacing,
     read_image,
     write_image,
     write_level_stack,
 )
+from napari_tv._validation import float_dtype
 
 PROG = "napari-tv"
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 class CLIError(Exception):
@@ -61,6 +67,7 @@ class _Parser(argparse.ArgumentParser):
 def _check_output(out, inp, force: bool) -> Path:
     """OUT must be a writable .tif/.tiff/.npy path, not IN, and new unless ``--force``."""
     out = Path(out)
+    check_name(out)
     suffix = out.suffix.lower()
     if suffix not in SUFFIXES:
         raise CLIError(
@@ -80,7 +87,13 @@ def _check_output(out, inp, force: bool) -> Path:
         raise CLIError(f"{out} exists; use --force to overwrite it")
     if not out.parent.is_dir():
         raise CLIError(f"cannot write {out}: no such directory {out.parent}")
+    check_writable(out)  # a read-only directory or a name too long: now, not after the work
     return out
+
+
+def _result_bytes(data) -> int:
+    """Bytes of a result the shape of ``data`` in the dtype the solvers return."""
+    return int(data.size) * float_dtype(data.dtype).itemsize
 
 
 # ------------------------------------------------------------------------ argument types
@@ -108,16 +121,52 @@ def _beta_arg(text: str):
 
 
 def _levels_arg(text: str):
+    """One number: how many levels (a whole number, ``1e3`` is 1000); two or more separated
+    by commas: the levels themselves."""
+    parts = text.replace(",", " ").split()
     try:
-        return int(text)
+        values = [float(t) for t in parts]
     except ValueError:
-        pass
-    try:
-        return [float(t) for t in text.replace(",", " ").split()]
-    except ValueError:
+        values = []
+    if len(values) == 1:
+        count = values[0]
+        if not (count.is_integer() and count >= 2):
+            raise argparse.ArgumentTypeError(
+                f"a number of levels must be a whole number >= 2, got {text!r} (for levels "
+                "of your own give two or more, separated by commas)"
+            )
+        return int(count)
+    if len(values) < 2:
         raise argparse.ArgumentTypeError(
             f"expected a number of levels or comma-separated levels, got {text!r}"
+        )
+    return values
+
+
+def _bytes_arg(text: str) -> int:
+    """``500M``, ``2G``, ``1e9``: a size in bytes."""
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().rstrip("ib").rstrip("b")
+    mult = scale.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if t[-1:] in scale else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 500M or 2G, got {text!r}"
         ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a size > 0, got {text!r}")
+    return int(value)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 # ---------------------------------------------------------------------------- progress
@@ -128,8 +177,15 @@ class _Progress:
 
     def __init__(self, enabled: bool, desc: str, start_note: str = ""):
         self.enabled, self.desc, self.bar, self.start_note = enabled, desc, None, start_note
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Make the next callback ask the solver to stop (the run was interrupted)."""
+        self.stopped = True
 
     def __call__(self, info: dict) -> bool:
+        if self.stopped:
+            return True
         if not self.enabled:
             return False
         if self.bar is None:
@@ -160,12 +216,42 @@ class _Progress:
             self.bar.close()
 
 
-def _library_call(fn: Callable, *args, **kwargs):
-    """Call the library; its ValueError/TypeError (bad data or parameter) become CLIError."""
+def _library_call(fn: Callable, *args, stop: Callable[[], None] | None = None, **kwargs):
+    """Call the library in a worker thread; its ValueError/TypeError (bad data or parameter)
+    become CLIError.
+
+    The main thread only waits, so Ctrl-C and SIGTERM act within a few milliseconds even while
+    a compiled kernel (which releases the GIL) runs for seconds; ``stop`` is then called (it
+    makes the solver's callback ask for cancellation) and the interruption propagates.  The
+    console script ends the process at once; a caller of :func:`main` in the same process has
+    the worker end at the solver's next callback."""
+    from napari_tv import _compile
+
+    box: dict = {}
+    state = _compile.thread_state()
+
+    def work() -> None:
+        try:
+            with _compile.carried_from(state):
+                box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the main thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=f"{PROG}-{fn.__name__}", daemon=True)
+    worker.start()
     try:
-        return fn(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
-        raise CLIError(str(exc)) from None
+        while worker.is_alive():
+            worker.join(0.05)
+    except BaseException:
+        if stop is not None:
+            stop()
+        raise
+    error = box.get("error")
+    if isinstance(error, (ValueError, TypeError)):
+        raise CLIError(str(error)) from None
+    if error is not None:
+        raise error
+    return box["value"]
 
 
 def _note(text: str) -> None:
@@ -178,6 +264,7 @@ def _note(text: str) -> None:
 def _run_denoise(args) -> int:
     out = _check_output(args.output, args.input, args.force)
     img = read_image(args.input)
+    check_writable(out, _result_bytes(img.data))  # a full disk: now, not after the work
     from napari_tv.solvers.api import denoise_tv
 
     channel_axis = args.channel_axis
@@ -189,13 +276,20 @@ def _run_denoise(args) -> int:
     spacing = args.spacing
     if spacing is None:
         spacing = metadata_spacing(img, channel_axis)
+    if args.method == "exact" and (args.tol is not None or args.max_iter is not None):
+        _note(
+            "warning: --tol and --max-iter do not apply to --method exact (its result is the "
+            "exact minimiser); ignored"
+        )
+        args.tol = args.max_iter = None
+    tol = 1e-4 if args.tol is None else args.tol
     kwargs = {
         "method": args.method,
         "fidelity": args.fidelity,
         "tv": args.tv,
         "boundary": args.boundary,
         "spacing": spacing,
-        "tol": args.tol,
+        "tol": tol,
         "channel_axis": channel_axis,
     }
     for name in ("connectivity", "levels"):
@@ -217,12 +311,13 @@ def _run_denoise(args) -> int:
     t0 = time.perf_counter()
     try:
         u, res = _library_call(
-            denoise_tv, img.data, args.beta, callback=progress, return_info=True, **kwargs
-        )
+            denoise_tv, img.data, args.beta, callback=progress, return_info=True,
+            stop=progress.stop, **kwargs
+        )  # fmt: skip
     finally:
         progress.close()
     elapsed = time.perf_counter() - t0
-    write_image(out, u, img, spacing=args.spacing, channel_axis=channel_axis)
+    write_image(out, u, img, spacing=args.spacing, channel_axis=channel_axis, replace=args.force)
     if not args.quiet:
         if args.beta == "auto":
             from napari_tv.beta_choice import RULE_NAMES
@@ -235,7 +330,7 @@ def _run_denoise(args) -> int:
             print(f"exact: certified global minimum on {n_levels} levels")
         else:
             state = "converged" if res.converged else "not converged"
-            print(f"gap {res.gap:.3g} ({state} after {res.n_iter} iterations, tol {args.tol:g})")
+            print(f"gap {res.gap:.3g} ({state} after {res.n_iter} iterations, tol {tol:g})")
         print(f"time {elapsed:.3f} s")
         print(f"wrote {out}")
     return 0
@@ -244,6 +339,7 @@ def _run_denoise(args) -> int:
 def _run_gradient(args) -> int:
     out = _check_output(args.output, args.input, args.force)
     img = read_image(args.input)
+    check_writable(out, _result_bytes(img.data))  # a full disk: now, not after the work
     from napari_tv.operators import tv_gradient, tv_norm
 
     spacing = args.spacing if args.spacing is not None else metadata_spacing(img)
@@ -256,7 +352,7 @@ def _run_gradient(args) -> int:
     }
     g = _library_call(tv_gradient, img.data, **kwargs)
     tv = _library_call(tv_norm, img.data, **kwargs)
-    write_image(out, g, img, spacing=args.spacing)
+    write_image(out, g, img, spacing=args.spacing, replace=args.force)
     if not args.quiet:
         print(f"tv {tv:.10g}")
         print(f"wrote {out}")
@@ -269,16 +365,28 @@ def _run_levels(args) -> int:
     from napari_tv.operators import level_grid
 
     data = img.data
-    grid = _library_call(level_grid, data, args.levels)
     if data.ndim not in (1, 2, 3):
         raise CLIError(f"IN must have 1, 2 or 3 dimensions, got {data.ndim} (shape {data.shape})")
-    write_level_stack(out, img, grid, spacing=args.spacing)
+    grid = _library_call(level_grid, data, args.levels)
+    if len(grid) < 2:
+        raise CLIError(
+            f"the grid has a single level ({grid[0]:g}: IN is constant, or --levels repeats one "
+            "value); its only level set is the whole image, so there is nothing to write"
+        )
+    nbytes = level_stack_bytes(img, grid)
+    if nbytes > args.max_bytes:
+        raise CLIError(
+            f"the stack would take {human_bytes(nbytes)} ({len(grid) - 1} levels x "
+            f"{data.size} voxels), more than --max-bytes {human_bytes(args.max_bytes)}; give "
+            "fewer --levels, or a larger --max-bytes"
+        )
+    write_level_stack(out, img, grid, spacing=args.spacing, replace=args.force)
     if not args.quiet:
         print(
             f"{len(grid) - 1} level sets u <= λ for λ = {grid[0]:g} .. {grid[-2]:g}"
             f" (grid of {len(grid)} levels up to {grid[-1]:g})"
         )
-        print(f"wrote {out}")
+        print(f"wrote {out} ({human_bytes(nbytes)})")
     return 0
 
 
@@ -299,7 +407,7 @@ def _run_sample(args) -> int:
             units=dict.fromkeys("ZYX", "micron"),
         )
     data = clean if args.clean else noisy
-    write_image(out, data, like)
+    write_image(out, data, like, replace=args.force)
     if not args.quiet:
         print(f"wrote {out} ({'x'.join(map(str, data.shape))} {data.dtype})")
         if args.kind == "3d":
@@ -373,9 +481,13 @@ def _run_view(args) -> int:
     _check_display()
     try:
         from napari_tv._widgets._launch import open_viewer
-    except ImportError as exc:
-        raise CLIError(f"cannot start napari: {exc}") from None
-    open_viewer(path_or_array=target, sample=args.sample)
+
+        open_viewer(path_or_array=target, sample=args.sample)
+    except ImportError as exc:  # no napari or no Qt binding (e.g. a library-only install)
+        raise CLIError(
+            f"cannot start napari: {exc}; install the viewer with pip install "
+            "'napari-tv[pyqt6]' (or napari[all])"
+        ) from None
     return 0
 
 
@@ -430,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connectivity", type=int, help="graph neighbourhood for --method exact")
     p.add_argument("--levels", type=_levels_arg, help="grey levels for exact: L or l1,l2,...")
     p.add_argument("--spacing", type=_spacing_arg, help=spacing_help)
-    p.add_argument("--max-iter", type=int, help="iteration limit (default: the method's)")
-    p.add_argument("--tol", type=float, default=1e-4, help="relative duality-gap tolerance")
+    p.add_argument("--max-iter", type=_positive_int, help="iteration limit (default: the method's)")
+    p.add_argument("--tol", type=float, help="relative duality-gap tolerance (default 1e-4)")
     p.add_argument(
         "--channel-axis",
         type=int,
@@ -457,6 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
         "integer images, 256 for float images)",
     )
     p.add_argument("--spacing", type=_spacing_arg, help="voxel size to record in OUT")
+    p.add_argument(
+        "--max-bytes",
+        type=_bytes_arg,
+        default=256 << 20,
+        help="refuse a stack larger than this (one byte per voxel and level; default 256M)",
+    )
     p.set_defaults(run=_run_levels)
 
     p = sub.add_parser("sample", help="write the synthetic sample data")
@@ -525,7 +643,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 success, 2 error (one line ``napari-tv: error: ...`` on stderr,
-        nothing written), 130 interrupted by Ctrl-C (nothing written).
+        nothing written), 130 interrupted by Ctrl-C, 143 terminated by SIGTERM (nothing
+        written either way).
 
     Examples
     --------
@@ -534,11 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     parser = build_parser()
-    previous = None
-    try:  # a parent that ignores SIGINT must not make Ctrl-C ineffective
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread
-        pass
+    previous = _console.install()
     try:
         try:
             args = parser.parse_args(argv)
@@ -546,15 +661,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         return _run(args)
     except (CLIError, ImageFileError) as exc:
+        if _console.RECEIVED:  # an error the interruption caused (a half-read file, ...)
+            return _stopped(exc)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; no output written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except BaseException as exc:
+        return _stopped(exc)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(exc: BaseException) -> int:
+    code = _console.interruption(exc)
+    if code is None:
+        raise exc
+    _console.report(code)
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from napari_tv._console import console
+
+    console()
