@@ -43,11 +43,11 @@ SPACE_MARGIN = 1 << 20
 
 def human_bytes(n: float) -> str:
     """``1536`` -> ``'1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
+    return f"{n:.1f} PiB"  # pragma: no cover
 
 
 def _os_message(out: Path, exc: OSError) -> str:

@@ -107,6 +107,11 @@ def check_int(name: str, value, *, minimum: int | None = None) -> int:
     return value
 
 
+#: the largest ratio of two voxel sizes :func:`check_spacing` accepts (microscopes stay below
+#: ~100; beyond ~1e6 the edge weights of the graph TV are no longer computable)
+MAX_SPACING_RATIO = 1e4
+
+
 def relative_spacing(steps: Sequence[float]) -> tuple[float, ...]:
     """``steps`` divided by the smallest: the spacing's shape without its length unit.
 
@@ -136,4 +141,12 @@ def check_spacing(spacing, ndim: int) -> tuple[float, ...]:
         raise ValueError(f"spacing must have {ndim} entries (one per axis), got {spacing!r}")
     if not all(np.isfinite(s) and s > 0 for s in steps):
         raise ValueError(f"spacing must be finite and > 0 on every axis, got {spacing!r}")
+    ratio = max(steps) / min(steps)
+    if not ratio <= MAX_SPACING_RATIO:
+        raise ValueError(
+            f"spacing must not vary by more than a factor {MAX_SPACING_RATIO:g} between axes "
+            f"(the coarse axis would not couple the voxels at all), got {spacing!r} (ratio "
+            f"{ratio:.3g}); to denoise slices on their own, pass the slice axis as "
+            "channel_axis"
+        )
     return relative_spacing(steps)

@@ -249,6 +249,8 @@ def _library_call(fn: Callable, *args, stop: Callable[[], None] | None = None, *
     error = box.get("error")
     if isinstance(error, (ValueError, TypeError)):
         raise CLIError(str(error)) from None
+    if isinstance(error, MemoryError):  # the guard's message, or NumPy's
+        raise CLIError(str(error) or "out of memory") from None
     if error is not None:
         raise error
     return box["value"]

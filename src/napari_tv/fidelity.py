@@ -58,8 +58,7 @@ def check_fidelity_data(image: np.ndarray, fidelity: str) -> str:
 def fidelity_pointwise(u, v, fidelity: str) -> np.ndarray:
     """``f(u_s, v_s)`` for every sample, in float64 (``inf`` where Poisson is undefined)."""
     check_choice("fidelity", fidelity, FIDELITIES)
-    u = np.asarray(u, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
+    u, v = np.broadcast_arrays(np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
     if fidelity == "l2":
         return 0.5 * (u - v) ** 2
     if fidelity == "l1":

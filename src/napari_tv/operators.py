@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -31,6 +32,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import prange
 from scipy.spatial import SphericalVoronoi
+
+from napari_tv._memory import require
 
 from ._config import jit
 from ._validation import (
@@ -420,8 +423,7 @@ def difference_matrix(
            [ 0., -1.,  1.]])
     """
     try:
-        shape = tuple(check_int("shape", int(n) if np.ndim(n) == 0 else n, minimum=1)
-                      for n in shape)
+        shape = tuple(check_int("shape", operator.index(n), minimum=1) for n in shape)
     except TypeError:
         raise TypeError(f"shape must be a sequence of positive integers, got {shape!r}") from None
     if not 1 <= len(shape) <= 3:
@@ -776,6 +778,19 @@ def graph_tv(
     return _graph_tv_sum(_as3d(u), offs, w)
 
 
+def level_count(image, levels=None) -> int:
+    """The number of levels :func:`level_grid` makes (an upper bound for a sequence with
+    duplicates), computed without making them; ``image`` may be the raw data."""
+    if levels is None:
+        raw = np.asarray(image)
+        if raw.dtype.kind in "biu":
+            return int(np.max(raw)) - int(np.min(raw)) + 1
+        return 256
+    if isinstance(levels, (int, np.integer)) and not isinstance(levels, bool):
+        return check_int("levels", levels, minimum=2)
+    return int(np.size(levels))
+
+
 def level_grid(image, levels=None) -> np.ndarray:
     """The grid of grey levels the exact solver and the level sets work on.
 
@@ -804,12 +819,11 @@ def level_grid(image, levels=None) -> np.ndarray:
     raw = np.asarray(image)
     arr = as_float_array(raw, "image")
     lo, hi = float(arr.min()), float(arr.max())
-    if levels is None:
-        if raw.dtype.kind in "biu":
-            return np.arange(lo, hi + 1.0, dtype=np.float64)
-        levels = 256
-    if isinstance(levels, (int, np.integer)) and not isinstance(levels, bool):
-        n = check_int("levels", levels, minimum=2)
+    n = level_count(raw, levels)
+    require(8 * n, f"a grid of {n} grey levels", "pass levels=<a count> (e.g. 4096)")
+    if levels is None and raw.dtype.kind in "biu":
+        return np.arange(lo, hi + 1.0, dtype=np.float64)
+    if levels is None or (isinstance(levels, (int, np.integer)) and not isinstance(levels, bool)):
         return np.array([lo]) if lo == hi else np.linspace(lo, hi, n)
     grid = np.asarray(levels)
     if grid.ndim != 1 or grid.size == 0 or grid.dtype.kind not in "iuf":

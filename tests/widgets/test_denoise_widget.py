@@ -17,21 +17,23 @@ def _widget(make_napari_viewer, data, **layer_kw):
     return viewer, layer, widget
 
 
-@pytest.mark.parametrize(("method", "fidelity"), [("chambolle", "l2"), ("primal_dual", "l1")])
+@pytest.mark.parametrize(
+    ("method", "fidelity", "beta"), [("chambolle", "l2", 0.05), ("primal_dual", "l1", 0.5)]
+)
 def test_run_2d_matches_api_and_updates_in_place(
-    make_napari_viewer, wait_done, blobs_2d, method, fidelity
+    make_napari_viewer, wait_done, blobs_2d, method, fidelity, beta
 ):
     original = blobs_2d.copy()
     viewer, layer, w = _widget(
         make_napari_viewer, blobs_2d, scale=(0.5, 0.25), translate=(3.0, -1.0)
     )
     assert w.spacing_edit.text() == "0.5, 0.25"  # spacing defaults to the layer's scale
-    w.set_parameters(method=method, fidelity=fidelity, beta=0.05, tol=1e-3, max_num_iter=200)
+    w.set_parameters(method=method, fidelity=fidelity, beta=beta, tol=1e-3, max_num_iter=200)
     w.run()
     wait_done(w.runner)
     expected, info = denoise_tv(
         blobs_2d,
-        0.05,
+        beta,
         method=method,
         fidelity=fidelity,
         spacing=(0.5, 0.25),
@@ -43,16 +45,17 @@ def test_run_2d_matches_api_and_updates_in_place(
     np.testing.assert_allclose(out.data, expected, rtol=1e-6, atol=1e-6)
     assert tuple(out.scale) == (0.5, 0.25) and tuple(out.translate) == (3.0, -1.0)
     meta = out.metadata
-    assert meta["parameters"]["beta"] == pytest.approx(0.05)
+    assert meta["parameters"]["beta"] == pytest.approx(beta)
     assert meta["parameters"]["method"] == method
     assert meta["parameters"]["fidelity"] == fidelity
     assert meta["parameters"]["spacing"] == [0.5, 0.25]
     assert meta["energy"] == pytest.approx(info.energy, rel=1e-6)
     assert meta["gap"] == pytest.approx(info.gap, rel=1e-3, abs=1e-9)
     assert "duality gap" in meta["certificate"] and meta["elapsed"] > 0
+    assert info.n_iter > 0 and "shortcut" not in info.extra
     # a second run with another β updates the same layer
     n_layers = len(viewer.layers)
-    w.set_parameters(beta=1.0)  # L1 leaves the data as they are up to a β of ~0.2 here
+    w.set_parameters(beta=1.0)
     w.run()
     wait_done(w.runner)
     assert len(viewer.layers) == n_layers and viewer.layers["img TV"] is out
@@ -211,3 +214,17 @@ def test_beta_starts_at_the_suggestion_computed_in_the_background(
                     timeout=60_000)
     assert w.beta_slider.value() == pytest.approx(5.0)
     assert not errors["error"]
+
+
+def test_known_minimiser_is_reported_as_such(make_napari_viewer, wait_done, blobs_2d):
+    """L1 with β·2Σ1/h ≤ 1 (h relative to the finest axis) keeps every pixel; the widget says
+    so instead of an iteration count."""
+    viewer, layer, w = _widget(make_napari_viewer, blobs_2d)
+    w.set_parameters(method="primal_dual", fidelity="l1", beta=0.1)
+    w.run()
+    wait_done(w.runner)
+    out = viewer.layers["img TV"]
+    np.testing.assert_array_equal(out.data, blobs_2d)
+    cert = out.metadata["certificate"]
+    assert cert.startswith("known minimiser, no iterations") and "L1 keeps every pixel" in cert
+    assert out.metadata["gap"] == 0.0

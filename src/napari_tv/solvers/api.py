@@ -10,15 +10,18 @@ from typing import Any
 
 import numpy as np
 
+from napari_tv._memory import estimate_bytes, require
 from napari_tv._validation import (
     as_float_array,
     check_choice,
     check_int,
     check_real,
     check_spacing,
+    float_dtype,
 )
 from napari_tv.fidelity import FIDELITIES, check_fidelity_data
-from napari_tv.operators import BOUNDARIES, TV_KINDS, level_grid
+from napari_tv.operators import BOUNDARIES, TV_KINDS, level_count, level_grid, tv_energy
+from napari_tv.solvers._extremes import check_magnitude, solve_guarded
 from napari_tv.solvers._multilevel import coarse_start
 from napari_tv.solvers._result import TVResult
 
@@ -237,7 +240,11 @@ def denoise_tv(
     ValueError
         Negative ``beta``; unknown method, fidelity, tv or boundary; a combination the
         method does not support; bad ``channel_axis``, ``spacing`` or ``init``; NaN/inf,
-        empty or >3-D (spatial) input; negative data for Poisson.
+        empty or >3-D (spatial) input; negative data for Poisson; float64 data beyond
+        1e±150 in magnitude (``napari_tv.solvers._extremes``).
+    MemoryError
+        When the call would need more than 90 % of the available memory
+        (:mod:`napari_tv._memory`: bytes per voxel for each method), before allocating.
     TypeError
         Complex or non-numeric input, non-numeric parameters.
 
@@ -251,6 +258,12 @@ def denoise_tv(
     iterative methods stop on a relative duality gap :math:`(P(u) - D(p)) / (P(u) -
     \sum_s f(v_s, v_s))` (:mod:`napari_tv.solvers._gap`), an upper bound of the relative
     distance to the optimal energy.
+
+    Extreme cases are solved without iterating into them
+    (:mod:`napari_tv.solvers._extremes`): a β so small that :math:`u^* = v` (to the data's
+    rounding; exactly for L1 when :math:`2\beta\sum_a 1/h_a \le 1`), a β so large that
+    :math:`u^*` is the fidelity's best constant, and float32 data near the ends of its range
+    (solved scaled by a power of two); ``result.extra["shortcut"]`` says which.
 
     References
     ----------
@@ -304,12 +317,14 @@ def denoise_tv(
     elif init is not None and not isinstance(init, TVResult):
         init = as_float_array(init, "init", ndims=(1, 2, 3, 4))
 
+    _guard_memory(image, method, fidelity, channel_axis, levels, coarse)
     raw = np.asarray(image)
     channel_axis = _check_channel_axis(channel_axis, raw.ndim)
     _check_layout(raw, channel_axis)
     spatial_ndims = (2, 3, 4) if channel_axis is not None else (1, 2, 3)
     arr = as_float_array(raw, "image", ndims=spatial_ndims)
     check_fidelity_data(arr, fidelity)
+    check_magnitude(arr)
     spatial_ndim = arr.ndim - (channel_axis is not None)
     spacing = check_spacing(spacing, spatial_ndim)
     if auto:
@@ -327,6 +342,14 @@ def denoise_tv(
 
     def run(channel_raw, channel_arr, channel_init, cb):
         if method == "exact":
+            n_levels = level_count(channel_raw, levels)
+            require(
+                estimate_bytes("exact", fidelity, channel_arr.shape, channel_arr.itemsize,
+                               n_levels=n_levels),
+                f"method='exact' with {n_levels} grey levels on {channel_arr.size} voxels",
+                "pass fewer levels (levels=256 is exact up to 1/255 of the range), a smaller "
+                "region, or use an iterative method such as method='primal_dual'",
+            )  # fmt: skip
             grid = level_grid(channel_raw, levels)
             return solve(
                 np.ascontiguousarray(channel_arr), beta, levels=grid, callback=cb, **kwargs
@@ -338,24 +361,76 @@ def denoise_tv(
                     f"got {np.shape(channel_init)}"
                 )
         channel_arr = np.ascontiguousarray(channel_arr)
+
+        def guarded(img, b, sp, ini, cb):
+            def energy(u, v):
+                return tv_energy(u, v, b, fidelity=fidelity, tv=tv, boundary=boundary,
+                                 spacing=sp)  # fmt: skip
+
+            return solve_guarded(solve, img, b, init=ini, callback=cb, method=method,
+                                 energy=energy, **{**kwargs, "spacing": sp})  # fmt: skip
+
         if coarse:
             channel_init = coarse_start(
                 channel_arr,
                 beta,
                 spacing,
-                lambda img, b, sp, ini: solve(
-                    img, b, init=ini, callback=_cancel_only(cb), **{**kwargs, "spacing": sp}
-                ),
+                lambda img, b, sp, ini: guarded(img, b, sp, ini, _cancel_only(cb)),
             )
-        return solve(channel_arr, beta, init=channel_init, callback=cb, **kwargs)
+        return guarded(channel_arr, beta, spacing, channel_init, cb)
 
     if channel_axis is None:
         result = run(raw, arr, init, callback)
     else:
         result = _run_channels(run, raw, arr, init, callback, channel_axis, method)
+    n_bad = result.u.size - int(np.count_nonzero(np.isfinite(result.u)))
+    if n_bad:  # never a silent NaN: a case the guards above do not know
+        raise FloatingPointError(
+            f"method={method!r} produced {n_bad} non-finite value(s) with beta={beta!r}, "
+            f"fidelity={fidelity!r}, spacing={spacing!r} on data in [{float(arr.min())!r}, "
+            f"{float(arr.max())!r}]; please report this (another method may work meanwhile)"
+        )
     if auto:
         result.extra.update(beta=beta, beta_rule=beta_rule)
     return (result.u, result) if return_info else result.u
+
+
+def _guard_memory(image, method, fidelity, channel_axis, levels, coarse) -> None:
+    """MemoryError before anything is allocated (a dask array is not computed yet) when the
+    call would need more memory than is available (:mod:`napari_tv._memory`)."""
+    shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", None)
+    try:
+        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    except TypeError:
+        return  # a list or scalar: checked after conversion, and small
+    if dtype.kind not in "biuf" or not shape:
+        return  # rejected with a TypeError/ValueError later
+    channels = 1
+    if isinstance(channel_axis, (int, np.integer)) and -len(shape) <= channel_axis < len(shape):
+        channels = shape[channel_axis]
+        shape = shape[:channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1 :]
+    work = float_dtype(dtype)
+    n_levels = levels if isinstance(levels, (int, np.integer)) else np.size(levels)
+    needed = estimate_bytes(
+        method, fidelity, shape, work.itemsize, n_levels=int(n_levels or 0), channels=channels,
+        converted=work != dtype,
+    )  # fmt: skip
+    voxels = math.prod(shape) * channels
+    if not isinstance(image, np.ndarray):
+        needed += voxels * dtype.itemsize  # a dask (or other) array is computed first
+    if coarse:
+        needed += voxels * work.itemsize * (len(shape) + 1)  # the prolonged start
+    if method == "exact":
+        advice = ("pass fewer levels (levels=256 is exact up to 1/255 of the range), a smaller "
+                  "region, or use an iterative method such as method='primal_dual'")  # fmt: skip
+    else:
+        advice = "denoise a smaller region (or fewer channels at a time)"
+        if work.itemsize > 4:
+            advice += ", pass float32 data (half the memory)"
+        if method in ("bregman", "gradient_descent"):
+            advice += ", or use method='primal_dual' (7 words per voxel)"
+    size = "x".join(str(n) for n in shape)
+    require(needed, f"method={method!r} on a {size} {work} image", advice)
 
 
 def _auto_beta(arr, method, fidelity, tv, spacing, boundary, conn, channel_axis, rule, callback):

@@ -390,6 +390,12 @@ def _check_common(image, beta, fidelity, connectivity, weights, spacing, levels)
     check_spacing(spacing, arr.ndim)
     resolve_weights(arr.ndim, connectivity, weights, spacing)  # validates both
     grid = level_grid(image, levels)  # the raw dtype decides the default grid
+    if fidelity == "poisson" and float(np.max(arr)) > 0 and not grid[-1] > 0:
+        raise ValueError(
+            "levels must include a value > 0 for fidelity='poisson' and an image with "
+            f"positive counts (u - v log u is infinite at u <= 0 < v), got levels from "
+            f"{grid[0]:g} to {grid[-1]:g}"
+        )
     return arr, beta, grid
 
 
