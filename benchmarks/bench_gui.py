@@ -241,11 +241,12 @@ def level_scenario(image, scale, moves, app):
     widget.run()
     _wait(app, lambda: not widget.runner.running and clock.updates, timeout=120)
     out_ids, total, update = set(), [], []
-    k = widget.lambda_slider.value()
+    slider = widget.lambda_slider
+    k = slider.value
     for i in range(moves):
         n = len(clock.updates)
         t0 = time.perf_counter()
-        widget.lambda_slider.setValue(k + (i % 10) - 5)
+        slider.value = min(max(k + (i % 10) - 5, slider.min), slider.max)  # as a drag
         _wait(app, lambda n=n: len(clock.updates) > n)
         t_update = clock.updates[-1]
         _wait(app, lambda u=t_update: clock.shown(u) is not None)

@@ -11,7 +11,7 @@ Run: ``.venv/bin/python benchmarks/bench_iterative.py`` (or through ``benchmarks
 2. Time to a relative duality gap of 1e-4 for every iterative method, on the 2-D sample.
 3. Effective memory traffic of a Chambolle iteration next to ``np.copyto`` bandwidth.
    Bytes-per-iteration model (2-D/3-D: one fused pass per ``L = SWEEP_LEVELS`` iterations,
-   ``_kernels.FusedDualSweep``; the per-slab w buffers stay in cache): a pass reads ``p``
+   ``_chambolle_sweep.FusedDualSweep``; the per-slab w buffers stay in cache): a pass reads ``p``
    (K N) and ``v`` (N) and writes ``p`` (K N): ``(2K + 1) N / L`` values per iteration (K =
    ndim components), times the item size.  Copy bandwidth counts read + write.
 4. The fused sweep alone (``FusedDualSweep.step``) in Gvoxel-iterations per second for
@@ -34,16 +34,15 @@ import numba
 import numpy as np
 
 from napari_tv.solvers import denoise_tv
-from napari_tv.solvers._kernels import (
-    CHAMBOLLE,
+from napari_tv.solvers._chambolle_sweep import (
     SWEEP_CHUNK,
     SWEEP_LEVELS,
     SWEEP_ROW_2D,
     SWEEP_SLAB_2D,
     SWEEP_W_OFFSET,
     FusedDualSweep,
-    inv_steps,
 )
+from napari_tv.solvers._stencils import CHAMBOLLE, inv_steps
 
 
 def _median_time(fn, repeat):

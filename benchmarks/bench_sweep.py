@@ -30,7 +30,8 @@ from functools import partial
 
 import numpy as np
 
-from napari_tv.sweep import BetaSweep, LatestWins, estimate_noise_sigma
+from napari_tv.beta_choice import estimate_noise_sigma
+from napari_tv.sweep import BetaSweep, LatestWins
 
 BUDGET = 0.08  # seconds: the anytime-preview column
 DRAG_INTERVAL = 0.03  # seconds between slider events in the fast-drag table (~33 Hz)

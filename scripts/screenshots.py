@@ -40,7 +40,7 @@ def front(widget) -> None:
     from qtpy.QtWidgets import QDockWidget
 
     wait_until(lambda: True)
-    parent = widget.parentWidget()
+    parent = widget.native.parentWidget()
     while parent is not None and not isinstance(parent, QDockWidget):
         parent = parent.parentWidget()
     if parent is not None:
@@ -82,7 +82,7 @@ def main() -> int:
     # 1. TV denoise: the default method (primal-dual), L2, at the β suggested from the data
     # (computed in the background when the layer is chosen; the orange mark on the slider)
     front(denoise)
-    denoise.layer_combo.set_layer(viewer.layers[noisy])
+    denoise.set_parameters(image=viewer.layers[noisy])
     wait_until(lambda: denoise.suggested is not None)
     denoise.run()
     wait_until(lambda: not denoise.runner.running)
@@ -97,7 +97,7 @@ def main() -> int:
 
     # 2. TV gradient of the clean image: diverging colormap and direction arrows
     front(gradient)
-    gradient.layer_combo.set_layer(viewer.layers[clean])
+    gradient.set_parameters(image=viewer.layers[clean])
     gradient.set_parameters(scheme="forward", eps=0.05, step=8)
     gradient.run()
     wait_until(lambda: not gradient.runner.running)
@@ -109,7 +109,7 @@ def main() -> int:
 
     # 3. Level sets of the denoised image: u^λ over it and the perimeter profile
     front(levels)
-    levels.layer_combo.set_layer(viewer.layers[out])
+    levels.set_parameters(image=viewer.layers[out])
     levels.set_parameters(levels=32, connectivity=2)
     levels.run()
     wait_until(lambda: not levels.runner.running)
@@ -119,7 +119,7 @@ def main() -> int:
     shot(viewer, "levelsets")
 
     # 3b. The dichotomy of the exact solver on the noisy image, after 3 of its rounds
-    levels.layer_combo.set_layer(viewer.layers[noisy])
+    levels.set_parameters(image=viewer.layers[noisy])
     levels.set_parameters(levels=None, connectivity=2, beta=2.0, fidelity="l2")
     levels.run_dichotomy()
     wait_until(lambda: not levels.runner.running)
@@ -130,11 +130,11 @@ def main() -> int:
 
     # 4. β sweep: L-curve and the risk estimate of the suggestion, live result at that β
     front(sweep)
-    sweep.layer_combo.set_layer(viewer.layers[noisy])
+    sweep.set_parameters(image=viewer.layers[noisy])
     sweep.set_parameters(method="primal_dual", k=8, beta_range=(0.2, 20.0), tol=1e-3)
     sweep.run_curve(suggest=True)
     wait_until(lambda: not sweep.runner.running)
-    sweep.use_suggested.click()
+    sweep.use_suggested.native.click()
     wait_until(lambda: sweep.idle)
     only(viewer, f"{noisy} β-sweep")
     viewer.reset_view()
@@ -154,7 +154,7 @@ def overview() -> None:
     denoise = docked(viewer)["TV denoise"]
     noisy = "microscopy 3D (noisy)"
     front(denoise)
-    denoise.layer_combo.set_layer(viewer.layers[noisy])
+    denoise.set_parameters(image=viewer.layers[noisy])
     wait_until(lambda: denoise.suggested is not None)  # the β suggested from the data
     denoise.run()
     wait_until(lambda: not denoise.runner.running)

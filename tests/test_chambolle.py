@@ -7,10 +7,10 @@ import pytest
 
 from napari_tv.operators import divergence, gradient
 from napari_tv.solvers import denoise_tv
-from napari_tv.solvers._gap import CHECK_EVERY
-from napari_tv.solvers._kernels import divergence as k_divergence
-from napari_tv.solvers._kernels import gradient as k_gradient
-from napari_tv.solvers._kernels import project_dual
+from napari_tv.solvers._monitor import CHECK_EVERY
+from napari_tv.solvers._stencils import divergence as k_divergence
+from napari_tv.solvers._stencils import gradient as k_gradient
+from napari_tv.solvers._stencils import project_dual
 from reference.iterative import div, feasible_dual_gap, grad, primal_energy, rof_fista_dual
 
 SHAPES = {1: (15,), 2: (9, 11), 3: (5, 6, 7)}
@@ -223,7 +223,8 @@ def test_fused_sweep_matches_numpy_iteration(
     computes exactly the textbook iteration, for any number of blocks, levels per pass, rows
     per chunk or slab, both boundaries, both updates and spacing; and p changed from outside
     is taken up after sync()."""
-    from napari_tv.solvers._kernels import CHAMBOLLE, CLIP, FusedDualSweep, inv_steps
+    from napari_tv.solvers._chambolle_sweep import FusedDualSweep
+    from napari_tv.solvers._stencils import CHAMBOLLE, CLIP, inv_steps
 
     v = rng.standard_normal(shape)
     spacing = tuple(rng.uniform(0.5, 2.0, len(shape)))
@@ -268,7 +269,7 @@ def test_sweep_storage_zeroed_placed_and_kept_alive(monkeypatch, dtype, huge_pag
     import gc
     import mmap
 
-    from napari_tv.solvers._kernels import SWEEP_W_OFFSET, _sweep_storage
+    from napari_tv.solvers._chambolle_sweep import SWEEP_W_OFFSET, _sweep_storage
 
     if not huge_pages:
         monkeypatch.delattr(mmap, "MADV_HUGEPAGE", raising=False)
@@ -297,7 +298,7 @@ def test_sweep_storage_out_of_memory_is_memory_error(monkeypatch):
     """A mapping the OS refuses is reported as NumPy reports an allocation it cannot make."""
     import mmap
 
-    from napari_tv.solvers import _kernels
+    from napari_tv.solvers import _chambolle_sweep, _pages
 
     if not hasattr(mmap, "MADV_HUGEPAGE"):
         pytest.skip("no madvise on this platform: storage comes from NumPy")
@@ -305,6 +306,6 @@ def test_sweep_storage_out_of_memory_is_memory_error(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(_kernels.mmap, "mmap", refuse)
+    monkeypatch.setattr(_pages.mmap, "mmap", refuse)
     with pytest.raises(MemoryError, match="bytes for the sweep"):
-        _kernels._sweep_storage((1 << 20,), np.float32)
+        _chambolle_sweep._sweep_storage((1 << 20,), np.float32)

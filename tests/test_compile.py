@@ -24,8 +24,8 @@ import pytest
 
 from napari_tv import _compile, _config, denoise_tv, microscopy_2d, microscopy_3d
 from napari_tv._sample_data import SAMPLE_3D_SCALE
-from napari_tv.solvers import _kernels, _quick
-from napari_tv.solvers._kernels import CHAMBOLLE, CLIP, PROJECT, as_3d, as_4d, inv_steps
+from napari_tv.solvers import _quick, _stencils
+from napari_tv.solvers._stencils import CHAMBOLLE, CLIP, PROJECT, as_3d, as_4d, inv_steps
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -48,11 +48,11 @@ def test_quick_iteration_kernels_match_the_fused_ones(rng, shape, periodic, dtyp
     rtol = 1e-12 if dtype == np.float64 else 2e-6
     for mode in (CHAMBOLLE, CLIP, PROJECT):
         fused, quick = p.copy(), p.copy()
-        _kernels.dual_ascent_step(as_4d(fused), as_3d(f), ih, periodic, 0.3, mode)
+        _stencils.dual_ascent_step(as_4d(fused), as_3d(f), ih, periodic, 0.3, mode)
         _quick.dual_step(as_4d(quick), as_3d(f), ih, periodic, 0.3, mode)
         np.testing.assert_allclose(quick, fused, rtol=rtol, atol=rtol)
     w_fused, w_quick = np.empty_like(f), np.empty_like(f)
-    _kernels.rescaled_divergence(as_4d(p), as_3d(f), as_3d(w_fused), ih, periodic, 0.7)
+    _stencils.rescaled_divergence(as_4d(p), as_3d(f), as_3d(w_fused), ih, periodic, 0.7)
     _quick.rescaled_divergence(as_4d(p), as_3d(f), as_3d(w_quick), ih, periodic, 0.7)
     np.testing.assert_allclose(w_quick, w_fused, rtol=rtol, atol=rtol)
 

@@ -58,15 +58,19 @@ def test_every_method_is_dispatched(image, method, module):
 
 
 @pytest.mark.parametrize(
-    ("method", "module", "name"),
+    ("method", "module", "name", "options"),
     [
-        ("gradient_descent", "napari_tv.solvers.gradient_descent", "solve_gradient_descent"),
-        ("bregman", "napari_tv.solvers.bregman", "solve_bregman"),
+        ("gradient_descent", "napari_tv.solvers.gradient_descent", "_solve_gradient_descent",
+         {"eps": None, "check_every": 10}),
+        ("bregman", "napari_tv.solvers.bregman", "_solve_bregman",
+         {"rho": None, "u_solver": None, "sweeps": 1, "adapt": True, "check_every": 10}),
     ],
-)
-def test_other_iterative_methods_get_validated_arguments(monkeypatch, rng, method, module, name):
-    """Dispatch to the helpers' solvers (their own tests check the answers): a stub records
-    what ``denoise_tv`` hands over."""
+)  # fmt: skip
+def test_other_iterative_methods_get_validated_arguments(
+    monkeypatch, rng, method, module, name, options
+):
+    """Dispatch to the solvers the table names (their own tests check the answers): a stub
+    records what ``denoise_tv`` hands over, the method's budget and options resolved."""
     if not _has(module):
         pytest.skip(f"{module} not available")
     calls = []
@@ -88,10 +92,11 @@ def test_other_iterative_methods_get_validated_arguments(monkeypatch, rng, metho
         "spacing": (2.0, 1.0),  # relative
         "tv": "anisotropic",
         "boundary": "neumann",
-        "max_num_iter": None,
+        "max_num_iter": {"bregman": 2000, "gradient_descent": 3000}[method],
         "tol": 1e-3,
         "init": None,
         "callback": None,
+        **options,
     }
     assert u.dtype == np.float32
 
@@ -112,7 +117,7 @@ def test_returns_array_without_info(image):
         ({"boundary": "reflect"}, "boundary must be one of .*'reflect'"),
         (
             {"method": "chambolle", "fidelity": "l1"},
-            r"method='chambolle' does not support fidelity='l1'.*\('l2',\)",
+            r"method='chambolle' does not support fidelity='l1'.*'l2' only",
         ),
         ({"method": "exact", "boundary": "periodic"}, "does not support boundary='periodic'"),
         ({"connectivity": 2}, "connectivity, weights and levels belong to method='exact'"),

@@ -15,19 +15,12 @@ from functools import partial
 import numpy as np
 import pytest
 
+from napari_tv.beta_choice import estimate_noise_sigma, suggest_beta
 from napari_tv.fidelity import fidelity_value
 from napari_tv.operators import graph_tv, tv_energy, tv_norm
 from napari_tv.solvers import TVResult
 from napari_tv.solvers.api import denoise_tv
-from napari_tv.sweep import (
-    BetaSweep,
-    Generation,
-    LatestWins,
-    beta_stack,
-    estimate_noise_sigma,
-    l_curve,
-    suggest_beta,
-)
+from napari_tv.sweep import BetaSweep, Generation, LatestWins, beta_stack, l_curve
 
 TIGHT = 1e-4  # solver tolerance (relative duality gap) where answers are compared
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 
 # Idle OpenMP threads sleep instead of spinning.  napari-tv runs next to a GUI, a viewer's
 # worker threads and often other processes; with the default (active) policy a parallel kernel
@@ -109,6 +110,12 @@ def jit(fn=None, *, parallel: bool = False, error_model: str = "python", fastmat
         return _Serialised(dispatcher) if SERIALISE else dispatcher
 
     return wrap(fn) if fn is not None else wrap
+
+
+#: ``jit`` with ``error_model="numpy"``: divisions are unchecked (a division by zero gives inf or
+#: nan instead of raising), which lets LLVM vectorise the loops of the iterative solvers'
+#: kernels (``solvers/_stencils.py`` and the kernels built on it)
+jit_unchecked = partial(jit, error_model="numpy")
 
 
 #: for per-voxel helpers called only from other kernels: inlined at Numba-IR level, where

@@ -72,6 +72,7 @@ from napari_tv._validation import as_float_array, check_choice, check_int, check
 from napari_tv.fidelity import FIDELITIES
 from napari_tv.solvers._result import TVResult
 from napari_tv.solvers.api import denoise_tv
+from napari_tv.sweep import BetaSweep
 
 __all__ = [
     "RULES",
@@ -258,8 +259,6 @@ class _Estimator:
     """``__call__(beta) -> risk per voxel`` for one rule on one image (one channel)."""
 
     def __init__(self, image, rule, fidelity, noise, solve_kw, rng):
-        from napari_tv.sweep import BetaSweep
-
         self.v = image.astype(np.float64)
         self.rule, self.noise = rule, noise
         self.n = image.size
@@ -644,8 +643,6 @@ def suggest_beta_discrepancy(
     max_steps = check_int("max_steps", max_steps, minimum=1)
     sweep_kw.setdefault("tol", 1e-4)
     sweep_kw.setdefault("cache_size", 4)
-    from napari_tv.sweep import BetaSweep
-
     sweep = BetaSweep(image, **sweep_kw)
     v = sweep.image.astype(np.float64)
     sigma = estimate_noise_sigma(v) if sigma is None else check_real("sigma", sigma)

@@ -159,6 +159,45 @@ def _bytes_arg(text: str) -> int:
     return int(value)
 
 
+def _option_arg(text: str) -> tuple[str, str]:
+    """``NAME=VALUE``: a method's own option, typed once the method is known."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _method_options(method: str, pairs) -> dict:
+    """``--option`` pairs as the method's options, each value parsed by its declared type
+    (bool, int, float or str; ``none`` for an option whose default is None).  An unknown name
+    is passed on as text: ``denoise_tv`` says which names the method has."""
+    from napari_tv.solvers.methods import get_method
+
+    declared = get_method(method).options
+    options = {}
+    for name, text in pairs or ():
+        option = declared.get(name)
+        if option is None or (text.lower() == "none" and option.default is None):
+            options[name] = None if option is not None else text
+        elif option.type is bool:
+            if text.lower() not in _BOOLS:
+                raise CLIError(f"--option {name}: expected true or false, got {text!r}")
+            options[name] = _BOOLS[text.lower()]
+        elif option.type in (int, float):
+            try:
+                options[name] = option.type(text)
+            except ValueError:
+                kind = "a whole number" if option.type is int else "a number"
+                raise CLIError(f"--option {name}: expected {kind}, got {text!r}") from None
+        else:
+            options[name] = text
+    return options
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}  # fmt: skip
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -299,6 +338,8 @@ def _run_denoise(args) -> int:
             kwargs[name] = getattr(args, name)
     if args.max_iter is not None:
         kwargs["max_num_iter"] = args.max_iter
+    if args.option:
+        kwargs["options"] = _method_options(args.method, args.option)
     if args.beta_rule is not None:
         if args.beta != "auto":
             raise CLIError("--beta-rule goes with --beta auto")
@@ -531,12 +572,25 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("sure", "pure", "jinv", "discrepancy"),
         help="the rule of --beta auto (default: jinv for l2 and l1, pure for poisson)",
     )
-    from napari_tv.solvers.api import DEFAULT_METHOD, METHODS
+    from napari_tv.solvers.methods import DEFAULT_METHOD, METHODS
 
     p.add_argument(
         "--method",
         default=DEFAULT_METHOD,
-        help=f"{', '.join(METHODS[:-1])} or {METHODS[-1]} (default {DEFAULT_METHOD})",
+        choices=tuple(METHODS),
+        metavar="METHOD",
+        help=f"the solver, default {DEFAULT_METHOD}. "
+        + "; ".join(f"{m.name}: {m.description}" for m in METHODS.values()),
+    )
+    with_options = [m for m in METHODS.values() if m.options]
+    p.add_argument(
+        "--option",
+        action="append",
+        type=_option_arg,
+        metavar="NAME=VALUE",
+        help="an option of the method (repeatable): "
+        + "; ".join(f"{m.name}: {', '.join(m.options)}" for m in with_options)
+        + " (see docs/cli.md)",
     )
     p.add_argument("--fidelity", default="l2", help="l2, l1 or poisson")
     p.add_argument("--tv", default="isotropic", help="isotropic or anisotropic")

@@ -18,7 +18,13 @@ from collections.abc import Callable
 import numpy as np
 
 from napari_tv._validation import as_float_array
-from napari_tv.operators import graph_tv, level_grid, neighbour_offsets, resolve_weights
+from napari_tv.operators import (
+    edge_slices,
+    graph_tv,
+    level_grid,
+    neighbour_offsets,
+    resolve_weights,
+)
 
 __all__ = [
     "level_sets",
@@ -264,16 +270,6 @@ def perimeter(mask, connectivity: int = 1, weights=None, spacing=None) -> float:
     return float(graph_tv(mask01, connectivity=connectivity, weights=weights, spacing=spacing))
 
 
-def _edge_pairs(shape: tuple[int, ...], offset: np.ndarray):
-    """Slices selecting ``s`` and ``s + offset`` over every pair with both ends inside."""
-    src, dst = [], []
-    for n, o in zip(shape, offset, strict=True):
-        o = int(o)
-        src.append(slice(max(0, -o), n - max(0, o)))
-        dst.append(slice(max(0, o), n - max(0, -o)))
-    return tuple(src), tuple(dst)
-
-
 def level_perimeters(
     u,
     levels=None,
@@ -330,7 +326,7 @@ def level_perimeters(
     # crossings[k, j]: edges of offset k that separate the level set of grid[j] (exact integers)
     crossings = np.zeros((len(offsets), n_levels + 1), dtype=np.int64)
     for k, offset in enumerate(offsets):
-        src, dst = _edge_pairs(arr.shape, offset)
+        src, dst = edge_slices(arr.shape, offset)
         a, b = index[src], index[dst]
         if a.size == 0:
             continue

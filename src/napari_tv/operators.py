@@ -36,13 +36,7 @@ from scipy.spatial import SphericalVoronoi
 from napari_tv._memory import require
 
 from ._config import jit
-from ._validation import (
-    as_float_array,
-    check_choice,
-    check_int,
-    check_real,
-    check_spacing,
-)
+from ._validation import as_float_array, check_choice, check_int, check_real, check_spacing
 from .fidelity import check_fidelity_data, fidelity_value
 
 __all__ = [
@@ -196,10 +190,6 @@ def _apply_inner_axis(inp, idx, coef, out, accumulate):
         for j in prange(n):
             for a in range(pre):
                 _apply_row(inp, a, j, idx, coef, out, accumulate)
-
-
-def _as3d(a: np.ndarray) -> np.ndarray:
-    return a.reshape((1,) * (3 - a.ndim) + a.shape)
 
 
 def _check_op_args(scheme, boundary, spacing, ndim):
@@ -443,6 +433,14 @@ def difference_matrix(
     return sp.vstack(blocks, format="csr")
 
 
+def _checked_gradient(f, kind, scheme, boundary, spacing, eps):
+    """``(f, gradient(f), eps)`` after checking the arguments of ``tv_norm``/``tv_gradient``."""
+    f = as_float_array(f, "f")
+    check_choice("kind", kind, TV_KINDS)
+    eps = check_real("eps", eps, minimum=0.0)
+    return f, gradient(f, scheme=scheme, boundary=boundary, spacing=spacing), eps
+
+
 def tv_norm(
     f,
     *,
@@ -481,10 +479,7 @@ def tv_norm(
     >>> tv_norm(f, kind="anisotropic")
     24.0
     """
-    f = as_float_array(f, "f")
-    check_choice("kind", kind, TV_KINDS)
-    eps = check_real("eps", eps, minimum=0.0)
-    g = gradient(f, scheme=scheme, boundary=boundary, spacing=spacing)
+    f, g, eps = _checked_gradient(f, kind, scheme, boundary, spacing, eps)
     return float(_norm_sum(g.reshape(f.ndim, -1), kind == "isotropic", eps))
 
 
@@ -525,10 +520,7 @@ def tv_gradient(
     >>> tv_gradient(np.array([0.0, 0.0, 1.0, 1.0]))
     array([ 0., -1.,  1.,  0.])
     """
-    f = as_float_array(f, "f")
-    check_choice("kind", kind, TV_KINDS)
-    eps = check_real("eps", eps, minimum=0.0)
-    g = gradient(f, scheme=scheme, boundary=boundary, spacing=spacing)
+    f, g, eps = _checked_gradient(f, kind, scheme, boundary, spacing, eps)
     _normalise(g.reshape(f.ndim, -1), kind == "isotropic", eps)
     out = divergence(g, scheme=scheme, boundary=boundary, spacing=spacing)
     np.negative(out, out=out)
@@ -727,15 +719,24 @@ def resolve_weights(
     return np.array(w)
 
 
+def edge_slices(shape: tuple[int, ...], offset) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices selecting ``s`` and ``s + offset`` over every pair with both ends inside an
+    array of ``shape`` (the edges of one offset of the graph TV)."""
+    src, dst = [], []
+    for n, o in zip(shape, offset, strict=True):
+        o = int(o)
+        src.append(slice(max(0, -o), n - max(0, o)))
+        dst.append(slice(max(0, o), n - max(0, -o)))
+    return tuple(src), tuple(dst)
+
+
 def _graph_tv_sum(u3: np.ndarray, offsets: np.ndarray, weights: np.ndarray) -> float:
     """``Σ_k w_k Σ_s |u_s - u_{s+o_k}|`` over the pairs inside the padded 3-D view, each
     difference taken in float64.  NumPy, one pass per offset: nothing to compile (the exact
     solver's energy; a Numba kernel cost a second of compilation for ~10 ms a volume)."""
     total = 0.0
-    shape = u3.shape
     for off, w in zip(offsets, weights, strict=True):
-        lo = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(off, shape, strict=True))
-        hi = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(off, shape, strict=True))
+        lo, hi = edge_slices(u3.shape, off)
         diff = np.subtract(u3[hi], u3[lo], dtype=np.float64)
         total += float(w) * float(np.abs(diff, out=diff).sum())
     return total
@@ -775,7 +776,10 @@ def graph_tv(
     w = resolve_weights(u.ndim, connectivity, weights, spacing)
     offs = np.zeros((len(w), 3), dtype=np.int64)
     offs[:, 3 - u.ndim :] = _offsets(u.ndim, connectivity)
-    return _graph_tv_sum(_as3d(u), offs, w)
+    # here, not at the top: importing the solvers package imports this module
+    from napari_tv.solvers._stencils import as_3d
+
+    return _graph_tv_sum(as_3d(u), offs, w)
 
 
 def level_count(image, levels=None) -> int:

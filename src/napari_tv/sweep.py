@@ -30,16 +30,14 @@ API at a glance (what the widgets use)
 
     stack, results = beta_stack(image, betas, **kw)   # (K, *shape), warm-started in β order
     curve = l_curve(image, betas, **kw)      # {"beta", "fidelity", "tv", "energy", ...}
-    sigma = estimate_noise_sigma(image)      # noise standard deviation from the data
-    beta = suggest_beta(image)               # β from the data: J-invariance (L2), PURE, SURE
 
 All solves go through :func:`napari_tv.solvers.api.denoise_tv` (``solver=`` injects another
 callable with the same signature, e.g. for tests).
 
 Everything above is importable from here (and from :mod:`napari_tv`). The scheduler
-(``Generation``, ``LatestWins``) lives in :mod:`napari_tv._scheduling` and the choice of β
-(``estimate_noise_sigma``, ``suggest_beta``) in :mod:`napari_tv.beta_choice`; this module
-re-exports them.
+(``Generation``, ``LatestWins``) lives in :mod:`napari_tv._scheduling`; this module re-exports
+it.  The choice of β from the data (``estimate_noise_sigma``, ``suggest_beta``) is
+:mod:`napari_tv.beta_choice`, which builds on this engine.
 """
 
 from __future__ import annotations
@@ -56,14 +54,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from napari_tv._scheduling import Generation, LatestWins, _is_partial
-from napari_tv._validation import (
-    as_float_array,
-    check_choice,
-    check_int,
-    check_real,
-    check_spacing,
-)
-from napari_tv.beta_choice import estimate_noise_sigma, suggest_beta
+from napari_tv._validation import as_float_array, check_choice, check_int, check_real, check_spacing
 from napari_tv.fidelity import FIDELITIES, check_fidelity_data, fidelity_value
 from napari_tv.operators import graph_tv, level_grid, tv_norm
 from napari_tv.solvers._result import TVResult
@@ -74,9 +65,7 @@ __all__ = [
     "Generation",
     "LatestWins",
     "beta_stack",
-    "estimate_noise_sigma",
     "l_curve",
-    "suggest_beta",
 ]
 
 Callback = Callable[[dict], Any]

@@ -40,8 +40,8 @@ def test_sample_data_with_the_four_widgets(opened):
     from napari_tv._widgets._launch import docked
 
     denoise = docked(viewer)["TV denoise"]
-    assert denoise.layer_combo.layer() is noisy  # the active layer is preselected
-    assert denoise.spacing_edit.text() == "2, 0.5, 0.5"
+    assert denoise.layer_combo.value is noisy  # the active layer is preselected
+    assert denoise.spacing_edit.value == "2, 0.5, 0.5"
 
 
 def test_imagej_tiff_voxel_size_becomes_the_scale(opened, tmp_path):
@@ -81,7 +81,7 @@ def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, err
     viewer = make_napari_viewer()
     viewer.add_image(data, name="img")
     dock, widget = viewer.window.add_plugin_dock_widget("napari-tv", title)
-    assert widget.layer_combo.layer().name == "img"
+    assert widget.layer_combo.value.name == "img"
     if title == "β sweep":
         widget.request(0.1)
         qtbot.waitUntil(lambda: widget.idle, timeout=60_000)

@@ -49,12 +49,12 @@ def test_level_slider_stack_perimeters_and_coarea(make_napari_viewer, wait_done,
     w.run()
     wait_done(w.runner)
     lambdas, perims = level_perimeters(steps_u8, connectivity=2, spacing=(0.5, 0.5))
-    name, x, y = w.plot.series[0][:3]
+    name, x, y = w.plot.native.series[0][:3]
     np.testing.assert_array_equal(x, lambdas)
     np.testing.assert_allclose(y, perims)
     coarea = coarea_tv(steps_u8, connectivity=2, spacing=(0.5, 0.5))
     assert coarea == pytest.approx(graph_tv(steps_u8, connectivity=2, spacing=(0.5, 0.5)))
-    assert f"{coarea:.6g}" in w.coarea_label.text()
+    assert f"{coarea:.6g}" in w.coarea_label.value
     # λ starts at the data's median: about half the pixels are in the level set
     start = viewer.layers["img u^λ"]
     assert start.metadata["lambda"] == lambdas[np.argmin(np.abs(lambdas - np.median(steps_u8)))]
@@ -65,7 +65,8 @@ def test_level_slider_stack_perimeters_and_coarea(make_napari_viewer, wait_done,
         np.testing.assert_array_equal(out.data, level_set(steps_u8, float(lambdas[k])))
         assert out.metadata["lambda"] == lambdas[k] and tuple(out.scale) == (0.5, 0.5)
     # our Labels outputs are not offered as input
-    assert [combo.itemText(i) for i in range(combo.count())] == ["img"]
+    assert combo.choices == (layer,)
+    assert [combo.native.itemText(i) for i in range(combo.native.count())] == ["img"]
     stack_layer = w.add_stack()
     np.testing.assert_array_equal(stack_layer.data, level_sets(steps_u8))
     assert stack_layer.ndim == 3 and tuple(stack_layer.scale) == (1.0, 0.5, 0.5)
@@ -80,7 +81,7 @@ def test_dichotomy_depth_slider(make_napari_viewer, wait_done, steps_u8):
     w.run_dichotomy()
     wait_done(w.runner)
     labels, intervals = dichotomy_partition(steps_u8, 1.5)
-    assert w.depth_slider.maximum() == len(intervals)
+    assert w.depth_slider.max == len(intervals)
     for depth in range(1, len(intervals) + 1):
         w.set_depth(depth)
         out = viewer.layers["img dichotomy"]
@@ -101,7 +102,7 @@ def test_cancel_mid_dichotomy_keeps_layers_and_viewer(
     w.run_dichotomy()
     wait_done(w.runner)
     shown = viewer.layers["img dichotomy"]
-    before = (shown.data.copy(), dict(shown.metadata), w.depth_slider.maximum())
+    before = (shown.data.copy(), dict(shown.metadata), w.depth_slider.max)
     n_rounds = len(dichotomy_partition(steps_u8, 0.3)[1])
     assert n_rounds == 3
     qtbot.wait(100)  # past the progress bar's 50 ms throttle of the first run's last report
@@ -126,18 +127,19 @@ def test_cancel_mid_dichotomy_keeps_layers_and_viewer(
     w.set_parameters(beta=0.3)
     assert w.run_dichotomy() is not None
     qtbot.waitUntil(reached.is_set, timeout=30_000)
-    qtbot.waitUntil(lambda: w.progress.value() > 0, timeout=10_000)  # round 1 was shown
-    assert w.progress.value() == round(1000 / n_rounds)
-    assert w.cancel_button.isEnabled() and not w.dichotomy_button.isEnabled()
-    qtbot.mouseClick(w.cancel_button, Qt.MouseButton.LeftButton)
+    bar, cancel = w.progress_row.bar, w.progress_row.cancel_button
+    qtbot.waitUntil(lambda: bar.value > 0, timeout=10_000)  # round 1 was shown
+    assert bar.value == round(1000 / n_rounds)
+    assert cancel.enabled and not w.dichotomy_button.enabled
+    qtbot.mouseClick(cancel.native, Qt.MouseButton.LeftButton)
     wait_done(w.runner)
     assert rounds == [1, 2]  # stopped after round 2 of 3
-    assert "cancelled" in w.status.text() and w.progress.value() == 0
-    assert w.dichotomy_button.isEnabled() and not w.cancel_button.isEnabled()
+    assert "cancelled" in w.status.value and bar.value == 0
+    assert w.dichotomy_button.enabled and not cancel.enabled
     # the layers are as they were: the earlier dichotomy, the input image
     assert viewer.layers["img dichotomy"] is shown
     np.testing.assert_array_equal(shown.data, before[0])
-    assert shown.metadata == before[1] and w.depth_slider.maximum() == before[2]
+    assert shown.metadata == before[1] and w.depth_slider.max == before[2]
     np.testing.assert_array_equal(layer.data, original)
     assert [ly.name for ly in viewer.layers] == ["img", "img dichotomy"]
     # the viewer and the widget still work
@@ -173,7 +175,13 @@ def test_3d_float_and_bad_layers(make_napari_viewer, wait_done, errors, blobs_3d
     np.testing.assert_array_equal(
         viewer.layers["img u^λ"].data, level_set(blobs_3d, float(lambdas[4]))
     )
-    viewer.add_labels(np.zeros((4, 4), np.int32), name="seg")
-    w.layer_combo.set_layer(viewer.layers["seg"])
+    # a Labels layer is not offered; a bad Image layer is refused with a message
+    seg = viewer.add_labels(np.zeros((4, 4), np.int32), name="seg")
+    assert seg not in w.layer_combo.choices
+    with pytest.raises(ValueError):
+        w.set_parameters(image=seg)
+    rgb = viewer.add_image(np.zeros((4, 4, 3)), name="rgb", rgb=True)
+    w.set_parameters(image=rgb)
     assert w.run() is None and w.run_dichotomy() is None
-    assert len(errors["error"]) == 2 and "Labels" in errors["error"][0]
+    assert len(errors["error"]) == 2 and all("RGB" in e for e in errors["error"])
+    assert "img u^λ" in viewer.layers and "rgb u^λ" not in viewer.layers

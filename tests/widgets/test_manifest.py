@@ -38,6 +38,30 @@ def test_widgets_and_samples_point_at_commands(manifest):
     assert {s.key for s in manifest.contributions.sample_data} >= {"microscopy_2d", "microscopy_3d"}
 
 
+def test_widgets_sit_in_the_layers_menus(manifest, make_napari_viewer):
+    """TV denoise and the β sweep under Layers > Filter, the gradient and level-set views under
+    Layers > Visualize: menu ids napari accepts, and the items present in a viewer's menus."""
+    from app_model.types import MenuItem
+    from napari._app_model import get_app_model
+    from napari._app_model.constants import MenuId
+
+    menus = {menu_id: [item.command for item in items]
+             for menu_id, items in manifest.contributions.menus.items()}  # fmt: skip
+    assert menus == {
+        "napari/layers/filter": ["napari-tv.denoise_widget", "napari-tv.sweep_widget"],
+        "napari/layers/visualize": ["napari-tv.gradient_widget", "napari-tv.levelsets_widget"],
+    }
+    assert set(menus) <= set(MenuId.contributables())
+    make_napari_viewer()  # registers the plugins' menu items with the app
+    app = get_app_model()
+    for menu_id, commands in menus.items():
+        titles = {item.command.title for item in app.menus.get_menu(menu_id)
+                  if isinstance(item, MenuItem)}  # fmt: skip
+        for command in commands:
+            title = next(c.title for c in manifest.contributions.commands if c.id == command)
+            assert any(t.startswith(title) for t in titles), (menu_id, titles)
+
+
 def test_installed_distribution_uses_this_manifest(manifest):
     from npe2 import PluginManifest
 

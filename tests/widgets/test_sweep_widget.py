@@ -24,7 +24,7 @@ def test_twenty_quick_moves_give_the_last_beta(make_napari_viewer, qtbot, errors
     viewer, layer, w = _widget(make_napari_viewer, blobs_2d, scale=(0.5, 0.5))
     if method is None:  # the default: the warm-started primal-dual solver (fastest to follow)
         method = "primal_dual"
-        assert w.method_combo.currentText() == method
+        assert w.method.value == method
         w.set_parameters(tol=1e-4)
     else:
         w.set_parameters(method=method, tol=1e-4)
@@ -101,7 +101,7 @@ def test_beta_stack_has_beta_as_a_dims_axis(make_napari_viewer, wait_done, blobs
 
 
 def test_suggested_beta_and_l_curve(make_napari_viewer, qtbot, wait_done, blobs_2d):
-    from napari_tv.sweep import suggest_beta
+    from napari_tv.beta_choice import suggest_beta
 
     viewer, layer, w = _widget(make_napari_viewer, blobs_2d)
     w.set_parameters(method="chambolle", k=5, beta_range=(0.01, 1.0))
@@ -110,14 +110,14 @@ def test_suggested_beta_and_l_curve(make_napari_viewer, qtbot, wait_done, blobs_
     expected = suggest_beta(blobs_2d, method="chambolle", tv="isotropic")  # J-invariance
     assert w._suggested == pytest.approx(expected, rel=1e-6)
     assert "suggested" in w.beta_slider.slider.markers
-    assert "J-invariance" in w.suggest_label.text()
+    assert "J-invariance" in w.suggest_label.value
     names = [s[0] for s in w.plot.series]
     assert names == ["fidelity", "TV", "risk"] and "J-invariance" in w.plot.title
     beta_r, risk_r = w.plot.series[2][1], w.plot.series[2][2]
     assert risk_r[int(np.argmin(risk_r))] == min(risk_r) and w._suggested in beta_r
     fid, tv = w.plot.series[0][2], w.plot.series[1][2]
     assert np.all(np.diff(fid) > 0) and np.all(np.diff(tv) < 0)  # the L-curve trade-off
-    w.use_suggested.click()
+    w.use_suggested.native.click()
     assert w.beta_slider.value() == pytest.approx(w._suggested, rel=0.02)
     qtbot.waitUntil(lambda: w.idle, timeout=60_000)
     assert viewer.layers["img β-sweep"].metadata["parameters"]["beta"] == w.beta_slider.value()
@@ -129,11 +129,11 @@ def test_bad_layer_and_bad_fidelity(make_napari_viewer, errors, wait_done):
     assert len(errors["error"]) == 1 and "4D" in errors["error"][0]
     viewer.layers.clear()
     viewer.add_image(np.random.default_rng(1).random((16, 16)), name="ok")
-    w.layer_combo.set_layer(viewer.layers["ok"])
+    w.set_parameters(image=viewer.layers["ok"])
     w.set_parameters(method="primal_dual", fidelity="l1", k=2, beta_range=(0.1, 1.0))
     w.run_curve(suggest=True)  # L1: J-invariance
     wait_done(w.runner)
-    assert "J-invariance" in w.suggest_label.text() and not errors["warning"]
+    assert "J-invariance" in w.suggest_label.value and not errors["warning"]
     assert [s[0] for s in w.plot.series][-1] == "risk" and "J-invariance" in w.plot.title
 
 
@@ -144,7 +144,7 @@ def test_cancelled_beta_stack_adds_nothing(make_napari_viewer, qtbot, wait_done,
     with qtbot.waitSignal(w.runner.progressed, timeout=60_000):
         worker = w.run_stack()
     with qtbot.waitSignal(worker.finished, timeout=60_000):
-        w.cancel_button.click()
+        w.progress_row.cancel_button.native.click()
     wait_done(w.runner)
     assert [ly.name for ly in viewer.layers] == ["img"]
     w.set_parameters(method="chambolle", tol=1e-3)
@@ -167,12 +167,12 @@ def test_whole_volume_with_the_defaults_converges_and_says_so(
     w.request(full=True)
     qtbot.waitUntil(lambda: w.idle, timeout=120_000)
     out = viewer.layers["img β-sweep"]
-    assert out.metadata["converged"] and "not converged" not in w.status.text()
+    assert out.metadata["converged"] and "not converged" not in w.status.value
     assert "img TV" not in viewer.layers  # never the TV denoise widget's layer
     stuck = TVResult(u=vol, energy=1.0, n_iter=5000, converged=False, gap=3e-3,
                      method="primal_dual")
     w._after_show(2.0, None, stuck)
-    assert "not converged: gap 0.003 > tolerance after 5000 iterations" in w.status.text()
+    assert "not converged: gap 0.003 > tolerance after 5000 iterations" in w.status.value
     assert not errors["error"]
 
 
@@ -196,3 +196,22 @@ def test_output_layer_is_the_same_object_through_ten_moves(make_napari_viewer, q
         assert viewer.layers["img β-sweep"] is out and len(viewer.layers) == 2
         assert tuple(out.contrast_limits) == (0.1, 0.9)
         assert out.metadata["parameters"]["beta"] == pytest.approx(w.beta_slider.value())
+
+
+def test_parameters_by_name_and_the_time_axis_keeps_beta(make_napari_viewer, qtbot, errors):
+    """``set_parameters(beta=...)`` moves the slider as a user would (widening its range);
+    switching the time axis on keeps β; an unknown name is refused."""
+    data = np.random.default_rng(0).random((3, 8, 8)) * 10
+    viewer, layer, w = _widget(make_napari_viewer, data)
+    w.set_parameters(live=False, beta=2.5)
+    assert w.beta_slider.value() == pytest.approx(2.5, rel=0.02)
+    w.set_parameters(time_series=True)
+    assert w.beta_slider.value() == pytest.approx(2.5, rel=0.02)
+    w.set_parameters(beta=1000.0)  # beyond the range: widened; not live: solved whole
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
+    out = viewer.layers["img β-sweep"]
+    assert w.beta_slider.value() == 1000.0 == out.metadata["parameters"]["beta"]
+    assert out.data.shape == data.shape and "preview_plane" not in out.metadata
+    with pytest.raises(ValueError, match="unknown parameter 'beta_stack'"):
+        w.set_parameters(beta_stack=3)
+    assert not errors["error"]

@@ -1,4 +1,5 @@
-"""Shared widget pieces: log slider, layer checks, robustness when a dock is closed."""
+"""Shared widget pieces: log slider, layer checks, the input component, robustness when a
+dock is closed."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_log_slider_maps_log_scale_and_box(qtbot):
 
 
 def test_layer_checks(make_napari_viewer):
-    from napari_tv._widgets._common import LayerError, image_layer_info
+    from napari_tv._widgets._layers import LayerError, image_layer_info
 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
@@ -57,14 +58,17 @@ def test_layer_checks(make_napari_viewer):
 
 
 def test_closed_widget_does_not_break_the_viewer(make_napari_viewer, qtbot, errors):
+    from napari_tv._widgets.denoise import DenoiseWidget
     from napari_tv._widgets.gradient import GradientWidget
+    from napari_tv._widgets.levelsets import LevelSetsWidget
     from napari_tv._widgets.sweep import SweepWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).random((4, 8, 8)), name="a")
-    for cls in (GradientWidget, SweepWidget):
+    for cls in (DenoiseWidget, GradientWidget, LevelSetsWidget, SweepWidget):
         w = cls(viewer)
-        w.deleteLater()
+        w.native.deleteLater()
+        del w
     qtbot.wait(50)
     viewer.add_image(np.zeros((4, 8, 8)), name="b")  # layer events
     viewer.dims.set_current_step(0, 2)  # dims events
@@ -85,3 +89,52 @@ def test_second_run_while_running_is_refused(make_napari_viewer, qtbot, wait_don
     w.cancel()
     wait_done(w.runner)
     assert "img TV" not in viewer.layers
+
+
+def test_the_input_follows_the_viewer(make_napari_viewer):
+    """Added, removed and renamed layers reach the list at once; Image layers only, the
+    widget's own outputs left out; choosing a layer sets the time box and the spacing."""
+    from napari_tv._widgets.denoise import DenoiseWidget
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    a = viewer.add_image(rng.random((8, 8)), name="a", scale=(2.0, 0.5))
+    w = DenoiseWidget(viewer)
+    combo = w.input.image
+    assert combo.choices == (a,) and w.input.spacing.value == "2, 0.5"
+    viewer.add_labels(np.zeros((8, 8), np.int32), name="labels")
+    viewer.add_image(rng.random((8, 8)), name="a TV")  # the widget's output name
+    movie = viewer.add_image(rng.random((3, 8, 8)), name="movie",
+                             axis_labels=("t", "y", "x"), scale=(1.0, 0.3, 0.3))
+    assert combo.choices == (a, movie)
+    a.name = "renamed"
+    shown = [combo.native.itemText(i) for i in range(combo.native.count())]
+    assert sorted(shown) == ["movie", "renamed"]  # the shown text, without a layer event
+    seen = []
+    w.input.layer_changed.connect(seen.append)
+    w.set_parameters(image=movie)
+    assert seen == [movie] and w.input.time_series.value
+    assert w.input.spacing.value == "0.3, 0.3"
+    viewer.layers.remove(movie)
+    assert combo.value is a and seen[-1] is a
+
+
+def test_form_values_are_the_library_arguments(make_napari_viewer):
+    """A form's values go to ``denoise_tv`` as one dict; bad values name the control."""
+    from napari_tv._widgets.denoise import DenoiseWidget
+    from napari_tv.solvers.api import METHODS
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((8, 8)), name="img")
+    w = DenoiseWidget(viewer)
+    assert w.method.choices == tuple(METHODS)
+    w.set_parameters(method="chambolle", fidelity="l2", tv="anisotropic", beta=0.25,
+                     max_num_iter=50, tol=1e-3, spacing=(1.0, 2.0))
+    params = w.parameters(w.input.info())
+    assert params == {"beta": 0.25, "method": "chambolle", "fidelity": "l2",
+                      "spacing": (1.0, 2.0), "tv": "anisotropic", "max_num_iter": 50,
+                      "tol": 1e-3}
+    with pytest.raises(ValueError, match="method must be one of"):
+        w.set_parameters(method="simulated_annealing")
+    with pytest.raises(ValueError, match="unknown parameter 'weight'"):
+        w.set_parameters(weight=0.1)

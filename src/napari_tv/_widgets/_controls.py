@@ -1,24 +1,21 @@
-"""The small Qt controls shared by the dock widgets.
+"""The two Qt controls magicgui has no widget for (wrapped as magicgui widgets in
+:mod:`._forms`).
 
-* :class:`LogSlider`: a log-scale slider with a numeric box and coloured markers;
-* :class:`PlotWidget`: a dependency-free line plot painted with QPainter;
-* :class:`LayerCombo`: a combo box of the viewer's Image/Labels layers, kept in sync;
-* :func:`parse_spacing` / :func:`format_spacing`: the text of the spacing boxes.
+* :class:`LogSlider`: a log-scale slider with a numeric box, coloured marks (the suggested
+  β) and a commit signal (released, typed, keyboard) beside the live one;
+* :class:`PlotWidget`: a dependency-free line plot painted with QPainter (L-curve, risk).
 
-They compute nothing; the worker threads, progress/cancel, layer checks and output layers
-are in :mod:`._common`.
+They compute nothing.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 from qtpy.QtCore import QPointF, Qt, Signal
 from qtpy.QtGui import QColor, QDoubleValidator, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
-    QComboBox,
     QHBoxLayout,
     QLineEdit,
     QSizePolicy,
@@ -27,93 +24,6 @@ from qtpy.QtWidgets import (
     QStyleOptionSlider,
     QWidget,
 )
-
-from ._common import LayerError, connect_while_alive
-
-# --------------------------------------------------------------------------------------------
-# spacing box and layer choice
-
-
-def parse_spacing(text: str, ndim: int) -> tuple[float, ...]:
-    """Parse the spacing box: ``"2, 0.5, 0.5"`` or a single number for every axis."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
-    try:
-        steps = [float(p) for p in parts]
-    except ValueError:
-        raise LayerError(f"spacing must be numbers separated by commas, got {text!r}") from None
-    if len(steps) == 1:
-        steps = steps * ndim
-    if len(steps) != ndim or not all(math.isfinite(s) and s > 0 for s in steps):
-        raise LayerError(f"spacing needs {ndim} positive numbers (one per axis), got {text!r}")
-    return tuple(steps)
-
-
-def format_spacing(spacing: Sequence[float]) -> str:
-    return ", ".join(f"{s:g}" for s in spacing)
-
-
-class LayerCombo(QComboBox):
-    """A combo box of the viewer's layers, kept in sync with ``viewer.layers``.
-
-    Lists Image and Labels layers (a Labels layer is refused with a notification when run, so
-    users learn why), except the Labels layers the widgets made themselves.  The current choice
-    survives layers being added or removed; the first fill picks the active layer.
-    """
-
-    layer_changed = Signal(object)
-
-    def __init__(self, viewer, *, exclude_suffixes: Sequence[str] = (), parent=None) -> None:
-        super().__init__(parent)
-        self._viewer = viewer
-        self._exclude = tuple(exclude_suffixes)
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
-        events = viewer.layers.events
-        for ev in (events.inserted, events.removed, events.moved, events.changed):
-            connect_while_alive(self, ev, self.refresh)
-        self.currentIndexChanged.connect(lambda _i: self.layer_changed.emit(self.layer()))
-        self.refresh()
-        active = viewer.layers.selection.active
-        if active is not None and self.findText(active.name) >= 0:
-            self.setCurrentIndex(self.findText(active.name))
-
-    def _candidates(self) -> list:
-        from napari.layers import Image, Labels
-
-        return [
-            ly
-            for ly in self._viewer.layers
-            if isinstance(ly, Image | Labels)
-            and not ly.name.endswith(self._exclude)
-            # our own Labels outputs (level sets, dichotomy) are never an input
-            and not (isinstance(ly, Labels) and "napari_tv" in ly.metadata)
-        ]
-
-    def refresh(self, *_args) -> None:
-        current = self.currentText()
-        names = [ly.name for ly in self._candidates()]
-        if names == [self.itemText(i) for i in range(self.count())]:
-            return
-        self.blockSignals(True)
-        self.clear()
-        self.addItems(names)
-        if current in names:
-            self.setCurrentIndex(names.index(current))
-        self.blockSignals(False)
-        if current not in names:
-            self.layer_changed.emit(self.layer())
-
-    def layer(self):
-        """The chosen layer, or None."""
-        name = self.currentText()
-        return self._viewer.layers[name] if name and name in self._viewer.layers else None
-
-    def set_layer(self, layer) -> None:
-        self.refresh()
-        idx = self.findText(layer.name)
-        if idx >= 0:
-            self.setCurrentIndex(idx)
-
 
 # --------------------------------------------------------------------------------------------
 # controls

@@ -121,16 +121,18 @@ def open_viewer(
 
 
 def docked(viewer) -> dict:
-    """The napari-tv widgets docked in ``viewer``'s window, by title."""
+    """The napari-tv widgets docked in ``viewer``'s window, by title (magicgui forms, found
+    through their native Qt widgets)."""
     import importlib
 
     from qtpy.QtWidgets import QWidget
 
     found = {}
     window = viewer.window._qt_window
+    forms = [getattr(q, "_magic_widget", None) for q in window.findChildren(QWidget)]
     for title, module, cls in WIDGETS:
         klass = getattr(importlib.import_module(f"napari_tv._widgets.{module}"), cls)
-        hits = window.findChildren(klass) if issubclass(klass, QWidget) else []
+        hits = [form for form in forms if isinstance(form, klass)]
         if hits:
             found[title] = hits[0]
     return found

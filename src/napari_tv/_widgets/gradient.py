@@ -11,37 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
 
-from ._common import (
-    ImageInfo,
-    LayerError,
-    TaskRunner,
-    connect_while_alive,
-    diverging_colormap,
-    has_time_label,
-    image_layer_info,
-    layer_index,
-    make_progress_row,
-    notify_error,
-    show_output,
-)
-from ._controls import LayerCombo, format_spacing, parse_spacing
+from napari_tv.operators import BOUNDARIES, SCHEMES, TV_KINDS
 
-SCHEMES = ("forward", "backward", "central")
-BOUNDARIES = ("neumann", "periodic")
-TV_KINDS = ("isotropic", "anisotropic")
+from ._forms import TVForm
+from ._layers import ImageInfo, diverging_colormap, layer_index, show_output
+from ._tasks import connect_while_alive, notify_error
+
 SUFFIXES = (" TV gradient", " |∇f|", " ∇f direction")
 
 
@@ -105,133 +82,48 @@ def direction_vectors(
     return vectors.reshape(-1, 2, ndim), norm
 
 
-class GradientWidget(QWidget):
+class GradientWidget(TVForm):
     """Show the TV gradient, the gradient magnitude and the gradient direction of a layer.
 
-    Three layers are created once and updated in place: "<input> TV gradient" (diverging
-    colormap centred on 0, contrast limits ±max|g|), "<input> |∇f|" and "<input> ∇f direction"
-    (Vectors on a sub-sampled grid; for 3D, on the current slice, following the dims slider).
+    A magicgui form whose controls are ``tv_gradient``'s keyword arguments (``scheme``,
+    ``boundary``, ``kind``, ``eps``) plus the input (``image``, ``time_series``, ``spacing``)
+    and ``step`` (one arrow every ``step`` pixels).  Three layers are created once and updated
+    in place: "<input> TV gradient" (diverging colormap centred on 0, contrast limits
+    ±max|g|), "<input> |∇f|" and "<input> ∇f direction" (Vectors on a sub-sampled grid; for
+    3D, on the current slice, following the dims slider).
     """
 
-    def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.layer_combo = LayerCombo(napari_viewer, exclude_suffixes=SUFFIXES)
-        self.time_check = QCheckBox("first axis is time (current time point)")
-        self.scheme_combo = QComboBox()
-        self.scheme_combo.addItems(SCHEMES)
-        self.boundary_combo = QComboBox()
-        self.boundary_combo.addItems(BOUNDARIES)
-        self.kind_combo = QComboBox()
-        self.kind_combo.addItems(TV_KINDS)
-        self.eps_spin = QDoubleSpinBox()
-        self.eps_spin.setDecimals(4)
-        self.eps_spin.setRange(0.0, 1e6)
-        self.eps_spin.setSingleStep(0.01)
-        self.step_spin = QSpinBox()
-        self.step_spin.setRange(1, 256)
-        self.step_spin.setValue(4)
-        self.spacing_edit = QLineEdit()
-        self.compute_button = QPushButton("Compute")
-        progress_row, self.progress, self.cancel_button = make_progress_row()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+    title = "TV gradient"
+    exclude_suffixes = SUFFIXES
+    time_text = "first axis is time (current time point)"
 
-        form = QFormLayout()
-        form.addRow("image", self.layer_combo)
-        form.addRow("", self.time_check)
-        form.addRow("scheme", self.scheme_combo)
-        form.addRow("boundary", self.boundary_combo)
-        form.addRow("TV", self.kind_combo)
-        form.addRow("ε", self.eps_spin)
-        form.addRow("arrow every (px)", self.step_spin)
-        form.addRow("spacing", self.spacing_edit)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.compute_button)
-        layout.addWidget(progress_row)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-
-        self.runner = TaskRunner(
-            "TV gradient",
-            self.progress,
-            self.cancel_button,
-            self.status,
-            busy_widgets=(self.compute_button,),
-            parent=self,
+    def __init__(self, napari_viewer) -> None:
+        self.scheme = ComboBox(name="scheme", label="scheme", choices=SCHEMES)
+        self.boundary = ComboBox(name="boundary", label="boundary", choices=BOUNDARIES)
+        self.kind = ComboBox(name="kind", label="TV", choices=TV_KINDS)
+        self.eps = FloatSpinBox(name="eps", label="ε", min=0.0, max=1e6, step=0.01)
+        self.eps.native.setDecimals(4)
+        self.step = SpinBox(name="step", label="arrow every (px)", min=1, max=256, value=4)
+        super().__init__(
+            napari_viewer,
+            [self.scheme, self.boundary, self.kind, self.eps, self.step],
+            run_text="Compute",
         )
-        self._last: tuple[ImageInfo, dict] | None = None
+        self.compute_button = self.run_button
+        self._last: tuple[ImageInfo, dict, np.ndarray] | None = None
         self._again = False  # a control changed while a computation ran: run once more
-        self.compute_button.clicked.connect(self.run)
         # live: once the layers are shown, a change of scheme, boundary, kind or ε recomputes
-        self.scheme_combo.currentTextChanged.connect(self._live)
-        self.boundary_combo.currentTextChanged.connect(self._live)
-        self.kind_combo.currentTextChanged.connect(self._live)
-        self.eps_spin.valueChanged.connect(self._live)
+        for control in (self.scheme, self.boundary, self.kind, self.eps):
+            control.changed.connect(self._live)
         self.runner.done.connect(self._after_run)
-        self.step_spin.valueChanged.connect(lambda _v: self._update_vectors())
-        self.layer_combo.layer_changed.connect(self._on_layer)
-        self.time_check.toggled.connect(self._refresh_spacing)
-        connect_while_alive(self, self.viewer.dims.events.current_step, self._on_dims)
-        self._on_layer(self.layer_combo.layer())
-
-    def _on_layer(self, layer) -> None:
-        if layer is None:
-            return
-        self.time_check.blockSignals(True)
-        self.time_check.setChecked(has_time_label(layer))
-        self.time_check.blockSignals(False)
-        info = self._refresh_spacing()
-        if info is None:
-            return
-
-    def _refresh_spacing(self, *_args) -> ImageInfo | None:
-        """Spacing box (and connectivity range) from the layer and the time-axis choice."""
-        try:
-            info = image_layer_info(
-                self.layer_combo.layer(), time_series=self.time_check.isChecked()
-            )
-        except LayerError:
-            return None
-        self.spacing_edit.setText(format_spacing(info.spacing))
-        if hasattr(self, "connectivity_spin"):
-            self.connectivity_spin.setMaximum(info.spatial_ndim)
-        return info
-
-    def set_parameters(self, **values) -> None:
-        """Set controls by name: ``scheme``, ``boundary``, ``kind``, ``eps``, ``step``,
-        ``spacing``, ``time_series``."""
-        combos = {
-            "scheme": self.scheme_combo,
-            "boundary": self.boundary_combo,
-            "kind": self.kind_combo,
-        }
-        for key, value in values.items():
-            if key in combos:
-                idx = combos[key].findText(value)
-                if idx < 0:
-                    raise ValueError(f"{key} must be one of the listed choices, got {value!r}")
-                combos[key].setCurrentIndex(idx)
-            elif key == "eps":
-                self.eps_spin.setValue(float(value))
-            elif key == "step":
-                self.step_spin.setValue(int(value))
-            elif key == "spacing":
-                self.spacing_edit.setText(format_spacing(value))
-            elif key == "time_series":
-                self.time_check.setChecked(bool(value))
-            else:
-                raise ValueError(f"unknown parameter {key!r}")
+        self.step.changed.connect(lambda _v: self._update_vectors())
+        connect_while_alive(self.native, self.viewer.dims.events.current_step, self._on_dims)
 
     def parameters(self, info: ImageInfo) -> dict[str, Any]:
-        return {
-            "kind": self.kind_combo.currentText(),
-            "scheme": self.scheme_combo.currentText(),
-            "boundary": self.boundary_combo.currentText(),
-            "spacing": parse_spacing(self.spacing_edit.text() or "1", info.spatial_ndim),
-            "eps": float(self.eps_spin.value()),
-        }
+        """The keyword arguments of ``tv_gradient`` the controls describe."""
+        values = self.asdict()
+        params = {key: values[key] for key in ("kind", "scheme", "boundary")}
+        return {**params, "spacing": self.input.spacing_for(info), "eps": float(values["eps"])}
 
     def _live(self, *_args) -> None:
         """Recompute with the changed control, if the outputs are on screen (no new layers:
@@ -250,15 +142,12 @@ class GradientWidget(QWidget):
 
     def run(self):
         """Compute for the chosen layer (current time point of a series); returns the worker."""
-        layer = self.layer_combo.layer()
-        try:
-            info = image_layer_info(layer, time_series=self.time_check.isChecked())
-            params = self.parameters(info)
-        except LayerError as exc:
-            notify_error(f"TV gradient: {exc}")
+        layer = self.input.layer()
+        checked = self.checked()
+        if checked is None:
             return None
-        t = None if info.time_axis is None else layer_index(self.viewer, layer, 0)
-        image = info.frame(t)
+        info, params = checked
+        image = info.frame(self.input.current_time(info))
         return self.runner.start(
             compute_gradients,
             image,
@@ -306,7 +195,7 @@ class GradientWidget(QWidget):
         )
         self._last = (info, params, out["gradient"])
         self._update_vectors(force=True)
-        self.status.setText(
+        self.status.value = (
             f"{params['scheme']}: max |∇TV| = {float(np.abs(tvg).max()):.4g}, max |∇f| = {top:.4g}"
         )
 
@@ -324,7 +213,7 @@ class GradientWidget(QWidget):
         name = f"{layer.name} ∇f direction"
         if layer not in self.viewer.layers or not (force or name in self.viewer.layers):
             return
-        plane = None
+        plane, step = None, self.step.value
         spatial_offset = layer.ndim - info.spatial_ndim
         if info.spatial_ndim == 3:
             plane = layer_index(self.viewer, layer, spatial_offset)
@@ -333,11 +222,10 @@ class GradientWidget(QWidget):
                 not force
                 and old is not None
                 and old.metadata.get("plane") == plane
-                and old.metadata.get("step") == self.step_spin.value()
+                and old.metadata.get("step") == step
             ):
                 return
-        vectors, norm = direction_vectors(g, params["spacing"], self.step_spin.value(), plane=plane)
-        step = self.step_spin.value()
+        vectors, norm = direction_vectors(g, params["spacing"], step, plane=plane)
         scale = tuple(layer.scale)[spatial_offset:]
         translate = tuple(layer.translate)[spatial_offset:]
         show_output(

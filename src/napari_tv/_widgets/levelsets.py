@@ -16,40 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QGroupBox,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import ComboBox, Label, PushButton, Slider, SpinBox
 
-from ._common import (
-    ImageInfo,
-    LayerError,
-    TaskRunner,
-    has_time_label,
-    image_layer_info,
-    layer_index,
-    make_progress_row,
-    notify_error,
-    notify_warning,
-    show_output,
-)
-from ._controls import (
-    LayerCombo,
-    LogSlider,
-    PlotWidget,
-    format_spacing,
-    parse_spacing,
-)
+from napari_tv.fidelity import FIDELITIES
+
+from ._forms import TVForm, log_slider, plot, set_beta
+from ._layers import ImageInfo, LayerError, show_output
+from ._tasks import notify_error, notify_warning
 
 SUFFIXES = (" u^λ", " level sets", " dichotomy")
 #: largest level-set stack (voxels) added as one layer
@@ -103,152 +76,100 @@ def run_dichotomy(image: np.ndarray, params: dict[str, Any], callback=None) -> d
     return {"labels": labels, "intervals": intervals, "grid": level_grid(image, params["levels"])}
 
 
-class LevelSetsWidget(QWidget):
-    """Explore the level sets of an image and the exact solver's dichotomy."""
+class LevelSetsWidget(TVForm):
+    """Explore the level sets of an image and the exact solver's dichotomy.
 
-    def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.layer_combo = LayerCombo(napari_viewer, exclude_suffixes=SUFFIXES)
-        self.time_check = QCheckBox("first axis is time (current time point)")
-        self.levels_spin = QSpinBox()
-        self.levels_spin.setRange(1, 65536)
-        self.levels_spin.setSpecialValueText("auto")
-        self.levels_spin.setValue(1)
-        self.levels_spin.setToolTip("auto: every integer for integer images, 256 levels for floats")
-        self.connectivity_spin = QSpinBox()
-        self.connectivity_spin.setRange(1, 3)
-        self.spacing_edit = QLineEdit()
-        self.compute_button = QPushButton("Compute level sets")
-        self.lambda_slider = QSlider(Qt.Orientation.Horizontal)
-        self.lambda_slider.setEnabled(False)
-        self.lambda_label = QLabel("λ = –")
-        self.stack_button = QPushButton("Add stack (λ as a dims axis)")
-        self.stack_button.setEnabled(False)
-        self.plot = PlotWidget("perimeter of u^λ against λ")
-        self.coarea_label = QLabel("")
-        self.coarea_label.setWordWrap(True)
+    A magicgui form whose controls are the keyword arguments of :mod:`napari_tv.levelsets`
+    (``levels``, ``connectivity``; ``beta`` and ``fidelity`` for ``dichotomy_partition``) plus
+    the input (``image``, ``time_series``, ``spacing``), with the λ slider, the stack button,
+    the perimeter plot, the dichotomy button and its depth slider.
+    """
 
-        self.beta_slider = LogSlider(1e-3, 1e2, 1.0)
-        self.fidelity_combo = QComboBox()
-        self.fidelity_combo.addItems(["l2", "l1", "poisson"])
-        self.dichotomy_button = QPushButton("Run dichotomy (exact solver)")
-        self.depth_slider = QSlider(Qt.Orientation.Horizontal)
-        self.depth_slider.setEnabled(False)
-        self.depth_label = QLabel("round –")
-        progress_row, self.progress, self.cancel_button = make_progress_row()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+    title = "Level sets"
+    exclude_suffixes = SUFFIXES
+    time_text = "first axis is time (current time point)"
 
-        form = QFormLayout()
-        form.addRow("image", self.layer_combo)
-        form.addRow("", self.time_check)
-        form.addRow("levels", self.levels_spin)
-        form.addRow("connectivity", self.connectivity_spin)
-        form.addRow("spacing", self.spacing_edit)
-        levels_box = QGroupBox("level sets u^λ = [u ≤ λ]")
-        lv = QVBoxLayout(levels_box)
-        lv.addWidget(self.compute_button)
-        lv.addWidget(self.lambda_label)
-        lv.addWidget(self.lambda_slider)
-        lv.addWidget(self.stack_button)
-        lv.addWidget(self.plot)
-        lv.addWidget(self.coarea_label)
-        dich_box = QGroupBox("Darbon–Sigelle dichotomy")
-        dform = QFormLayout(dich_box)
-        dform.addRow("β", self.beta_slider)
-        dform.addRow("fidelity", self.fidelity_combo)
-        dform.addRow(self.dichotomy_button)
-        dform.addRow(self.depth_label, self.depth_slider)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(levels_box)
-        layout.addWidget(dich_box)
-        layout.addWidget(progress_row)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-
-        self.runner = TaskRunner(
-            "Level sets",
-            self.progress,
-            self.cancel_button,
-            self.status,
-            busy_widgets=(self.compute_button, self.dichotomy_button),
-            parent=self,
+    def __init__(self, napari_viewer) -> None:
+        self.levels = SpinBox(name="levels", label="levels (1: auto)", min=1, max=65536, value=1,
+                              tooltip="auto: every integer for integer images, 256 levels "
+                              "for floats")  # fmt: skip
+        self.connectivity = SpinBox(name="connectivity", label="connectivity", min=1, max=3)
+        # level sets u^λ = [u ≤ λ]
+        self.lambda_label = Label(name="lambda_label", value="λ = –")
+        self.lambda_slider = Slider(name="lambda_slider", label="λ", min=0, max=0,
+                                    readout=False, enabled=False)  # fmt: skip
+        self.stack_button = PushButton(name="stack_button", text="Add stack (λ as a dims axis)",
+                                       enabled=False)  # fmt: skip
+        self.plot = plot("plot", "perimeter of u^λ against λ")
+        self.coarea_label = Label(name="coarea_label", value="")
+        # the Darbon–Sigelle dichotomy
+        self.beta = log_slider("beta", "β", 1e-3, 1e2, 1.0)
+        self.fidelity = ComboBox(name="fidelity", label="fidelity", choices=FIDELITIES)
+        self.dichotomy_button = PushButton(
+            name="dichotomy_button", text="Run Darbon–Sigelle dichotomy (exact solver)"
         )
+        self.depth_label = Label(name="depth_label", value="round –")
+        self.depth_slider = Slider(name="depth_slider", label="round", min=1, max=1,
+                                   readout=False, enabled=False)  # fmt: skip
+        super().__init__(
+            napari_viewer,
+            [self.levels, self.connectivity],
+            run_text="Compute level sets u^λ = [u ≤ λ]",
+            extra=[self.lambda_label, self.lambda_slider, self.stack_button, self.plot,
+                   self.coarea_label, self.beta, self.fidelity, self.dichotomy_button,
+                   self.depth_label, self.depth_slider],
+        )  # fmt: skip
+        for label in (self.lambda_label, self.coarea_label, self.depth_label):
+            label.native.setWordWrap(True)
+        self.compute_button = self.run_button
+        self.beta_slider = self.beta.native
+        self.runner.busy_widgets += (self.dichotomy_button.native,)
         self._levels: dict[str, Any] | None = None  # info, image, summary of the last compute
         self._dichotomy: dict[str, Any] | None = None
-        self.compute_button.clicked.connect(self.run)
-        self.lambda_slider.valueChanged.connect(self._show_level)
-        self.stack_button.clicked.connect(self.add_stack)
-        self.dichotomy_button.clicked.connect(self.run_dichotomy)
-        self.depth_slider.valueChanged.connect(self._show_depth)
-        self.layer_combo.layer_changed.connect(self._on_layer)
-        self.time_check.toggled.connect(self._refresh_spacing)
-        self._on_layer(self.layer_combo.layer())
+        self._beta_layer = None  # the layer β's range was set for
+        self.lambda_slider.changed.connect(self._show_level)
+        self.stack_button.changed.connect(lambda *_: self.add_stack())
+        self.dichotomy_button.changed.connect(lambda *_: self.run_dichotomy())
+        self.depth_slider.changed.connect(self._show_depth)
+        self.input.layer_changed.connect(self._on_layer)
+        self._on_layer(self.input.layer())
 
     # -- input ---------------------------------------------------------------------------
     def _on_layer(self, layer) -> None:
-        if layer is None:
+        """Adopt the layer's spatial dimensions (connectivity) and, for a new layer, its
+        intensity range (β)."""
+        try:
+            info = self.input.info()
+        except LayerError:
             return
-        self.time_check.blockSignals(True)
-        self.time_check.setChecked(has_time_label(layer))
-        self.time_check.blockSignals(False)
-        info = self._refresh_spacing()
-        if info is None:
+        self.connectivity.max = info.spatial_ndim
+        if layer is self._beta_layer:
             return
+        self._beta_layer = layer
         lo, hi = (float(c) for c in layer.contrast_limits)
         span = hi - lo if hi > lo else 1.0
         self.beta_slider.setRange(span * 1e-4, span * 10.0)
         self.beta_slider.setValue(0.1 * span, emit=False)
 
     def _input(self) -> tuple[ImageInfo, np.ndarray, dict[str, Any]]:
-        layer = self.layer_combo.layer()
-        info = image_layer_info(layer, time_series=self.time_check.isChecked())
-        t = None if info.time_axis is None else layer_index(self.viewer, layer, 0)
-        levels = self.levels_spin.value()
+        """The checked layer, the image (current time point of a series) and the keyword
+        arguments ``levels``, ``connectivity``, ``spacing``."""
+        info = self.input.info()
+        values = self.asdict()
         params = {
-            "levels": None if levels <= 1 else levels,
-            "connectivity": min(self.connectivity_spin.value(), info.spatial_ndim),
-            "spacing": parse_spacing(self.spacing_edit.text() or "1", info.spatial_ndim),
+            "levels": None if values["levels"] <= 1 else values["levels"],
+            "connectivity": min(values["connectivity"], info.spatial_ndim),
+            "spacing": self.input.spacing_for(info),
         }
-        return info, info.frame(t), params
+        return info, info.frame(self.input.current_time(info)), params
 
-    def _refresh_spacing(self, *_args) -> ImageInfo | None:
-        """Spacing box (and connectivity range) from the layer and the time-axis choice."""
-        try:
-            info = image_layer_info(
-                self.layer_combo.layer(), time_series=self.time_check.isChecked()
-            )
-        except LayerError:
-            return None
-        self.spacing_edit.setText(format_spacing(info.spacing))
-        if hasattr(self, "connectivity_spin"):
-            self.connectivity_spin.setMaximum(info.spatial_ndim)
-        return info
-
-    def set_parameters(self, **values) -> None:
-        """Set controls by name: ``levels``, ``connectivity``, ``spacing``, ``beta``,
-        ``fidelity``, ``time_series``."""
-        for key, value in values.items():
-            if key == "levels":
-                self.levels_spin.setValue(1 if value is None else int(value))
-            elif key == "connectivity":
-                self.connectivity_spin.setValue(int(value))
-            elif key == "spacing":
-                self.spacing_edit.setText(format_spacing(value))
-            elif key == "beta":
-                self.beta_slider.setRange(
-                    min(value / 10, self.beta_slider.minimum()),
-                    max(value * 10, self.beta_slider.maximum()),
-                )
-                self.beta_slider.setValue(value, emit=False)
-            elif key == "fidelity":
-                self.fidelity_combo.setCurrentText(value)
-            elif key == "time_series":
-                self.time_check.setChecked(bool(value))
-            else:
-                raise ValueError(f"unknown parameter {key!r}")
+    def set_value(self, key: str, value) -> None:
+        if key == "levels":
+            self.levels.value = 1 if value is None else int(value)
+        elif key == "beta":
+            set_beta(self.beta, float(value))
+        else:
+            super().set_value(key, value)
 
     # -- level sets ----------------------------------------------------------------------
     def run(self):
@@ -271,36 +192,39 @@ class LevelSetsWidget(QWidget):
             return
         self._levels = {"info": info, "image": image, "params": params, **out}
         n = len(out["lambdas"])
-        self.plot.clear()
-        self.plot.add_series("perimeter", out["lambdas"], out["perimeters"])
-        self.plot.x_label = "λ"
+        chart = self.plot.native
+        chart.clear()
+        chart.add_series("perimeter", out["lambdas"], out["perimeters"])
+        chart.x_label = "λ"
         note = (
             ""
             if out["on_grid"]
             else " (u is off the grid: the sum is the TV of u rounded up to the grid)"
         )
-        self.coarea_label.setText(
+        self.coarea_label.value = (
             f"coarea Σ Δλ·Per(u^λ) = {out['coarea']:.6g}\n"
             f"graph TV (connectivity {params['connectivity']}) = {out['graph_tv']:.6g}\n"
             f"tv_norm: anisotropic {out['tv_anisotropic']:.6g}, "
             f"isotropic {out['tv_isotropic']:.6g}{note}"
         )
-        self.lambda_slider.blockSignals(True)
-        self.lambda_slider.setRange(0, max(n - 1, 0))
-        self.lambda_slider.setValue(median_level(out["lambdas"], image))
-        self.lambda_slider.blockSignals(False)
-        self.lambda_slider.setEnabled(n > 0)
-        self.stack_button.setEnabled(n > 0)
-        self.status.setText(f"{len(out['grid'])} levels")
+        with self.lambda_slider.changed.blocked():
+            self.lambda_slider.max = max(n - 1, 0)
+            self.lambda_slider.value = median_level(out["lambdas"], image)
+        self.lambda_slider.enabled = n > 0
+        self.stack_button.enabled = n > 0
+        self.status.value = f"{len(out['grid'])} levels"
         if n:
-            self._show_level(self.lambda_slider.value())
+            self._show_level(self.lambda_slider.value)
         else:
-            self.lambda_label.setText("constant image: a single level, no level set to show")
+            self.lambda_label.value = "constant image: a single level, no level set to show"
 
     def set_level_index(self, k: int) -> None:
         """Move the λ slider to level index ``k`` (``grid[k]``)."""
-        self.lambda_slider.setValue(int(k))
-        self._show_level(int(k))
+        slider = self.lambda_slider
+        k = min(max(int(k), slider.min), slider.max)
+        with slider.changed.blocked():
+            slider.value = k
+        self._show_level(k)
 
     def _show_level(self, k: int) -> None:
         from napari_tv.levelsets import level_set
@@ -314,11 +238,11 @@ class LevelSetsWidget(QWidget):
         lam = float(state["lambdas"][k])
         mask = level_set(state["image"], lam)
         per = float(state["perimeters"][k])
-        self.lambda_label.setText(
+        self.lambda_label.value = (
             f"λ = {lam:.4g} (level {k + 1} of {len(state['grid'])}): "
             f"{int(mask.sum())} px, perimeter {per:.4g}"
         )
-        self.plot.set_marker("lambda", lam, "#ffffff")
+        self.plot.native.set_marker("lambda", lam, "#ffffff")
         spatial = state["info"].spatial_ndim
         show_output(
             self.viewer,
@@ -389,7 +313,7 @@ class LevelSetsWidget(QWidget):
         params = {
             **params,
             "beta": float(self.beta_slider.value()),
-            "fidelity": self.fidelity_combo.currentText(),
+            "fidelity": self.fidelity.value,
         }
         return self.runner.start(
             run_dichotomy,
@@ -402,24 +326,26 @@ class LevelSetsWidget(QWidget):
     def _show_dichotomy(self, info, params, out) -> None:
         self._dichotomy = {"info": info, "params": params, **out}
         depth = len(out["intervals"])
-        self.depth_slider.blockSignals(True)
-        self.depth_slider.setRange(1, max(depth, 1))
-        self.depth_slider.setValue(max(depth, 1))
-        self.depth_slider.blockSignals(False)
-        self.depth_slider.setEnabled(depth > 0)
-        self.status.setText(
+        with self.depth_slider.changed.blocked():
+            self.depth_slider.max = max(depth, 1)
+            self.depth_slider.value = max(depth, 1)
+        self.depth_slider.enabled = depth > 0
+        self.status.value = (
             f"dichotomy: {depth} max-flow rounds over {len(out['grid'])} "
             f"levels at β = {params['beta']:.4g}"
         )
         if depth:
             self._show_depth(depth)
         else:
-            self.depth_label.setText("no round (a single level)")
+            self.depth_label.value = "no round (a single level)"
 
     def set_depth(self, depth: int) -> None:
         """Show the partition after round ``depth`` (1-based)."""
-        self.depth_slider.setValue(int(depth))
-        self._show_depth(int(depth))
+        slider = self.depth_slider
+        depth = min(max(int(depth), slider.min), slider.max)
+        with slider.changed.blocked():
+            slider.value = depth
+        self._show_depth(depth)
 
     def _show_depth(self, depth: int) -> None:
         state = self._dichotomy
@@ -432,7 +358,7 @@ class LevelSetsWidget(QWidget):
         labels = state["labels"][d] + 1  # 0 is the transparent background in napari
         intervals = state["intervals"][d]
         grid = state["grid"]
-        self.depth_label.setText(
+        self.depth_label.value = (
             f"round {d + 1}/{len(state['intervals'])}: {len(intervals)} intervals"
         )
         spatial = state["info"].spatial_ndim

@@ -1,67 +1,39 @@
 """The "β sweep" dock widget: drag β and watch the denoised layer follow, live.
 
-The widget only wires :mod:`napari_tv.sweep` to Qt:
+The widget only wires :mod:`napari_tv.sweep` to a magicgui form:
 
 * every slider move submits a solve to a :class:`~napari_tv.sweep.LatestWins` scheduler over a
   :class:`~napari_tv.sweep.BetaSweep` (warm starts from the nearest cached β; a newer move stops
   the running solve and stale results are dropped), and the newest result lands in
-  "<input> TV" through a queued Qt signal;
+  "<input> β-sweep" through a queued Qt signal;
 * for a 3D volume the live preview solves the current slice (2D) and the whole volume is
   solved when the slider is released or on "Apply";
 * "β stack" computes K values of β into one layer whose first (dims) axis is log10 β;
-* "L-curve" plots the fidelity and TV terms against β, and "Suggest β" marks the
-  discrepancy-principle β (‖u − v‖² ≈ N·σ², σ estimated from the data) on the slider.
+* "L-curve" plots the fidelity and TV terms against β, and "Suggest β" marks the β that
+  minimises the fidelity's risk estimate (SURE, PURE or J-invariance) on the slider.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import weakref
 from functools import partial
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, SpinBox
+from qtpy.QtCore import QObject, Signal
 
 from napari_tv._compile import compile_notice
 from napari_tv.beta_choice import RULE_NAMES
 from napari_tv.fidelity import FIDELITIES
-from napari_tv.solvers.api import METHODS, SUPPORTED
+from napari_tv.operators import TV_KINDS
+from napari_tv.solvers.api import DEFAULT_METHOD, METHODS
 
-from ._common import (
-    ImageInfo,
-    LayerError,
-    TaskRunner,
-    compose_frames,
-    connect_while_alive,
-    has_time_label,
-    image_layer_info,
-    layer_index,
-    make_progress_row,
-    notify_error,
-    show_output,
-    show_progress,
-)
-from ._controls import (
-    LayerCombo,
-    LogSlider,
-    PlotWidget,
-    format_spacing,
-    parse_spacing,
-)
+from ._forms import TVForm, log_slider, offer_fidelities, plot, set_beta
+from ._layers import ImageInfo, LayerError, compose_frames, layer_index, show_output
+from ._tasks import Cancelled, connect_while_alive, notify_error, show_progress
 
 #: the β sweep's own output layer (never the "<input> TV" of the TV denoise widget)
 OUTPUT_SUFFIX = " β-sweep"
@@ -72,6 +44,8 @@ SHOW_EVERY = 0.1
 #: canvas is composited on every repaint; under a software OpenGL it cost the solve 1.5x)
 QUIET_FOR = 0.25
 STACK_SUFFIX = " β stack"
+#: the keyword arguments of ``BetaSweep`` the form's controls hold
+SWEEP_KEYS = ("method", "fidelity", "tv", "tol")
 
 
 def solve_request(
@@ -124,114 +98,98 @@ def compute_stack(image, betas, sweep_kw: dict, callback=None) -> dict:
 
     stack, results = beta_stack(image, betas, callback=callback, **sweep_kw)
     if any(r is None or r.cancelled for r in results):
-        from ._common import Cancelled
-
         raise Cancelled
     return {"stack": stack, "results": results, "betas": list(betas)}
 
 
-class SweepWidget(QWidget):
-    """Tune β live on an Image layer; β stack, L-curve and a suggested β."""
+class _Bridge(QObject):
+    """Carries the live solves' results, errors, progress and messages from the
+    ``LatestWins`` thread to the GUI thread (queued signals)."""
 
     result_ready = Signal(object)
     error_ready = Signal(object)
     progress_ready = Signal(float)
     status_ready = Signal(str)
 
-    def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+
+class SweepWidget(TVForm):
+    """Tune β live on an Image layer; β stack, L-curve and a suggested β.
+
+    A magicgui form whose controls are ``BetaSweep``'s keyword arguments (``method``,
+    ``fidelity``, ``tv``, ``tol``) and ``beta`` (the slider), plus the input (``image``,
+    ``time_series``: the time point shown is swept, ``spacing``), ``live``, and the β range of
+    the stack and the L-curve (``k`` values from ``beta_from`` to ``beta_to``).  Results go to
+    "<input> β-sweep" (updated in place; parameters, energy, gap, time in its ``metadata``)
+    and "<input> β stack"; the input layer is never modified.
+    """
+
+    title = "β sweep"
+    exclude_suffixes = (OUTPUT_SUFFIX, STACK_SUFFIX)
+
+    def __init__(self, napari_viewer) -> None:
         from napari_tv.sweep import LatestWins
 
-        self.viewer = napari_viewer
-        self.layer_combo = LayerCombo(napari_viewer, exclude_suffixes=(OUTPUT_SUFFIX, STACK_SUFFIX))
-        self.time_check = QCheckBox("first axis is time (current time point)")
-        self.method_combo = QComboBox()
-        self.method_combo.addItems(METHODS)
         # the warm-started primal-dual solver is the one that follows a drag within 100 ms
         # (docs/benchmarks.md: 23 ms at 512², Chambolle ~120 ms)
-        self.method_combo.setCurrentText("primal_dual")
-        self.fidelity_combo = QComboBox()
-        self.fidelity_combo.addItems(FIDELITIES)
-        self.tv_combo = QComboBox()
-        self.tv_combo.addItems(["isotropic", "anisotropic"])
-        self.tol_edit = QLineEdit("1e-3")
-        self.spacing_edit = QLineEdit()
-        self.beta_slider = LogSlider(1e-3, 1e2, 0.1)
-        self.live_check = QCheckBox("live (solve while dragging; 3D: current slice)")
-        self.live_check.setChecked(True)
-        self.apply_button = QPushButton("Apply (whole image)")
-        self.suggest_label = QLabel("")
-        self.suggest_label.setWordWrap(True)
-        self.use_suggested = QPushButton("Use suggested β")
-        self.use_suggested.setEnabled(False)
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(2, 64)
-        self.k_spin.setValue(6)
-        self.stack_from = QLineEdit()
-        self.stack_to = QLineEdit()
-        self.stack_button = QPushButton("β stack")
-        self.curve_button = QPushButton("L-curve")
-        self.suggest_button = QPushButton("Suggest β")
-        self.plot = PlotWidget("L-curve: fidelity and TV against β", log_x=True)
+        self.method = ComboBox(name="method", label="method", choices=METHODS,
+                               value=DEFAULT_METHOD)  # fmt: skip
+        self.fidelity = ComboBox(name="fidelity", label="fidelity", choices=FIDELITIES)
+        self.tv = ComboBox(name="tv", label="TV", choices=TV_KINDS)
+        self.tol = LineEdit(name="tol", label="tolerance", value="1e-3")
+        self.beta = log_slider("beta", "β", 1e-3, 1e2, 0.1)
+        self.live = CheckBox(name="live", text="live (solve while dragging; 3D: current slice)",
+                             value=True)  # fmt: skip
+        # β stack, L-curve and the suggested β
+        heading = Label(name="stack_heading", value="β stack, L-curve and suggested β")
+        self.beta_from = LineEdit(name="beta_from", label="β from")
+        self.beta_to = LineEdit(name="beta_to", label="β to")
+        self.k = SpinBox(name="k", label="K values", min=2, max=64, value=6)
+        self.stack_button = PushButton(name="stack_button", text="β stack")
+        self.curve_button = PushButton(name="curve_button", text="L-curve")
+        self.suggest_button = PushButton(name="suggest_button", text="Suggest β")
+        buttons = Container(
+            name="curve_buttons", layout="horizontal", labels=False,
+            widgets=[self.stack_button, self.curve_button, self.suggest_button],
+        )  # fmt: skip
+        buttons.margins = (0, 0, 0, 0)
+        self.curve_plot = plot("curve_plot", "L-curve: fidelity and TV against β", log_x=True)
+        self.suggest_label = Label(name="suggest_label", value="")
+        self.suggest_label.native.setWordWrap(True)
+        self.use_suggested = PushButton(name="use_suggested", text="Use suggested β",
+                                        enabled=False)  # fmt: skip
+        for widget in (heading, buttons, self.curve_plot, self.suggest_label):
+            widget.label = ""  # full rows (magicgui takes label="" for "use the name")
+        super().__init__(
+            napari_viewer,
+            [self.method, self.fidelity, self.tv, self.tol, self.beta, self.live],
+            run_text="Apply (whole image)",
+            extra=[heading, self.beta_from, self.beta_to, self.k, buttons, self.curve_plot,
+                   self.suggest_label, self.use_suggested],
+        )  # fmt: skip
+        self.input.time_series.text = "first axis is time (current time point)"
+        self.result_label.visible = False
+        self.apply_button = self.run_button
+        self.beta_slider = self.beta.native
+        self.plot = self.curve_plot.native
         self.plot.x_label = "β (log)"
-        progress_row, self.progress, self.cancel_button = make_progress_row()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-
-        form = QFormLayout()
-        form.addRow("image", self.layer_combo)
-        form.addRow("", self.time_check)
-        form.addRow("method", self.method_combo)
-        form.addRow("fidelity", self.fidelity_combo)
-        form.addRow("TV", self.tv_combo)
-        form.addRow("tolerance", self.tol_edit)
-        form.addRow("spacing", self.spacing_edit)
-        form.addRow("β", self.beta_slider)
-        form.addRow("", self.live_check)
-        form.addRow(self.apply_button)
-        stack_box = QGroupBox("β stack, L-curve and suggested β")
-        sform = QFormLayout(stack_box)
-        rng = QHBoxLayout()
-        rng.addWidget(self.stack_from)
-        rng.addWidget(QLabel("to"))
-        rng.addWidget(self.stack_to)
-        sform.addRow("β from", rng)
-        sform.addRow("K values", self.k_spin)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.stack_button)
-        buttons.addWidget(self.curve_button)
-        buttons.addWidget(self.suggest_button)
-        sform.addRow(buttons)
-        sform.addRow(self.plot)
-        sform.addRow(self.suggest_label)
-        sform.addRow(self.use_suggested)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(stack_box)
-        layout.addWidget(progress_row)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
-
-        # β stack, L-curve, suggestion: one cancellable job at a time
-        self.runner = TaskRunner(
-            "β sweep",
-            self.progress,
-            self.cancel_button,
-            self.status,
-            busy_widgets=(self.stack_button, self.curve_button, self.suggest_button),
-            parent=self,
+        # β stack, L-curve, suggestion: one cancellable job at a time (Apply stays live)
+        self.runner.busy_widgets = tuple(
+            b.native for b in (self.stack_button, self.curve_button, self.suggest_button)
         )
-        # live solves: latest wins, results cross to the GUI thread through queued signals
-        # live solves: latest wins, with a result on the way of a fast drag every 0.1 s
+        # live solves: latest wins, with a result on the way of a fast drag every 0.1 s;
+        # results cross to the GUI thread through queued signals
+        self._bridge = bridge = _Bridge(self.native)
+        self.result_ready = bridge.result_ready
         self.latest = LatestWins(
             partial(solve_request, compiling=self._compiling),
-            self.result_ready.emit,
-            self.error_ready.emit,
+            bridge.result_ready.emit,
+            bridge.error_ready.emit,
             progress=self._live_progress,
             show_every=SHOW_EVERY,
         )
-        latest = self.latest
-        self.destroyed.connect(lambda *_: latest.close(timeout=0))
+        # the scheduler's thread ends with the form (not on Qt's destroyed signal: a Python
+        # slot run while the wrapper is torn down can crash)
+        weakref.finalize(self, self.latest.close, timeout=0)
         self._sweep = None
         self._sweep_key: tuple | None = None
         self._seq = 0  # last live request submitted
@@ -239,119 +197,93 @@ class SweepWidget(QWidget):
         self._displayed = 0  # the request whose result the output layer holds
         self._last_progress = 0.0  # when a live solve last reported progress
         self._suggested: float | None = None
+        self._adopted = None  # the layer whose intensity range the β controls follow
 
-        self.result_ready.connect(self._on_result)
-        self.error_ready.connect(self._on_error)
-        self.progress_ready.connect(lambda f: show_progress(self.progress, f))
-        self.status_ready.connect(self.status.setText)
+        bar = self.progress_row.bar.native
+        bridge.result_ready.connect(self._on_result)
+        bridge.error_ready.connect(self._on_error)
+        bridge.progress_ready.connect(lambda f: show_progress(bar, f))
+        bridge.status_ready.connect(self.status.native.setText)
         self.beta_slider.valueChanged.connect(self._on_beta_moved)
         self.beta_slider.valueCommitted.connect(self._on_beta_committed)
-        self.apply_button.clicked.connect(lambda: self.request(full=True))
-        self.cancel_button.clicked.connect(self._cancel_live)
-        self.stack_button.clicked.connect(self.run_stack)
-        self.curve_button.clicked.connect(lambda: self.run_curve(suggest=False))
-        self.suggest_button.clicked.connect(lambda: self.run_curve(suggest=True))
-        self.use_suggested.clicked.connect(self._apply_suggested)
-        self.method_combo.currentTextChanged.connect(self._on_method)
-        self.layer_combo.layer_changed.connect(self._on_layer)
-        self.time_check.toggled.connect(self._refresh_spacing)
-        connect_while_alive(self, self.viewer.dims.events.current_step, self._on_dims)
-        self._on_layer(self.layer_combo.layer())
+        self.progress_row.cancel_button.changed.connect(lambda *_: self._cancel_live())
+        self.stack_button.changed.connect(lambda *_: self.run_stack())
+        self.curve_button.changed.connect(lambda *_: self.run_curve(suggest=False))
+        self.suggest_button.changed.connect(lambda *_: self.run_curve(suggest=True))
+        self.use_suggested.changed.connect(lambda *_: self._apply_suggested())
+        self.method.changed.connect(self._on_method)
+        self.input.layer_changed.connect(self._on_layer)
+        connect_while_alive(self.native, self.viewer.dims.events.current_step, self._on_dims)
+        self._on_method(self.method.value)
+        self._on_layer(self.input.layer())
 
     # -- controls ------------------------------------------------------------------------
     def _on_layer(self, layer) -> None:
-        if layer is None:
+        """Adopt a new layer's intensity range for β and the stack's range (a change of the
+        time axis alone keeps them)."""
+        if layer is None or layer is self._adopted:
             return
-        self.time_check.blockSignals(True)
-        self.time_check.setChecked(has_time_label(layer))
-        self.time_check.blockSignals(False)
-        if self._refresh_spacing() is None:
+        try:
+            self.input.info()
+        except LayerError:
             return
+        self._adopted = layer
         lo, hi = (float(c) for c in layer.contrast_limits)
         span = hi - lo if hi > lo else 1.0
         self.beta_slider.setRange(span * 1e-4, span * 10.0)
         self.beta_slider.setValue(0.1 * span, emit=False)
         self.beta_slider.setMarker("suggested", None)
-        self.stack_from.setText(f"{0.01 * span:.3g}")
-        self.stack_to.setText(f"{span:.3g}")
+        self.beta_from.value = f"{0.01 * span:.3g}"
+        self.beta_to.value = f"{span:.3g}"
         self.plot.clear()
-        self.suggest_label.setText("")
-        self.use_suggested.setEnabled(False)
-
-    def _refresh_spacing(self, *_args) -> ImageInfo | None:
-        try:
-            info = image_layer_info(
-                self.layer_combo.layer(), time_series=self.time_check.isChecked()
-            )
-        except LayerError:
-            return None
-        self.spacing_edit.setText(format_spacing(info.spacing))
-        return info
+        self.suggest_label.value = ""
+        self.use_suggested.enabled = False
 
     def _on_method(self, method: str) -> None:
-        current = self.fidelity_combo.currentText()
-        allowed = SUPPORTED.get(method, {}).get("fidelity", FIDELITIES)
-        self.fidelity_combo.blockSignals(True)
-        self.fidelity_combo.clear()
-        self.fidelity_combo.addItems(list(allowed))
-        if current in allowed:
-            self.fidelity_combo.setCurrentText(current)
-        self.fidelity_combo.blockSignals(False)
+        """Offer only the fidelities the method supports."""
+        offer_fidelities(self.fidelity, method)
         exact = method == "exact"
-        self.tv_combo.setEnabled(not exact)
-        self.tol_edit.setEnabled(not exact)
+        self.tv.enabled = not exact
+        self.tol.enabled = not exact
 
     def set_parameters(self, **values) -> None:
-        """Set controls by name: ``method``, ``fidelity``, ``tv``, ``tol``, ``spacing``,
-        ``live``, ``time_series``, ``k``, ``beta_range`` (from, to).  Does not move β: use
-        ``beta_slider.setValue``."""
+        """Set controls by name: ``method``, ``fidelity``, ``tv``, ``tol``, ``beta``,
+        ``live``, ``k``, ``beta_range`` (from, to), ``image``, ``time_series``, ``spacing``;
+        ``method`` first, as it decides the fidelities offered.  ``beta`` moves the slider as
+        the user would (a live solve follows)."""
         if "method" in values:
             values = {"method": values.pop("method"), **values}
-        combos = {"method": self.method_combo, "fidelity": self.fidelity_combo, "tv": self.tv_combo}
-        for key, value in values.items():
-            if key in combos:
-                idx = combos[key].findText(value)
-                if idx < 0:
-                    raise ValueError(f"{key} must be one of the listed choices, got {value!r}")
-                combos[key].setCurrentIndex(idx)
-            elif key == "tol":
-                self.tol_edit.setText(repr(float(value)))
-            elif key == "spacing":
-                self.spacing_edit.setText(format_spacing(value))
-            elif key == "live":
-                self.live_check.setChecked(bool(value))
-            elif key == "time_series":
-                self.time_check.setChecked(bool(value))
-            elif key == "k":
-                self.k_spin.setValue(int(value))
-            elif key == "beta_range":
-                self.stack_from.setText(repr(float(value[0])))
-                self.stack_to.setText(repr(float(value[1])))
-            else:
-                raise ValueError(f"unknown parameter {key!r}")
+        super().set_parameters(**values)
+
+    def set_value(self, key: str, value) -> None:
+        if key == "beta":
+            set_beta(self.beta, float(value))  # widen the range if needed, then move it
+            self.beta_slider.setValue(float(value))
+        elif key == "tol":
+            self.tol.value = repr(float(value))
+        elif key == "beta_range":
+            self.beta_from.value = repr(float(value[0]))
+            self.beta_to.value = repr(float(value[1]))
+        else:
+            super().set_value(key, value)
 
     def sweep_kwargs(self, info: ImageInfo) -> dict[str, Any]:
         """The ``BetaSweep`` options the controls describe."""
-        method = self.method_combo.currentText()
-        kw: dict[str, Any] = {
-            "method": method,
-            "fidelity": self.fidelity_combo.currentText(),
-            "spacing": parse_spacing(self.spacing_edit.text() or "1", info.spatial_ndim),
-        }
-        if method != "exact":
-            kw["tv"] = self.tv_combo.currentText()
+        values = self.asdict()
+        kw = {key: values[key] for key in SWEEP_KEYS}
+        kw["spacing"] = self.input.spacing_for(info)
+        if kw["method"] == "exact":
+            del kw["tv"], kw["tol"]
+        else:
             try:
-                kw["tol"] = float(self.tol_edit.text())
+                kw["tol"] = float(kw["tol"])
             except ValueError:
-                raise LayerError(
-                    f"tolerance must be a number, got {self.tol_edit.text()!r}"
-                ) from None
+                raise LayerError(f"tolerance must be a number, got {kw['tol']!r}") from None
         return kw
 
     def _input(self) -> tuple[ImageInfo, int | None, np.ndarray, dict[str, Any]]:
-        layer = self.layer_combo.layer()
-        info = image_layer_info(layer, time_series=self.time_check.isChecked())
-        t = None if info.time_axis is None else layer_index(self.viewer, layer, 0)
+        info = self.input.info()
+        t = self.input.current_time(info)
         return info, t, info.frame(t), self.sweep_kwargs(info)
 
     def _engine(self):
@@ -372,21 +304,28 @@ class SweepWidget(QWidget):
         """No live request pending, running, or waiting to be shown."""
         return self._shown >= self._seq and self.latest.wait(0)
 
+    def run(self) -> int | None:
+        """Apply: solve the whole image (or volume) at the slider's β."""
+        return self.request(full=True)
+
+    def cancel(self) -> None:
+        """Stop the β stack / L-curve and the live solve."""
+        self.runner.cancel()
+        self._cancel_live()
+
     def _on_beta_moved(self, beta: float) -> None:
-        if self.live_check.isChecked():  # the plot's marker follows the results shown
+        if self.live.value:  # the plot's marker follows the results shown
             self.request(beta, full=False)
         else:
             self.plot.set_marker("beta", beta, "#ffffff")
 
     def _on_beta_committed(self, beta: float) -> None:
-        if not self.live_check.isChecked():
+        if not self.live.value:
             self.request(beta, full=True)
             return
         # 2D: the live request was already the whole image; 3D: now solve the volume
         try:
-            info = image_layer_info(
-                self.layer_combo.layer(), time_series=self.time_check.isChecked()
-            )
+            info = self.input.info()
         except LayerError:
             return
         if info.spatial_ndim == 3:
@@ -394,12 +333,10 @@ class SweepWidget(QWidget):
 
     def _on_dims(self, _event=None) -> None:
         """A 3D live preview follows the slice being looked at."""
-        if not self.live_check.isChecked() or self._sweep is None:
+        if not self.live.value or self._sweep is None:
             return
         try:
-            info = image_layer_info(
-                self.layer_combo.layer(), time_series=self.time_check.isChecked()
-            )
+            info = self.input.info()
         except LayerError:
             return
         name = f"{info.name}{OUTPUT_SUFFIX}"
@@ -424,16 +361,17 @@ class SweepWidget(QWidget):
         self._seq += 1
         tag = {"seq": self._seq, "info": info, "t": t, "key": self._sweep_key, "kw": kw}
         self.latest.submit(sweep, beta, plane, tag)
-        if not self.cancel_button.isEnabled():
-            self.cancel_button.setEnabled(True)
+        cancel = self.progress_row.cancel_button
+        if not cancel.enabled:
+            cancel.enabled = True
         if full:  # a live move changes nothing else on screen until its result (QUIET_FOR)
             what = f"slice {plane}" if plane is not None else "whole image"
-            self.status.setText(f"solving β = {beta:.4g} ({what})…")
+            self.status.value = f"solving β = {beta:.4g} ({what})…"
         return self._seq
 
     def _compiling(self, message: str) -> None:  # LatestWins thread
-        self.progress_ready.emit(-1.0)
-        self.status_ready.emit(message)
+        self._bridge.progress_ready.emit(-1.0)
+        self._bridge.status_ready.emit(message)
 
     def _live_progress(self, info: dict) -> None:  # LatestWins thread
         """Progress of a long live solve: after ``QUIET_FOR`` seconds, at most every
@@ -446,19 +384,19 @@ class SweepWidget(QWidget):
             and now - self._last_progress >= QUIET_FOR
         ):
             self._last_progress = now
-            self.progress_ready.emit(float(fraction))
+            self._bridge.progress_ready.emit(float(fraction))
 
     def _cancel_live(self) -> None:
         if self._shown < self._seq:
             self.latest.generation.next()  # the running solve stops; its result is dropped
             self._shown = self._seq
             self._displayed = self._seq + 1  # nor is any result on its way shown
-            self.status.setText("cancelled; layers unchanged")
+            self.status.value = "cancelled; layers unchanged"
         self._live_done()
 
     def _live_done(self) -> None:
         if self._shown >= self._seq:
-            self.cancel_button.setEnabled(self.runner.running)
+            self.progress_row.cancel_button.enabled = self.runner.running
 
     def _on_error(self, exc: BaseException) -> None:
         self._shown = self._seq
@@ -466,7 +404,7 @@ class SweepWidget(QWidget):
         text = (
             str(exc) if isinstance(exc, ValueError | TypeError) else f"{type(exc).__name__}: {exc}"
         )
-        self.status.setText(f"failed: {text}")
+        self.status.value = f"failed: {text}"
         notify_error(f"β sweep: {text}")
 
     def _on_result(self, payload: dict) -> None:
@@ -477,7 +415,7 @@ class SweepWidget(QWidget):
         self._displayed = payload["seq"]  # the newest, or one on the way of a fast drag
         result = payload["result"]
         if result.cancelled:
-            self.status.setText("cancelled; layers unchanged")
+            self.status.value = "cancelled; layers unchanged"
             return
         try:
             self._show(payload)
@@ -535,35 +473,32 @@ class SweepWidget(QWidget):
                 f" — not converged: gap {result.gap:.2g} > tolerance after {result.n_iter} "
                 "iterations (raise the tolerance, or solve it in TV denoise)"
             )
-        self.status.setText(text)
-        show_progress(self.progress, 1.0)
+        self.status.value = text
+        show_progress(self.progress_row.bar.native, 1.0)
 
     # -- β stack, L-curve, suggestion ----------------------------------------------------
     def _betas(self) -> np.ndarray:
         try:
-            lo, hi = float(self.stack_from.text()), float(self.stack_to.text())
+            lo, hi = float(self.beta_from.value), float(self.beta_to.value)
         except ValueError:
             raise LayerError("β from/to must be numbers") from None
         if not (0 < lo < hi) or not math.isfinite(hi):
             raise LayerError(f"β range must satisfy 0 < from < to, got {lo:g}, {hi:g}")
-        return np.geomspace(lo, hi, self.k_spin.value())
+        return np.geomspace(lo, hi, self.k.value)
 
     def run_stack(self):
         """Compute K values of β into the layer "<input> β stack" (β on the first axis)."""
         try:
-            info, t, image, kw = self._input()
+            info, _t, image, kw = self._input()
             betas = self._betas()
         except LayerError as exc:
             notify_error(f"β sweep: {exc}")
             return None
         return self.runner.start(
-            compute_stack,
-            image,
-            betas,
-            kw,
+            compute_stack, image, betas, kw,
             on_result=lambda out: self._show_stack(info, out),
             description=f"β stack of {len(betas)} values…",
-        )
+        )  # fmt: skip
 
     def _show_stack(self, info: ImageInfo, out: dict) -> None:
         layer = info.layer
@@ -589,7 +524,7 @@ class SweepWidget(QWidget):
             },
             colormap=layer.colormap,
         )
-        self.status.setText(
+        self.status.value = (
             f"β stack: {len(betas)} values from {betas[0]:.3g} to "
             f"{betas[-1]:.3g} (dims axis log10 β)"
         )
@@ -598,20 +533,16 @@ class SweepWidget(QWidget):
         """L-curve over the β range; with ``suggest``, also the β that minimises the risk
         estimate of the fidelity (SURE, PURE, J-invariance) and that estimate's curve."""
         try:
-            info, t, image, kw = self._input()
+            _info, _t, image, kw = self._input()
             betas = self._betas()
         except LayerError as exc:
             notify_error(f"β sweep: {exc}")
             return None
         return self.runner.start(
-            compute_curve,
-            image,
-            betas,
-            kw,
-            suggest,
-            on_result=lambda out: self._show_curve(out),
+            compute_curve, image, betas, kw, suggest,
+            on_result=self._show_curve,
             description="suggesting β…" if suggest else "L-curve…",
-        )
+        )  # fmt: skip
 
     def _show_curve(self, out: dict) -> None:
         curve = out["curve"]
@@ -628,20 +559,14 @@ class SweepWidget(QWidget):
             self._suggested = float(out["beta"])
             self.plot.set_marker("suggested", self._suggested, "#ff9f1c")
             self.beta_slider.setMarker("suggested", self._suggested)
-            self.suggest_label.setText(
+            self.suggest_label.value = (
                 f"{name}, an estimate of the error against the clean image from the data alone, "
                 f"is smallest at β ≈ {self._suggested:.4g} (orange mark; σ ≈ "
                 f"{out['sigma']:.3g}, {len(risk.beta)} β evaluated)"
             )
-            self.use_suggested.setEnabled(True)
-        self.status.setText("L-curve done")
+            self.use_suggested.enabled = True
+        self.status.value = "L-curve done"
 
     def _apply_suggested(self) -> None:
         if self._suggested is not None:
-            beta = self._suggested
-            if not self.beta_slider.minimum() <= beta <= self.beta_slider.maximum():
-                self.beta_slider.setRange(
-                    min(beta / 10, self.beta_slider.minimum()),
-                    max(beta * 10, self.beta_slider.maximum()),
-                )
-            self.beta_slider.setValue(beta)
+            self.set_value("beta", self._suggested)

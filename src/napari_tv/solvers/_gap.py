@@ -58,6 +58,7 @@ from numba import prange
 
 from napari_tv._compile import ready
 from napari_tv._config import inline
+from napari_tv._config import jit_unchecked as jit
 from napari_tv.fidelity import (
     FIDELITY_CODE,
     dual_domain_update,
@@ -66,18 +67,17 @@ from napari_tv.fidelity import (
     value_scalar,
 )
 from napari_tv.solvers import _quick
-from napari_tv.solvers._kernels import (
+from napari_tv.solvers._stencils import (
     as_3d,
     as_4d,
     back_terms,
     div_at,
     fwd_index,
     inv_steps,
-    jit,
     project_dual,
 )
 
-__all__ = ["Gap", "Monitor", "check_interval", "duality_gap", "fidelity_floor"]
+__all__ = ["Gap", "duality_gap", "fidelity_floor"]
 
 #: LLVM may reassociate the float64 sums of the gap (so that they vectorise)
 REASSOC = frozenset({"reassoc"})
@@ -300,81 +300,3 @@ def warm(dtype) -> None:
         duality_gap(u, u[::-1].copy(), p, 0.3, fidelity=fidelity, isotropic=iso, quick=False)
     duality_gap(u, u, p, 0.3, project=True, quick=False)
 
-
-#: iterations between two gap evaluations at the start of a run (see ``check_interval``)
-CHECK_EVERY = 10
-#: the largest interval between two gap evaluations
-MAX_CHECK_EVERY = 100
-
-
-def check_interval(n_iter: int) -> int:
-    """Iterations to run before the next gap evaluation, after ``n_iter`` iterations.
-
-    ``CHECK_EVERY`` (10) for the first 200 iterations, then ``10 * (n_iter // 100)`` up to
-    ``MAX_CHECK_EVERY``: an evaluation costs a few iterations, so long runs check about every
-    10 % of their length (overshooting the stopping point by at most that) while short runs
-    and progress reports stay fine-grained.  Deterministic: always a multiple of 10.
-    """
-    return min(MAX_CHECK_EVERY, CHECK_EVERY * max(1, n_iter // 100))
-
-
-class Monitor:
-    """Bookkeeping shared by the iterative solvers: history, callback, stopping rule.
-
-    ``monitor.check(n_iter, gap)`` records ``{"iter", "energy", "gap", "elapsed"}``, calls
-    ``callback(info)`` with ``{"method", "iter", "max_iter", "energy", "gap", "elapsed",
-    "fraction"}`` (``n_iter / max_iter``, 1.0 once converged) and returns True when the solver
-    must stop (``gap.rel < tol`` with ``tol > 0`` -> ``converged``; callback returned True ->
-    ``cancelled``).  ``monitor.elapsed()`` gives the wall-clock seconds since construction.
-    """
-
-    def __init__(self, method: str, max_iter: int, tol: float, callback=None):
-        import time
-
-        self._clock = time.perf_counter
-        self._t0 = self._clock()
-        self.method = method
-        self.max_iter = int(max_iter)
-        self.tol = float(tol)
-        self.callback = callback
-        self.history: list[dict] = []
-        self.converged = False
-        self.cancelled = False
-
-    def elapsed(self) -> float:
-        return self._clock() - self._t0
-
-    def wants_gap(self, n_iter: int) -> bool:
-        """Whether a gap evaluation is needed after ``n_iter`` iterations."""
-        return self.tol > 0 or self.callback is not None or n_iter >= self.max_iter
-
-    def next_run(self, n_iter: int) -> int:
-        """Iterations to run after ``n_iter`` before the next gap evaluation: ``check_interval``
-        when the stopping rule or a callback looks at the gap, otherwise all the rest (so that
-        ``tol=0`` without a callback runs in one go)."""
-        rest = self.max_iter - n_iter
-        if self.tol > 0 or self.callback is not None:
-            return min(check_interval(n_iter), rest)
-        return rest
-
-    def check(self, n_iter: int, gap: Gap) -> bool:
-        elapsed = self.elapsed()
-        self.history.append(
-            {"iter": int(n_iter), "energy": gap.primal, "gap": gap.rel, "elapsed": elapsed}
-        )
-        if self.tol > 0 and gap.rel < self.tol:
-            self.converged = True
-        if self.callback is not None:
-            info = {
-                "method": self.method,
-                "iter": int(n_iter),
-                "max_iter": self.max_iter,
-                "energy": gap.primal,
-                "gap": gap.rel,
-                "elapsed": elapsed,
-                "fraction": 1.0 if self.converged else min(1.0, n_iter / max(self.max_iter, 1)),
-            }
-            if self.callback(info):
-                self.cancelled = True
-                return True
-        return self.converged

@@ -1,13 +1,13 @@
 r"""Quick kernels: plain serial loops that compile in about a second each.
 
-The fused, parallel kernels of ``_kernels`` and ``_gap`` are fast but take 15-45 s to compile
-(the Chambolle sweep, the duality gap); a new user, a new dtype or a Numba upgrade would wait
-that long, silently, for a first result.  These twins compute the same quantities with the
-same discretisation (``_kernels``' layout: padded 3-D views, ``ih = inv_steps(spacing)``,
-``periodic`` a bool) in straightforward loops, so Numba compiles them in a second or two.  A
-solver takes them while :func:`napari_tv._compile.ready` says the fused family is not
-compiled yet (it is then compiling in a background process), and the fused kernels once it
-is: the iterates agree to rounding (``tests/test_compile.py``).
+The fused, parallel kernels of ``_stencils``, ``_chambolle_sweep`` and ``_gap`` are fast but
+take 15-45 s to compile (the Chambolle sweep, the duality gap); a new user, a new dtype or a
+Numba upgrade would wait that long, silently, for a first result.  These twins compute the
+same quantities with the same discretisation (``_stencils``' layout: padded 3-D views,
+``ih = inv_steps(spacing)``, ``periodic`` a bool) in straightforward loops, so Numba compiles
+them in a second or two.  A solver takes them while :func:`napari_tv._compile.ready` says the
+fused family is not compiled yet (it is then compiling in a background process), and the
+fused kernels once it is: the iterates agree to rounding (``tests/test_compile.py``).
 
 The gap widens every value to float64 as it is read and sums in float64, as ``_gap`` does (so
 the two agree to summation order); the iteration kernels work in the arrays' precision with
@@ -15,7 +15,7 @@ float64 constants, and agree with the fused ones to float32 rounding.  Everythin
 serial: a first result on one core while the other compiles the fused kernels.
 
 ``dual_step(p4, w3, ih, periodic, tau, mode)``     in place, the three modes of
-                                                   ``_kernels.dual_ascent_step``
+                                                   ``_stencils.dual_ascent_step``
 ``rescaled_divergence(p4, v3, w3, ih, periodic, s)``  ``w3 <- div p4 + s v3``
 ``chambolle_steps(p4, v3, w3, ih, periodic, tau, inv_beta, mode, n)``  n Chambolle iterations
 ``prox_extrapolate(w, u, ubar, v, tb, tau, theta, code)``  primal-dual's primal step (flat)
@@ -29,13 +29,12 @@ serial: a first result on one core while the other compiles the fused kernels.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 
-from napari_tv import _config
+from napari_tv._config import jit_unchecked
 from napari_tv.fidelity import dual_domain_update, fenchel_young, prox_scalar, value_scalar
-from napari_tv.solvers._kernels import CHAMBOLLE, CLIP, as_3d, as_4d, fwd_index
+from napari_tv.solvers._stencils import CHAMBOLLE, CLIP, as_3d, as_4d, fwd_index
 
 __all__ = [
     "QuickSweep",
@@ -48,10 +47,7 @@ __all__ = [
     "rescaled_divergence",
 ]
 
-jit = partial(_config.jit, error_model="numpy")
-
-
-@jit
+@jit_unchecked
 def _prev(i, n, periodic):
     """Backward neighbour (``i`` itself at a Neumann start)."""
     if i > 0:
@@ -59,7 +55,7 @@ def _prev(i, n, periodic):
     return n - 1 if periodic else i
 
 
-@jit
+@jit_unchecked
 def _div_line(p, ih, periodic, i0, i1, out):
     """``out[i2] = (div p)[i0, i1, i2]`` along one line of the padded view (component ``k``
     on axis ``3 - K + k``; Neumann: ``a p[i] - b p[i-1]`` with ``a = [i < n-1]``,
@@ -84,7 +80,7 @@ def _div_line(p, ih, periodic, i0, i1, out):
         out[i2] = d
 
 
-@jit
+@jit_unchecked
 def _update(q0, q1, q2, g0, g1, g2, tau, mode):
     """The dual update of one voxel from ``q = p + tau g`` and ``g``."""
     if mode == CLIP:
@@ -96,7 +92,7 @@ def _update(q0, q1, q2, g0, g1, g2, tau, mode):
     return q0 * s, q1 * s, q2 * s
 
 
-@jit
+@jit_unchecked
 def dual_step(p, w, ih, periodic, tau, mode):
     """In place, with ``g = D w``: CHAMBOLLE ``p <- (p + tau g) / (1 + tau |g|)``; CLIP
     ``p <- clip(p + tau g, -1, 1)``; PROJECT ``p <- (p + tau g) / max(1, |p + tau g|)``.
@@ -130,7 +126,7 @@ def dual_step(p, w, ih, periodic, tau, mode):
                 p[k2, i0, i1, i2] = q2
 
 
-@jit
+@jit_unchecked
 def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
     """``w <- div p + inv_beta v``."""
     n0, n1, n2 = v.shape
@@ -142,7 +138,7 @@ def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
                 w[i0, i1, i2] = line[i2] + inv_beta * v[i0, i1, i2]
 
 
-@jit
+@jit_unchecked
 def chambolle_steps(p, v, w, ih, periodic, tau, inv_beta, mode, n):
     """``n`` iterations of Chambolle's ``w = div p + v / beta; p <- update(p, D w)``."""
     for _ in range(n):
@@ -150,7 +146,7 @@ def chambolle_steps(p, v, w, ih, periodic, tau, inv_beta, mode, n):
         dual_step(p, w, ih, periodic, tau, mode)
 
 
-@jit
+@jit_unchecked
 def prox_extrapolate(w, u, ubar, v, tb, tau, theta, code):
     """Flat arrays: ``u+ = prox_{tau f}(tb w)``, ``ubar = u+ + theta (u+ - u)``, ``u = u+``."""
     for s in range(u.size):
@@ -159,7 +155,7 @@ def prox_extrapolate(w, u, ubar, v, tb, tau, theta, code):
         u[s] = un
 
 
-@jit
+@jit_unchecked
 def primal_dual_steps(
     p, u, ubar, w, uf, ubarf, wf, vf, ih, periodic, mode, code, beta, tau, sigma, gamma, n
 ):
@@ -173,7 +169,7 @@ def primal_dual_steps(
     return tau, sigma
 
 
-@jit
+@jit_unchecked
 def max_slope(v, p, ih, periodic, beta, code):
     """Of ``z = beta div p``: ``(max |z|, -inf)`` (L1) or ``(max z over v > 0, max z over
     v == 0)`` (Poisson)."""
@@ -190,7 +186,7 @@ def max_slope(v, p, ih, periodic, beta, code):
     return m_pos, m_zero
 
 
-@jit
+@jit_unchecked
 def gap_terms(u, v, p, ih, periodic, iso, beta, c, code):
     """``(Σ f(u, v), Σ |Du|, Σ Fenchel-Young(u, c beta div p), Σ |Du| - c <Du, p>)`` in
     float64 (see ``_gap``)."""
@@ -230,7 +226,7 @@ def gap_terms(u, v, p, ih, periodic, iso, beta, c, code):
 
 class QuickSweep:
     """Chambolle's iteration on the quick kernels, with the interface of
-    ``_kernels.FusedDualSweep`` that ``chambolle.py`` uses (``p``, ``step(n)``)."""
+    ``_chambolle_sweep.FusedDualSweep`` that ``chambolle.py`` uses (``p``, ``step(n)``)."""
 
     def __init__(self, p, v, ih, periodic, tau, inv_beta, mode):
         shape = (v.ndim,) + v.shape

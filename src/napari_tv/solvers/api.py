@@ -11,81 +11,43 @@ from typing import Any
 import numpy as np
 
 from napari_tv._memory import estimate_bytes, require
-from napari_tv._validation import (
-    as_float_array,
-    check_choice,
-    check_int,
-    check_real,
-    check_spacing,
-    float_dtype,
-)
-from napari_tv.fidelity import FIDELITIES, check_fidelity_data
-from napari_tv.operators import BOUNDARIES, TV_KINDS, level_count, level_grid, tv_energy
+from napari_tv._validation import as_float_array, check_real, check_spacing, float_dtype
+from napari_tv.fidelity import check_fidelity_data
+from napari_tv.operators import level_count, level_grid, tv_energy
 from napari_tv.solvers._extremes import check_magnitude, solve_guarded
 from napari_tv.solvers._multilevel import coarse_start
 from napari_tv.solvers._result import TVResult
+from napari_tv.solvers.methods import DEFAULT_METHOD, check_parameters, get_method
+from napari_tv.solvers.methods import METHODS as _TABLE
 
 __all__ = ["denoise_tv", "DEFAULT_METHOD", "METHODS", "SUPPORTED", "DEFAULT_MAX_NUM_ITER"]
 
-#: the default method everywhere (API, CLI, widgets): it reaches a 1e-4 gap in 60-2000
-#: iterations on the samples and on real images at any intensity scale (Chambolle needs
-#: 3000-20000; docs/benchmarks.md), supports every fidelity and compiles in seconds
-DEFAULT_METHOD = "primal_dual"
-#: the methods, the default first (the order of the CLI's help and the widgets' menus)
-METHODS = ("primal_dual", "chambolle", "bregman", "gradient_descent", "exact")
-
+# Views of the table of methods (:mod:`napari_tv.solvers.methods`) for older callers:
+#: the methods' names, the default first (the order of the CLI's help and the widgets' menus)
+METHODS = tuple(_TABLE)
 #: what each method supports: fidelities and boundaries (both TV kinds everywhere; ``exact``
 #: minimises the graph TV chosen by ``connectivity``/``weights`` and ignores ``tv``)
 SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
-    "chambolle": {"fidelity": ("l2",), "boundary": BOUNDARIES},
-    "primal_dual": {"fidelity": FIDELITIES, "boundary": BOUNDARIES},
-    "gradient_descent": {"fidelity": FIDELITIES, "boundary": BOUNDARIES},
-    "bregman": {"fidelity": ("l2",), "boundary": BOUNDARIES},
-    "exact": {"fidelity": FIDELITIES, "boundary": ("neumann",)},
+    m.name: {"fidelity": m.fidelities, "boundary": m.boundaries} for m in _TABLE.values()
 }
-
-#: ``max_num_iter=None`` means this many iterations (None: the method's own default); a cap
-#: that a run at the default ``tol`` should not reach (the iterations measured to a 1e-4 gap
-#: are in docs/benchmarks.md)
-DEFAULT_MAX_NUM_ITER: dict[str, int | None] = {
-    "chambolle": 20000,
-    "primal_dual": 5000,
-    "gradient_descent": None,
-    "bregman": None,
-    "exact": None,
-}
+#: ``max_num_iter=None`` means this many iterations (None: the method does not iterate); a
+#: cap that a run at the default ``tol`` should not reach (the iterations measured to a 1e-4
+#: gap are in docs/benchmarks.md)
+DEFAULT_MAX_NUM_ITER: dict[str, int | None] = {m.name: m.max_num_iter for m in _TABLE.values()}
 
 
 def _solver(method: str) -> Callable[..., TVResult]:
-    """The ``solve_<method>`` function, imported lazily."""
-    if method == "chambolle":
-        from napari_tv.solvers.chambolle import solve_chambolle as solve
-    elif method == "primal_dual":
-        from napari_tv.solvers.primal_dual import solve_primal_dual as solve
-    elif method == "gradient_descent":
-        from napari_tv.solvers.gradient_descent import solve_gradient_descent as solve
-    elif method == "bregman":
-        from napari_tv.solvers.bregman import solve_bregman as solve
-    else:
-        from napari_tv.solvers.exact import solve_exact as solve
-    return solve
+    """The method's solver (from the table; imported on first use)."""
+    return get_method(method).solver
 
 
-def _check_combination(method, fidelity, boundary, connectivity, weights, levels):
-    support = SUPPORTED[method]
-    for name, value in (("fidelity", fidelity), ("boundary", boundary)):
-        if value not in support[name]:
-            raise ValueError(
-                f"method={method!r} does not support {name}={value!r}; it supports "
-                f"{name} in {support[name]}"
-            )
-    if method != "exact":
-        if connectivity != 1 or weights is not None or levels is not None:
-            raise ValueError(
-                f"connectivity, weights and levels belong to method='exact'; method={method!r} "
-                f"needs connectivity=1, weights=None, levels=None (got connectivity="
-                f"{connectivity!r}, weights={weights!r}, levels={levels!r})"
-            )
+def _check_graph_parameters(record, connectivity, weights, levels) -> None:
+    if record.name != "exact" and (connectivity != 1 or weights is not None or levels is not None):
+        raise ValueError(
+            f"connectivity, weights and levels belong to method='exact'; method={record.name!r} "
+            f"needs connectivity=1, weights=None, levels=None (got connectivity="
+            f"{connectivity!r}, weights={weights!r}, levels={levels!r})"
+        )
 
 
 def _check_channel_axis(channel_axis, ndim: int) -> int | None:
@@ -164,6 +126,7 @@ def denoise_tv(
     weights: float | Sequence[float] | None = None,
     levels: int | Sequence[float] | None = None,
     beta_rule: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, TVResult]:
     r"""Total-variation denoising: minimise :math:`\sum_s f(u_s, v_s) + \beta\,\mathrm{TV}(u)`.
 
@@ -188,7 +151,8 @@ def denoise_tv(
         ``"primal_dual"`` (default): Chambolle–Pock (every fidelity); ``"chambolle"``:
         Chambolle's dual projection (L2 only); ``"gradient_descent"``: descent on an ε-smoothed TV;
         ``"bregman"``: split Bregman (L2); ``"exact"``: the Darbon–Sigelle max-flow dichotomy
-        for the graph TV on a grid of levels (exact up to the grid).
+        for the graph TV on a grid of levels (exact up to the grid).  The table of methods,
+        :data:`napari_tv.solvers.methods.METHODS`, says what each supports and its options.
     fidelity : {"l2", "l1", "poisson"}
         ``½(u−v)²``, ``|u−v|`` or ``u − v log u`` (Poisson needs ``image >= 0``).
     tv : {"isotropic", "anisotropic"}
@@ -201,7 +165,8 @@ def denoise_tv(
         means the same with a spacing in µm, nm or none (intensity units per finest pixel).
     boundary : {"neumann", "periodic"}
     max_num_iter : int, optional
-        Iteration cap (None: ``DEFAULT_MAX_NUM_ITER[method]``).  Not used by ``"exact"``.
+        Iteration cap (None: the method's budget, ``METHODS[method].max_num_iter`` of
+        :mod:`napari_tv.solvers.methods`).  Not used by ``"exact"``.
     tol : float
         Stop when the method's relative duality gap falls below ``tol`` (see each solver's
         Notes); ``tol=0`` runs exactly ``max_num_iter`` iterations.  Not used by ``"exact"``.
@@ -227,6 +192,11 @@ def denoise_tv(
         Graph neighbourhood, edge weights and grey-level grid of ``method="exact"`` (see
         :func:`napari_tv.operators.resolve_weights` and :func:`napari_tv.operators.level_grid`;
         the grid is computed from the raw input, so integer images get every integer level).
+    options : dict, optional
+        The method's own options, name -> value (``METHODS[method].options`` of
+        :mod:`napari_tv.solvers.methods` lists them with their defaults), e.g.
+        ``{"rho": 2.0, "sweeps": 2}`` for ``"bregman"`` or ``{"eps": 0.01}`` for
+        ``"gradient_descent"``.
 
     Returns
     -------
@@ -239,14 +209,15 @@ def denoise_tv(
     ------
     ValueError
         Negative ``beta``; unknown method, fidelity, tv or boundary; a combination the
-        method does not support; bad ``channel_axis``, ``spacing`` or ``init``; NaN/inf,
-        empty or >3-D (spatial) input; negative data for Poisson; float64 data beyond
-        1e±150 in magnitude (``napari_tv.solvers._extremes``).
+        method does not support; an option the method does not have, or out of range; bad
+        ``channel_axis``, ``spacing`` or ``init``; NaN/inf, empty or >3-D (spatial) input;
+        negative data for Poisson; float64 data beyond 1e±150 in magnitude
+        (``napari_tv.solvers._extremes``).
     MemoryError
         When the call would need more than 90 % of the available memory
         (:mod:`napari_tv._memory`: bytes per voxel for each method), before allocating.
     TypeError
-        Complex or non-numeric input, non-numeric parameters.
+        Complex or non-numeric input, non-numeric parameters, an option of the wrong type.
 
     Notes
     -----
@@ -294,21 +265,14 @@ def denoise_tv(
         beta = check_real("beta", beta, minimum=0.0)
     if beta_rule is not None and not auto:
         raise ValueError(f"beta_rule goes with beta='auto', got beta={beta!r}")
-    check_choice("method", method, METHODS)
-    check_choice("fidelity", fidelity, FIDELITIES)
-    check_choice("tv", tv, TV_KINDS)
-    check_choice("boundary", boundary, BOUNDARIES)
-    _check_combination(method, fidelity, boundary, connectivity, weights, levels)
-    if max_num_iter is None:
-        max_num_iter = DEFAULT_MAX_NUM_ITER[method]
-    else:
-        max_num_iter = check_int("max_num_iter", max_num_iter, minimum=0)
-    tol = check_real("tol", tol, minimum=0.0)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {callback!r}")
+    record, params = check_parameters(
+        method, fidelity=fidelity, tv=tv, boundary=boundary, max_num_iter=max_num_iter,
+        tol=tol, callback=callback, options=options,
+    )  # fmt: skip
+    _check_graph_parameters(record, connectivity, weights, levels)
     coarse = isinstance(init, str)
     if coarse:
-        if init != "coarse" or method == "exact":
+        if init != "coarse" or not record.iterative:
             raise ValueError(
                 f"init must be an array, a TVResult or 'coarse' (iterative methods); got "
                 f"{init!r} with method={method!r}"
@@ -333,11 +297,11 @@ def denoise_tv(
             callback,
         )
 
-    kwargs = {"fidelity": fidelity, "spacing": spacing}
-    if method == "exact":
-        kwargs.update(connectivity=connectivity, weights=weights)
+    kwargs = {"fidelity": fidelity, "spacing": spacing, **{k: params[k] for k in record.options}}
+    if record.iterative:
+        kwargs.update({k: params[k] for k in ("tv", "boundary", "max_num_iter", "tol")})
     else:
-        kwargs.update(tv=tv, boundary=boundary, max_num_iter=max_num_iter, tol=tol)
+        kwargs.update(connectivity=connectivity, weights=weights)
     solve = _solver(method)
 
     def run(channel_raw, channel_arr, channel_init, cb):

@@ -16,36 +16,35 @@ per-voxel differences of :mod:`napari_tv.solvers._kernels`.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
 from numba import prange
 
-from .._validation import as_float_array, check_choice, check_int, check_real, check_spacing
-from ..operators import BOUNDARIES, TV_KINDS, tv_energy
+from .._config import inline
+from .._config import jit_unchecked as jit
+from .._validation import check_real
+from ..operators import tv_energy
 from ._gap import duality_gap
-from ._kernels import (
+from ._monitor import Monitor
+from ._result import TVResult
+from ._stencils import (
     as_3d,
     as_4d,
     back_terms,
     fwd_index,
-    inline,
     inv_steps,
-    jit,
     scalar_like,
     threads_for,
 )
-from ._kernels import divergence as k_divergence
-from ._kernels import gradient as k_gradient
-from ._result import TVResult
+from ._stencils import divergence as k_divergence
+from ._stencils import gradient as k_gradient
+from .methods import check_solver_call
 
 __all__ = ["solve_bregman", "skimage_weight", "beta_from_skimage_weight"]
 
-_DEFAULT_MAX_ITER = 2000
-_CHECK_EVERY = 10
-_U_SOLVERS = ("gauss_seidel", "exact")
 _MU, _TAU = 3.0, 2.0  # residual balancing: imbalance that triggers a change, and its factor
 
 
@@ -275,7 +274,8 @@ def beta_from_skimage_weight(weight: float) -> float:
 
     Examples
     --------
-    >>> beta_from_skimage_weight(5.0)
+    >>> w = skimage_weight(0.2)
+    >>> beta_from_skimage_weight(w)
     0.2
     """
     weight = check_real("weight", weight, minimum=0.0, strict=True)
@@ -293,9 +293,8 @@ def _initial_state(image, init, beta, rho, steps, periodic):
         u0, extra = init.u, init.extra
     elif init is not None:
         u0 = init
-    u0 = as_float_array(u0, "init")
-    if u0.shape != image.shape:
-        raise ValueError(f"init must have the image's shape {image.shape}, got {u0.shape}")
+    if np.shape(u0) != image.shape:
+        raise ValueError(f"init must have the image's shape {image.shape}, got {np.shape(u0)}")
     u = np.array(u0, dtype=image.dtype, order="C", copy=True)
     shape = (image.ndim,) + image.shape
     d = np.zeros(shape, dtype=image.dtype)
@@ -316,62 +315,44 @@ def solve_bregman(
     image: np.ndarray,
     beta: float,
     *,
-    fidelity: str = "l2",
-    tv: str = "isotropic",
-    spacing: float | Sequence[float] | None = None,
-    boundary: str = "neumann",
-    max_num_iter: int | None = None,
-    tol: float = 1e-4,
-    init: np.ndarray | TVResult | None = None,
-    callback: Callable[[dict], bool] | None = None,
     rho: float | None = None,
     u_solver: str | None = None,
     sweeps: int = 1,
     adapt: bool = True,
-    check_every: int = _CHECK_EVERY,
+    check_every: int = 10,
+    **params: Any,
 ) -> TVResult:
     r"""Minimise :math:`\tfrac12\|u-v\|^2 + \beta\,\mathrm{TV}(u)` by split Bregman.
+
+    The checked entry for direct calls; ``denoise_tv(method="bregman", options={...})``
+    reaches the same solver with the same options.
 
     Parameters
     ----------
     image : ndarray
-        The data ``v``: a validated float32/float64 array, 1-D to 3-D (not modified).
+        The data ``v``: a float32/float64 array, 1-D to 3-D (not modified).
     beta : float
         Regularisation weight ``β ≥ 0``.  scikit-image's ``denoise_tv_bregman(weight=w)``
         corresponds to ``β = 1/w`` (see :func:`skimage_weight`).
-    fidelity : {"l2"}
-        Only the L2 fidelity (others raise ``ValueError`` naming the supported one).
-    tv : {"isotropic", "anisotropic"}
-        Vector shrinkage per voxel, or soft-thresholding per component.
-    spacing : float or sequence of float, optional
-        Voxel step per axis (default 1).
-    boundary : {"neumann", "periodic"}
-        Boundary of the forward differences.  Periodic needs ``u_solver="exact"`` (default
-        for it).
-    max_num_iter : int, optional
-        Iteration cap (default 2000).
-    tol : float
-        Stop when the relative duality gap (Notes) is ``< tol``; ``tol=0`` runs exactly
-        ``max_num_iter`` iterations.
-    init : ndarray or TVResult, optional
-        Warm start: an array (``u``; ``d = b = 0``), a result of this method (``u, d, b, ρ``
-        from ``extra``), or a result of another method whose ``extra["p"]`` is a dual field
-        (``b = β p / ρ``).
-    callback : callable, optional
-        ``callback(info) -> bool`` every ``check_every`` iterations and at the end, with
-        ``info = {"method", "iter", "max_iter", "energy", "gap", "elapsed", "fraction"}``;
-        returning True stops cleanly (``cancelled=True``).
     rho : float, optional
         Initial penalty ρ > 0 (default ``2·min(h)²``; adapted by residual balancing).
     u_solver : {"gauss_seidel", "exact"}, optional
         ``sweeps`` red–black Gauss–Seidel sweeps (default for Neumann), or the exact solve
-        by DCT (Neumann) / FFT (periodic).
+        by DCT (Neumann) / FFT (periodic; the default there, and the only choice).
     sweeps : int
         Gauss–Seidel sweeps per iteration (default 1, as Goldstein–Osher recommend).
     adapt : bool
         Residual balancing of ρ (default True).
     check_every : int
         Iterations between gap evaluations and callbacks (default 10).
+    **params
+        ``fidelity`` ("l2" only), ``tv``, ``spacing``, ``boundary``, ``max_num_iter``
+        (default 2000), ``tol``, ``callback``, as in :func:`napari_tv.denoise_tv`, and
+        ``init``: an array (``u``; ``d = b = 0``), a result of this method (``u, d, b, ρ``
+        from ``extra``), or a result of another method whose ``extra["p"]`` is a dual field
+        (``b = β p / ρ``).  The callback comes after iteration 0 and every ``check_every``
+        iterations, with ``info = {"method", "iter", "max_iter", "energy", "gap", "elapsed",
+        "fraction"}``.
 
     Returns
     -------
@@ -387,7 +368,7 @@ def solve_bregman(
         ``u_solver="gauss_seidel"`` with periodic boundary; ``beta < 0``, ``tol < 0``,
         ``rho <= 0``; ``init`` of another shape.
     TypeError
-        ``image`` not float32/float64.
+        ``image`` not float32/float64; an option of the wrong type; an unknown keyword.
 
     Notes
     -----
@@ -430,103 +411,67 @@ def solve_bregman(
     >>> bool(r.converged)
     True
     """
-    t_start = time.perf_counter()
-    if fidelity != "l2":
-        raise ValueError(
-            f"method 'bregman' supports fidelity 'l2' only, got {fidelity!r}; "
-            "use method 'primal_dual' or 'gradient_descent' for 'l1' and 'poisson'"
-        )
-    check_choice("tv", tv, TV_KINDS)
-    check_choice("boundary", boundary, BOUNDARIES)
-    periodic = boundary == "periodic"
-    if u_solver is None:
-        u_solver = "exact" if periodic else "gauss_seidel"
-    check_choice("u_solver", u_solver, _U_SOLVERS)
-    if u_solver == "gauss_seidel" and periodic:
-        raise ValueError(
-            "u_solver 'gauss_seidel' supports boundary 'neumann' only; "
-            "use u_solver='exact' with boundary 'periodic'"
-        )
-    beta = check_real("beta", beta, minimum=0.0)
-    tol = check_real("tol", tol, minimum=0.0)
-    max_iter = (
-        _DEFAULT_MAX_ITER if max_num_iter is None
-        else check_int("max_num_iter", max_num_iter, minimum=0)
-    )
-    sweeps = check_int("sweeps", sweeps, minimum=1)
-    check_every = check_int("check_every", check_every, minimum=1)
-    if image.dtype not in (np.float32, np.float64):
-        raise TypeError(f"image must be float32 or float64, got {image.dtype}")
-    steps = check_spacing(spacing, image.ndim)
-    h_min = min(steps)
-    if rho is not None:
-        rho = check_real("rho", rho, minimum=0.0, strict=True)
-    u, d, b, rho = _initial_state(
-        image, init, beta, rho if rho is not None else _default_rho(h_min), steps, periodic
-    )
-    aniso = tv == "anisotropic"
-    ih = inv_steps(steps, image.ndim)
-    u3, v3, d4, b4 = as_3d(u), as_3d(image), as_4d(d), as_4d(b)
-    rhs = np.empty_like(u)
-    spectral = _SpectralSolver(image.shape, steps, periodic, rho) if u_solver == "exact" else None
-    history: list[dict] = []
-    state = {"gap": np.inf, "gap0": None, "cancelled": False}
+    options = {"rho": rho, "u_solver": u_solver, "sweeps": sweeps, "adapt": adapt,
+               "check_every": check_every}  # fmt: skip
+    return _solve_bregman(**check_solver_call("bregman", image, beta, options, params))
 
-    def check(n_iter: int) -> bool:
-        p = b * (rho / beta) if beta > 0 else np.zeros_like(b)
-        gap = duality_gap(u, image, p, beta, isotropic=not aniso, spacing=steps,
-                          periodic=periodic, project=True)
-        if state["gap0"] is None:
-            state["gap0"] = gap.rel
-        elapsed = time.perf_counter() - t_start
-        info = {
-            "method": "bregman", "iter": n_iter, "max_iter": max_iter, "energy": gap.primal,
-            "gap": gap.rel, "elapsed": elapsed,
-            "fraction": _progress(n_iter, max_iter, gap.rel, state["gap0"], tol),
-        }
-        history.append({"iter": n_iter, "energy": gap.primal, "gap": gap.rel,
-                        "elapsed": elapsed})
-        state["gap"] = gap.rel
-        if callback is not None and callback(info):
-            state["cancelled"] = True
-        return state["cancelled"] or gap.rel < tol
+
+def _solve_bregman(
+    image, beta, *, fidelity, tv, spacing, boundary, max_num_iter, tol, init, callback, rho,
+    u_solver, sweeps, adapt, check_every,
+) -> TVResult:  # fmt: skip
+    """:func:`solve_bregman` on checked arguments (``spacing`` a tuple): the table's solver."""
+    periodic = boundary == "periodic"
+    u_solver = u_solver or ("exact" if periodic else "gauss_seidel")
+    monitor = Monitor("bregman", max_num_iter, tol, callback, every=check_every, progress="gap")
+    rho0 = rho if rho is not None else _default_rho(min(spacing))
+    u, d, b, rho = _initial_state(image, init, beta, rho0, spacing, periodic)
+    aniso = tv == "anisotropic"
+    ih = inv_steps(spacing, image.ndim)
+    u3, v3, d4, b4, rhs = as_3d(u), as_3d(image), as_4d(d), as_4d(b), np.empty_like(u)
+    spectral = _SpectralSolver(image.shape, spacing, periodic, rho) if u_solver == "exact" else None
+
+    def dual():
+        return b * (rho / beta) if beta > 0 else np.zeros_like(b)
+
+    def gap_now():
+        return duality_gap(u, image, dual(), beta, isotropic=not aniso, spacing=spacing,
+                           periodic=periodic, project=True)  # fmt: skip
 
     with threads_for(image.size):  # one thread for small images: no fork/join overhead
-        done = check(0)
+        done = monitor.check(0, gap_now())
         n_iter = 0
         d_prev, b_prev = np.empty_like(d), np.empty_like(b)
-        while not done and n_iter < max_iter:
-            n_iter += 1
-            last_of_round = n_iter % check_every == 0 or n_iter == max_iter
-            if last_of_round and adapt:
-                np.copyto(d_prev, d)
-                np.copyto(b_prev, b)
-            _u_rhs(v3, d4, b4, ih, periodic, rho, as_3d(rhs))
-            if spectral is not None:
-                spectral.solve(rhs, u)
-            else:
-                for _ in range(sweeps):
-                    _gauss_seidel_colour(u3, as_3d(rhs), ih, rho, 0)
-                    _gauss_seidel_colour(u3, as_3d(rhs), ih, rho, 1)
-            _shrink_update(u3, b4, d4, ih, periodic, beta / rho, aniso)
-            if last_of_round:
-                done = check(n_iter)
-                if not done and adapt:
-                    factor = _balance_residuals(b, b_prev, d, d_prev, rho, steps, periodic)
-                    if factor != 1.0:  # the scaled multiplier b = y/ρ follows ρ
-                        rho *= factor
-                        b /= factor
-                        if spectral is not None:
-                            spectral = _SpectralSolver(image.shape, steps, periodic, rho)
-    energy = tv_energy(u, image, beta, tv=tv, boundary=boundary, spacing=steps)
-    p = b * (rho / beta) if beta > 0 else np.zeros_like(b)
+        while not done and n_iter < max_num_iter:
+            n = monitor.next_run(n_iter)
+            for k in range(n):
+                if k == n - 1 and adapt:  # the residuals of the round's last iteration
+                    np.copyto(d_prev, d)
+                    np.copyto(b_prev, b)
+                _u_rhs(v3, d4, b4, ih, periodic, rho, as_3d(rhs))
+                if spectral is not None:
+                    spectral.solve(rhs, u)
+                else:
+                    for _ in range(sweeps):
+                        _gauss_seidel_colour(u3, as_3d(rhs), ih, rho, 0)
+                        _gauss_seidel_colour(u3, as_3d(rhs), ih, rho, 1)
+                _shrink_update(u3, b4, d4, ih, periodic, beta / rho, aniso)
+            n_iter += n
+            done = monitor.check(n_iter, gap_now())
+            if not done and adapt:
+                factor = _balance_residuals(b, b_prev, d, d_prev, rho, spacing, periodic)
+                if factor != 1.0:  # the scaled multiplier b = y/ρ follows ρ
+                    rho *= factor
+                    b /= factor
+                    if spectral is not None:
+                        spectral = _SpectralSolver(image.shape, spacing, periodic, rho)
     return TVResult(
-        u=u, energy=energy, n_iter=n_iter,
-        converged=bool(state["gap"] < tol and not state["cancelled"]), gap=float(state["gap"]),
-        history=history, elapsed=time.perf_counter() - t_start, method="bregman",
-        cancelled=state["cancelled"],
-        extra={"d": d, "b": b, "rho": rho, "p": p, "u_solver": u_solver},
-    )
+        u=u, energy=tv_energy(u, image, beta, tv=tv, boundary=boundary, spacing=spacing),
+        n_iter=n_iter, converged=monitor.converged and not monitor.cancelled,
+        gap=float(monitor.history[-1]["gap"]), history=monitor.history,
+        elapsed=monitor.elapsed(), method="bregman", cancelled=monitor.cancelled,
+        extra={"d": d, "b": b, "rho": rho, "p": dual(), "u_solver": u_solver},
+    )  # fmt: skip
 
 
 def _balance_residuals(b, b_prev, d, d_prev, rho, steps, periodic) -> float:
@@ -546,14 +491,6 @@ def _balance_residuals(b, b_prev, d, d_prev, rho, steps, periodic) -> float:
 
 def _default_rho(h_min: float) -> float:
     return 2.0 * h_min * h_min
-
-
-def _progress(it: int, max_iter: int, gap: float, gap0: float, tol: float) -> float:
-    """Progress in [0, 1]: iterations used, or log-distance of the gap to ``tol`` if further."""
-    frac = it / max_iter if max_iter else 1.0
-    if tol > 0 and math.isfinite(gap0) and math.isfinite(gap) and gap0 > tol and gap > 0:
-        frac = max(frac, math.log(gap0 / gap) / math.log(gap0 / tol))
-    return float(min(max(frac, 0.0), 1.0))
 
 
 def warm(dtype) -> None:

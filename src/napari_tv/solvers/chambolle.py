@@ -7,18 +7,19 @@ import numpy as np
 from napari_tv._compile import ready
 from napari_tv.fidelity import fidelity_value
 from napari_tv.solvers import _quick
-from napari_tv.solvers._gap import Monitor, duality_gap
-from napari_tv.solvers._kernels import (
+from napari_tv.solvers._chambolle_sweep import FusedDualSweep
+from napari_tv.solvers._gap import duality_gap
+from napari_tv.solvers._monitor import Monitor
+from napari_tv.solvers._result import TVResult
+from napari_tv.solvers._stencils import (
     CHAMBOLLE,
     CLIP,
-    FusedDualSweep,
     as_3d,
     as_4d,
     inv_steps,
     rescaled_divergence,
     threads_for,
 )
-from napari_tv.solvers._result import TVResult
 
 __all__ = ["solve_chambolle", "warm"]
 
@@ -97,9 +98,9 @@ def solve_chambolle(
     with :math:`\tau = 2/L^2`, :math:`L^2 = 4\sum_a h_a^{-2} \ge \|D\|^2` (1/4 in 2-D and 1/6 in
     3-D for unit spacing, the step of ``skimage.restoration.denoise_tv_chambolle``).  In 2-D
     and 3-D five iterations are one fused parallel pass over the slabs of the outer axis
-    (``_kernels.FusedDualSweep``: :math:`w` of the next slab, then :math:`p` of this one, and
-    each further iteration one slab behind the previous one), so :math:`p` is read and
-    written once and :math:`v` read once per five iterations.  The stopping
+    (``_chambolle_sweep.FusedDualSweep``: :math:`w` of the next slab, then :math:`p` of this
+    one, and each further iteration one slab behind the previous one), so :math:`p` is read
+    and written once and :math:`v` read once per five iterations.  The stopping
     quantity is the relative duality gap of :mod:`napari_tv.solvers._gap` at
     :math:`u = v + \beta\operatorname{div}p`:
 

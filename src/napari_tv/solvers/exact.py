@@ -93,8 +93,8 @@ keeps the reparametrisation above exact.
 
 *Memory* per (padded) voxel: the max-flow's ``16K + 43`` bytes (:mod:`.maxflow`) plus the data
 ``v`` and current slope (8 + 8), the interval ``lo``, ``hi`` (4 + 4), the two threads' node lists
-(8 + 8) and the second thread's queues (8 + 8): 131 B per pixel in 2-D (connectivity 1), 195 B
-per voxel in 3-D (connectivity 1; about 0.43 GB for 128³).
+(8 + 8), the second thread's queues (8 + 8) and the last cut's source side (1): 132 B per pixel
+in 2-D (connectivity 1), 196 B per voxel in 3-D (connectivity 1; about 0.43 GB for 128³).
 
 *Threads.*  From the second round on, a round's groups are independent problems: they are dealt
 into ``CHUNKS`` runs of consecutive intervals holding about equal numbers of voxels, and two
@@ -128,7 +128,7 @@ from napari_tv._validation import as_float_array, check_real, check_spacing
 from napari_tv.fidelity import FIDELITY_CODE, check_fidelity_data
 from napari_tv.operators import level_grid, neighbour_offsets, resolve_weights, tv_energy
 from napari_tv.solvers._result import TVResult
-from napari_tv.solvers.maxflow import GridFlowState, interior, padded_geometry
+from napari_tv.solvers.maxflow import FlowQueues, GridFlowState
 
 __all__ = ["solve_exact", "solve_level"]
 
@@ -230,15 +230,15 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, l
 
 
 @jit
-def _split_intervals(lo, hi, parent, is_sink, counts):
-    """Source side (above the midpoint) keeps the upper half, the rest the lower half.
+def _split_intervals(lo, hi, above, counts):
+    """The source side (``above`` the midpoint) keeps the upper half, the rest the lower half.
 
     ``counts[k]`` becomes the number of still undecided voxels whose interval starts at k."""
     counts[:] = 0
     for i in range(lo.shape[0]):
         if lo[i] >= 0 and lo[i] < hi[i]:
             m = (lo[i] + hi[i]) // 2
-            if parent[i] >= 0 and not is_sink[i]:  # in the source tree
+            if above[i]:
                 lo[i] = m + 1
             else:
                 hi[i] = m
@@ -305,11 +305,11 @@ class _Dichotomy:
         off = neighbour_offsets(image.ndim, connectivity)
         w = resolve_weights(image.ndim, connectivity, weights, spacing)
         self.shape = shape
-        self.pshape, self.nbr, self.rev = padded_geometry(shape, off)
-        self.inner = interior(shape)
+        self.flow = st = GridFlowState(shape, off)
+        self.pshape, self.inner, self.nbr, self.rev = st.pshape, st.inner, st.nbr, st.rev
         self.bw = beta * np.concatenate([w, w])
         n = int(np.prod(self.pshape))
-        self.flow = GridFlowState(n, len(self.nbr))
+        self.above = np.zeros(n, dtype=np.bool_)  # the source side of the last cut
         self.v = np.zeros(n)
         self.v.reshape(self.pshape)[self.inner] = image
         self.lo = np.full(n, -1, dtype=np.int32)
@@ -321,11 +321,9 @@ class _Dichotomy:
                                       self.code, self.bw)  # fmt: skip
         self.counts = np.zeros(len(grid), dtype=np.int64)
         size = int(np.prod(shape))
-        #: per thread: node list, active queue, orphan queue, queue state
-        st = self.flow
-        self.work = [(np.empty(size, np.int64), st.active, st.orphans, st.qstate),
-                     (np.empty(size, np.int64), np.empty(size, np.int64),
-                      np.empty(size, np.int64), np.zeros(4, np.int64))]  # fmt: skip
+        #: per thread: node list and the max-flow's queues
+        self.work = [(np.empty(size, np.int64), st.queues),
+                     (np.empty(size, np.int64), FlowQueues(size))]  # fmt: skip
         self.fresh = True
 
     def set_interval(self, lo: int, hi: int) -> None:
@@ -337,11 +335,11 @@ class _Dichotomy:
     def _solve_chunk(self, first: int, last: int, worker: int) -> None:
         """Prepare and solve the groups whose interval starts in ``[first, last]``."""
         st = self.flow
-        nodes, active, orphans, qstate = self.work[worker]
+        nodes, queues = self.work[worker]
         n = _reparametrise(self.v, self.lo, self.hi, self.grid, self.code, self.big, self.nbr,
                            self.rev, st.rc, st.tr, self.slope, first, last, nodes)  # fmt: skip
         if n:
-            st._run(self.nbr, self.rev, nodes[:n], active, orphans, qstate)
+            st.maxflow(nodes[:n], queues)  # resumed from the previous round's residual graph
 
     def _solve_chunks(self, chunks: list, worker: int, lock: threading.Lock) -> None:
         while True:
@@ -364,7 +362,7 @@ class _Dichotomy:
                                    self.bw, self.nbr, st.rc, st.tr, self.slope, nodes)  # fmt: skip
             self.fresh = False
             if n:
-                st.run(self.nbr, self.rev, nodes[:n])
+                st.maxflow(nodes[:n])
         else:
             if pool is not None and groups >= 2 and self.counts.sum() >= MIN_PARALLEL_VOXELS:
                 chunks = _deal_groups(self.counts, CHUNKS)
@@ -374,7 +372,7 @@ class _Dichotomy:
                 fut.result()
             else:
                 self._solve_chunk(0, len(self.grid) - 1, 0)
-        _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.counts)
+        _split_intervals(self.lo, self.hi, st.source_side(self.above), self.counts)
         return groups
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:

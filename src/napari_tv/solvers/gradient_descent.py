@@ -18,35 +18,32 @@ one compiled kernel per dtype serves 1-D to 3-D.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numba import prange
 
-from .._validation import as_float_array, check_choice, check_int, check_real, check_spacing
-from ..fidelity import FIDELITY_CODE, check_fidelity_data
-from ..operators import BOUNDARIES, TV_KINDS, tv_energy
+from .._config import inline
+from .._config import jit_unchecked as jit
+from ..fidelity import FIDELITY_CODE
+from ..operators import tv_energy
 from ._gap import duality_gap, fidelity_floor
-from ._kernels import (
+from ._monitor import Monitor
+from ._result import TVResult
+from ._stencils import (
     as_3d,
     as_4d,
     back_terms,
     dual_norm_bound,
     fwd_index,
-    inline,
     inv_steps,
-    jit,
     scalar_like,
     threads_for,
 )
-from ._result import TVResult
+from .methods import check_solver_call
 
 __all__ = ["solve_gradient_descent"]
 
-_FIDELITIES = ("l2", "l1", "poisson")
-_DEFAULT_MAX_ITER = 3000
-_CHECK_EVERY = 10
 _EPS_FACTOR = 0.2
 _PATIENCE = 20  # checks without a 1 % gap improvement before ε is decreased anyway
 
@@ -322,23 +319,14 @@ def _initial_iterate(image: np.ndarray, init, fidelity: str) -> tuple[np.ndarray
         x, extra = init.u, dict(init.extra)
     else:
         x = init
-    x = as_float_array(x, "init")
-    if x.shape != image.shape:
-        raise ValueError(f"init must have the image's shape {image.shape}, got {x.shape}")
+    if np.shape(x) != image.shape:
+        raise ValueError(f"init must have the image's shape {image.shape}, got {np.shape(x)}")
     x = np.array(x, dtype=image.dtype, order="C", copy=True)
     if fidelity == "poisson":  # the iterate must lie in the domain: u >= 0, u > 0 where v > 0
         np.maximum(x, 0, out=x)
         bad = (x <= 0) & (image > 0)
         x[bad] = image[bad]
     return x, extra
-
-
-def _progress(it: int, max_iter: int, gap: float, gap0: float, tol: float) -> float:
-    """Progress in [0, 1]: iterations used, or log-distance of the gap to ``tol`` if further."""
-    frac = it / max_iter if max_iter else 1.0
-    if tol > 0 and math.isfinite(gap0) and math.isfinite(gap) and gap0 > tol and gap > 0:
-        frac = max(frac, math.log(gap0 / gap) / math.log(gap0 / tol))
-    return float(min(max(frac, 0.0), 1.0))
 
 
 class _Iterates:
@@ -394,61 +382,46 @@ def solve_gradient_descent(
     image: np.ndarray,
     beta: float,
     *,
-    fidelity: str = "l2",
-    tv: str = "isotropic",
-    spacing: float | Sequence[float] | None = None,
-    boundary: str = "neumann",
-    max_num_iter: int | None = None,
-    tol: float = 1e-4,
-    init: np.ndarray | TVResult | None = None,
-    callback: Callable[[dict], bool] | None = None,
     eps: float | None = None,
-    check_every: int = _CHECK_EVERY,
+    check_every: int = 10,
+    **params: Any,
 ) -> TVResult:
     r"""Minimise the TV energy by accelerated gradient descent on its ε-smoothed version.
+
+    The checked entry for direct calls; ``denoise_tv(method="gradient_descent",
+    options={...})`` reaches the same solver with the same options.
 
     Parameters
     ----------
     image : ndarray
-        The data ``v``: a validated float32/float64 array, 1-D to 3-D (not modified).
+        The data ``v``: a float32/float64 array, 1-D to 3-D (not modified).
     beta : float
         Regularisation weight ``β ≥ 0``.
-    fidelity : {"l2", "l1", "poisson"}
-        ``½(u−v)²``; ``|u−v|`` (smoothed as :math:`\sqrt{(u−v)^2 + ε_f^2}`, ``ε_f = ε·min h``);
-        ``u − v log u`` (not smoothed; the iterate is kept ``≥ 0`` by projection and ``> 0``
-        where ``v > 0`` by backtracking).
-    tv : {"isotropic", "anisotropic"}
-        :math:`\sum_s |\nabla u|_s` or :math:`\sum_s \sum_l |D_l u|_s`.
-    spacing : float or sequence of float, optional
-        Voxel step per axis (default 1).
-    boundary : {"neumann", "periodic"}
-        Boundary of the forward differences (as in :func:`napari_tv.operators.gradient`).
-    max_num_iter : int, optional
-        Iteration cap (default 3000).  One iteration costs about four passes over the image.
-    tol : float
-        Stop when the relative duality gap of the **unsmoothed** problem (see Notes) is
-        ``< tol``.  With a fixed ``eps`` instead: when the relative duality gap of the smoothed
-        problem is ``< tol``.  ``tol=0`` runs exactly ``max_num_iter`` iterations (unless
-        rounding leaves no decrease to make, reported as ``extra["stalled"]``).
-    init : ndarray or TVResult, optional
-        Warm start (default ``image``).  A ``TVResult`` of this method also passes its final
-        ε (``extra["eps"]``), so continuation resumes where it stopped.
-    callback : callable, optional
-        ``callback(info) -> bool`` every ``check_every`` iterations and at the end, with
-        ``info = {"method", "iter", "max_iter", "energy", "gap", "elapsed", "fraction", "eps",
-        "smoothed_energy", "smoothed_gap"}``; returning True stops (``cancelled=True``).
     eps : float, optional
         A fixed smoothing ε > 0 (gradient units): minimise :math:`E_ε` itself, no
-        continuation.  Default: continuation from ``0.1·ptp(v)/min h`` down by factors of 5.
+        continuation, and stop when the relative duality gap of the smoothed problem is
+        ``< tol``.  Default: continuation from ``0.1·ptp(v)/min h`` down by factors of 5.
     check_every : int
         Iterations between gap evaluations and callbacks (default 10).
+    **params
+        ``fidelity``, ``tv``, ``spacing``, ``boundary``, ``max_num_iter`` (default 3000; one
+        iteration costs about four passes over the image), ``tol``, ``callback``, as in
+        :func:`napari_tv.denoise_tv`, and ``init`` (default ``image``; a ``TVResult`` of this
+        method also passes its final ε, ``extra["eps"]``, so continuation resumes where it
+        stopped).  ``fidelity="l1"`` is smoothed as :math:`\sqrt{(u−v)^2 + ε_f^2}`,
+        ``ε_f = ε·min h``; ``"poisson"`` is not smoothed (the iterate is kept ``≥ 0`` by
+        projection and ``> 0`` where ``v > 0`` by backtracking).  ``tol=0`` runs exactly
+        ``max_num_iter`` iterations (unless rounding leaves no decrease to make, reported as
+        ``extra["stalled"]``).  The callback comes after iteration 0 and every
+        ``check_every`` iterations, with ``info = {"method", "iter", "max_iter", "energy",
+        "gap", "elapsed", "fraction", "eps", "smoothed_energy", "smoothed_gap"}``.
 
     Returns
     -------
     TVResult
         ``u`` (image dtype), ``energy = tv_energy(u, image, beta, ...)`` (unsmoothed), ``gap``
         (relative, unsmoothed), ``history`` (one dict per check: ``iter, energy, gap, elapsed,
-        eps, smoothed_energy``), ``extra = {"eps", "p", "lipschitz", "stalled",
+        eps, smoothed_energy, smoothed_gap``), ``extra = {"eps", "p", "lipschitz", "stalled",
         "smoothed_gap"}`` with ``p = ∇u/|∇u|_ε`` the dual candidate (``|p| < 1``).
 
     Raises
@@ -458,7 +431,7 @@ def solve_gradient_descent(
         ``beta < 0``, ``tol < 0``, ``eps <= 0``; negative data with ``fidelity="poisson"``;
         ``init`` of another shape.
     TypeError
-        ``image`` not float32/float64.
+        ``image`` not float32/float64; an option of the wrong type; an unknown keyword.
 
     Notes
     -----
@@ -517,124 +490,130 @@ def solve_gradient_descent(
     >>> bool(r.converged), r.gap < 1e-4
     (True, True)
     """
-    t_start = time.perf_counter()
-    check_choice("fidelity", fidelity, _FIDELITIES)
-    check_choice("tv", tv, TV_KINDS)
-    check_choice("boundary", boundary, BOUNDARIES)
-    beta = check_real("beta", beta, minimum=0.0)
-    tol = check_real("tol", tol, minimum=0.0)
-    max_iter = (
-        _DEFAULT_MAX_ITER if max_num_iter is None
-        else check_int("max_num_iter", max_num_iter, minimum=0)
+    options = {"eps": eps, "check_every": check_every}
+    return _solve_gradient_descent(
+        **check_solver_call("gradient_descent", image, beta, options, params)
     )
-    check_every = check_int("check_every", check_every, minimum=1)
-    fixed = eps is not None
-    if fixed:
-        eps = check_real("eps", eps, minimum=0.0, strict=True)
-    if image.dtype not in (np.float32, np.float64):
-        raise TypeError(f"image must be float32 or float64, got {image.dtype}")
-    steps = check_spacing(spacing, image.ndim)
-    check_fidelity_data(image, fidelity)
-    prob = _Problem(image, beta, fidelity, tv, steps, boundary)
+
+
+class _Continuation:
+    """The stage at one ε ends when the smoothing error dominates the gap, or when the gap has
+    stopped improving at this ε (it may have a floor of its own, e.g. from the scaling that
+    makes an l1/Poisson dual candidate feasible)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.best_gap, self.since_best, self.done = np.inf, 0, False
+
+    def update(self, gap, smoothing: float) -> None:
+        if gap.rel < 0.99 * self.best_gap:
+            self.best_gap, self.since_best = gap.rel, 0
+        else:
+            self.since_best += 1
+        self.done = gap.abs <= 2 * smoothing or self.since_best >= _PATIENCE
+
+
+def _fista_iteration(prob: _Problem, it: _Iterates, t_mom: float, e_x: float, L: float,
+                     eps: float):  # fmt: skip
+    """One monotone FISTA iteration at ``eps``: ``(t_mom, E_ε(x), L, stalled)`` after it."""
+    t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t_mom * t_mom))
+    theta = (t_mom - 1.0) / t_next
+    e_z = _momentum_step(prob, it, theta, L, eps) if theta > 0 else np.inf
+    stalled = False
+    if e_z <= e_x:  # monotone: the accelerated candidate is kept only if it decreases E_ε
+        it.accept()
+        t_mom, e_x = t_next, e_z
+    else:  # (re)start the momentum with a guaranteed-decrease step from x
+        e_z, L = _descent_from_x(prob, it, L, eps, e_x)
+        if e_z is None:
+            stalled = True
+        else:
+            it.accept()
+            e_x = e_z
+        t_mom = 0.5 * (1.0 + math.sqrt(5.0))  # FISTA's t_1 after the plain step
+    if prob.code == 2:
+        L = max(0.9 * L, prob.lipschitz(eps) * 1e-3)
+    return t_mom, e_x, L, stalled
+
+
+def _solve_gradient_descent(
+    image, beta, *, fidelity, tv, spacing, boundary, max_num_iter, tol, init, callback, eps,
+    check_every,
+) -> TVResult:  # fmt: skip
+    """:func:`solve_gradient_descent` on checked arguments (``spacing`` a tuple): the table's
+    solver."""
+    monitor = Monitor("gradient_descent", max_num_iter, tol, callback, every=check_every,
+                      progress="gap")  # fmt: skip
+    prob = _Problem(image, beta, fidelity, tv, spacing, boundary)
     x, init_extra = _initial_iterate(image, init, fidelity)
     scale = float(np.ptp(image)) / prob.h_min  # the largest jump of the data, as a gradient
     if beta == 0.0 or scale == 0.0:  # u = v minimises the fidelity and has TV = 0
         np.copyto(x, image)
         scale = 1.0
+    fixed = eps is not None
     if not fixed:
         eps = float(init_extra.get("eps", 0.1 * scale))
     eps_min = 1e-9 * scale
     it = _Iterates(x)
-    state = {"gap0": None, "history": [], "cancelled": False, "best_gap": np.inf, "since_best": 0}
+    stage = _Continuation()
 
-    def check(n_iter: int, eps: float, quiet: bool = False):
-        """Gap, history and callback at the current iterate; True when the run must stop."""
+    def measure(eps: float):
+        """The gap at ``x`` with the dual candidate ``q = ∇x/|∇x|_ε``, and what ε adds."""
         prob.flux(as_3d(it.x), eps, as_4d(it.q))
         gap = duality_gap(
             it.x, image, it.q, beta, fidelity=fidelity, isotropic=not prob.aniso,
-            spacing=steps, periodic=prob.periodic, floor=prob.floor,
+            spacing=spacing, periodic=prob.periodic, floor=prob.floor,
         )
         t = prob.terms(as_3d(it.x), eps)
         smoothing = beta * (t[2] - t[4]) + (t[1] - t[0])  # ≥ 0: the part ε costs the gap
-        denom = max(gap.primal - prob.floor, 1e-300)
-        smoothed_gap = max(gap.abs - smoothing, 0.0) / denom
-        if state["gap0"] is None:
-            state["gap0"] = gap.rel
-        info = {
-            "method": "gradient_descent", "iter": n_iter, "max_iter": max_iter,
-            "energy": gap.primal, "gap": gap.rel, "elapsed": time.perf_counter() - t_start,
-            "fraction": _progress(n_iter, max_iter, gap.rel, state["gap0"], tol),
-            "eps": eps, "smoothed_energy": float(t[1] + beta * t[3]),
-            "smoothed_gap": smoothed_gap,
-        }
-        if not quiet:
-            state["history"].append({k: info[k] for k in ("iter", "energy", "gap", "elapsed",
-                                                          "eps", "smoothed_energy")})
-        # the stage at this ε is done when the smoothing error dominates the gap, or when the
-        # gap has stopped improving at this ε (it may have a floor of its own, e.g. from the
-        # scaling that makes an l1/Poisson dual candidate feasible)
-        if gap.rel < 0.99 * state["best_gap"]:
-            state.update(best_gap=gap.rel, since_best=0)
-        else:
-            state["since_best"] += 1
-        state.update(gap=gap.rel, smoothed_gap=smoothed_gap,
-                     stage_done=gap.abs <= 2 * smoothing or state["since_best"] >= _PATIENCE)
-        if not quiet and callback is not None and callback(info):
-            state["cancelled"] = True
-        return state["cancelled"] or (smoothed_gap if fixed else gap.rel) < tol
+        smoothed_gap = max(gap.abs - smoothing, 0.0) / max(gap.primal - prob.floor, 1e-300)
+        stage.update(gap, smoothing)
+        return gap, {"eps": eps, "smoothed_energy": float(t[1] + beta * t[3]),
+                     "smoothed_gap": smoothed_gap}  # fmt: skip
+
+    def report(n_iter: int, eps: float) -> bool:
+        gap, extra = measure(eps)
+        stop_on = extra["smoothed_gap"] if fixed else None
+        return monitor.check(n_iter, gap, stop_on=stop_on, extra=extra)
 
     with threads_for(image.size):  # one thread for small images: no fork/join overhead
-        # a warm start may already be better than the first smoothing levels can resolve
-        done = check(0, eps, quiet=True)
-        while not done and not fixed and state["stage_done"] and eps > eps_min:
-            eps *= _EPS_FACTOR
-            state.update(best_gap=np.inf, since_best=0)
-            done = check(0, eps, quiet=True)
-        state.update(gap0=None, best_gap=np.inf, since_best=0)
-        done = check(0, eps)
+        if not fixed:  # a warm start may already be better than the first levels resolve
+            gap, _ = measure(eps)
+            while not gap.rel < tol and stage.done and eps > eps_min:
+                eps *= _EPS_FACTOR
+                stage.reset()
+                gap, _ = measure(eps)
+            stage.reset()
+        done = report(0, eps)
         L = prob.lipschitz(eps)
         e_x = prob.smoothed_energy(as_3d(it.x), eps)
         t_mom, n_iter, stalled = 1.0, 0, False
-        while not done and n_iter < max_iter:
-            n_iter += 1
-            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t_mom * t_mom))
-            theta = (t_mom - 1.0) / t_next
-            e_z = _momentum_step(prob, it, theta, L, eps) if theta > 0 else np.inf
-            if e_z <= e_x:  # monotone: the accelerated candidate is kept only if it decreases E_ε
-                it.accept()
-                t_mom, e_x = t_next, e_z
-            else:  # (re)start the momentum with a guaranteed-decrease step from x
-                e_z, L = _descent_from_x(prob, it, L, eps, e_x)
-                if e_z is None:
-                    stalled = True
-                else:
-                    it.accept()
-                    e_x = e_z
-                t_mom = 0.5 * (1.0 + math.sqrt(5.0))  # FISTA's t_1 after the plain step
-            if prob.code == 2:
-                L = max(0.9 * L, prob.lipschitz(eps) * 1e-3)
-            if stalled or n_iter % check_every == 0 or n_iter == max_iter:
-                done = check(n_iter, eps) or stalled
-                if not done and not fixed and state["stage_done"] and eps > eps_min:
-                    eps *= _EPS_FACTOR  # E_ε(x) only decreases when ε does
-                    L = prob.lipschitz(eps) if prob.code != 2 else L / _EPS_FACTOR
-                    e_x = prob.smoothed_energy(as_3d(it.x), eps)
-                    state.update(best_gap=np.inf, since_best=0)
-                    it.restart()
-                    t_mom = 1.0
-        if n_iter % check_every != 0 and not done:
-            check(n_iter, eps)
-    u = it.x
-    converged = (state["smoothed_gap"] if fixed else state["gap"]) < tol
-    energy = tv_energy(u, image, beta, fidelity=fidelity, tv=tv, boundary=boundary, spacing=steps)
+        while not done and n_iter < max_num_iter:
+            for _ in range(monitor.next_run(n_iter)):
+                n_iter += 1
+                t_mom, e_x, L, stalled = _fista_iteration(prob, it, t_mom, e_x, L, eps)
+                if stalled:
+                    break
+            done = report(n_iter, eps) or stalled
+            if not done and n_iter < max_num_iter and not fixed and stage.done and eps > eps_min:
+                eps *= _EPS_FACTOR  # E_ε(x) only decreases when ε does
+                L = prob.lipschitz(eps) if prob.code != 2 else L / _EPS_FACTOR
+                e_x = prob.smoothed_energy(as_3d(it.x), eps)
+                stage.reset()
+                it.restart()
+                t_mom = 1.0
+    u, last = it.x, monitor.history[-1]
+    energy = tv_energy(u, image, beta, fidelity=fidelity, tv=tv, boundary=boundary,
+                       spacing=spacing)  # fmt: skip
     return TVResult(
-        u=u, energy=energy, n_iter=n_iter, converged=bool(converged and not state["cancelled"]),
-        gap=float(state["gap"]), history=state["history"],
-        elapsed=time.perf_counter() - t_start, method="gradient_descent",
-        cancelled=state["cancelled"],
+        u=u, energy=energy, n_iter=n_iter, converged=monitor.converged and not monitor.cancelled,
+        gap=float(last["gap"]), history=monitor.history, elapsed=monitor.elapsed(),
+        method="gradient_descent", cancelled=monitor.cancelled,
         extra={"eps": eps, "p": it.q, "lipschitz": L, "stalled": stalled,
-               "smoothed_gap": state["smoothed_gap"]},
-    )
+               "smoothed_gap": last["smoothed_gap"]},
+    )  # fmt: skip
 
 
 def warm(dtype) -> None:

@@ -42,8 +42,9 @@ import numpy as np
 
 from napari_tv._config import inline, jit
 from napari_tv._validation import as_float_array
+from napari_tv.operators import edge_slices, neighbour_offsets
 
-__all__ = ["maxflow_grid", "cut_value"]
+__all__ = ["FlowQueues", "GridFlowState", "cut_value", "maxflow_grid"]
 
 FREE = np.int8(-1)  # not in a search tree
 TERMINAL = np.int8(100)  # parent is the source or the sink
@@ -71,39 +72,87 @@ def interior(shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(slice(1, n + 1) for n in shape)
 
 
-class GridFlowState:
-    """Work arrays of one max-flow on a padded grid with ``n`` nodes and ``nd`` directions."""
+class FlowQueues:
+    """The queues of one max-flow search over at most ``size`` nodes: the FIFO of active
+    nodes, the deque of orphans and their heads and counts (``state``).  One per thread that
+    runs a flow at the same time as another (:meth:`GridFlowState.maxflow`)."""
 
-    def __init__(self, n: int, nd: int):
-        self.rc = np.zeros((n, nd), dtype=np.float64)
+    __slots__ = ("active", "orphans", "state")
+
+    def __init__(self, size: int):
+        self.active = np.empty(size, dtype=np.int64)
+        self.orphans = np.empty(size, dtype=np.int64)
+        self.state = np.zeros(4, dtype=np.int64)  # active head, count; orphan head, count
+
+
+class GridFlowState:
+    """The residual graph and the search trees of max-flows on one padded grid.
+
+    The model is PyMaxflow's ``Graph.maxflow(reuse_trees=True)``: set the capacities, call
+    :meth:`maxflow`, change some capacities, call it again: the flow already pushed stays,
+    and only what the change allows is pushed on top of it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The grid (1-, 2- or 3-D), padded by one voxel on every side.
+    offsets : ndarray of int, shape (K, ndim)
+        The neighbour offsets (``operators.neighbour_offsets``).
+
+    Attributes
+    ----------
+    pshape, inner : tuple
+        The padded shape, and the slices of the real voxels in it.
+    nbr, rev : ndarray of int64, shape (2K,)
+        Per direction: the flat index offset, and the reverse direction.
+    rc : ndarray of float64, shape (n, 2K)
+        Residual capacity of the arc leaving each padded voxel (flat index) in each direction.
+    tr : ndarray of float64, shape (n,)
+        Net terminal residual per voxel (> 0: from the source, < 0: to the sink).
+    queues : FlowQueues
+        The queues :meth:`maxflow` uses unless given others.
+
+    ``rc`` and ``tr`` are the caller's to write before a flow and between flows; the search
+    trees are this class's own (:meth:`source_side` reads them).
+    """
+
+    def __init__(self, shape: tuple[int, ...], offsets: np.ndarray):
+        self.pshape, self.nbr, self.rev = padded_geometry(tuple(shape), np.asarray(offsets))
+        self.inner = interior(tuple(shape))
+        n = int(np.prod(self.pshape))
+        self.rc = np.zeros((n, len(self.nbr)), dtype=np.float64)
         self.tr = np.zeros(n, dtype=np.float64)
         self.parent = np.full(n, FREE, dtype=np.int8)
         self.is_sink = np.zeros(n, dtype=np.bool_)
         self.ts = np.zeros(n, dtype=np.int32)
         self.dist = np.zeros(n, dtype=np.int32)
-        self.active = np.empty(n, dtype=np.int64)
         self.in_active = np.zeros(n, dtype=np.bool_)
-        self.orphans = np.empty(n, dtype=np.int64)
-        self.qstate = np.zeros(4, dtype=np.int64)  # active head, count; orphan head, count
+        self.queues = FlowQueues(n)
 
-    def run(self, nbr: np.ndarray, rev: np.ndarray, nodes: np.ndarray | None = None) -> float:
-        """Max-flow from the current ``rc``/``tr`` over ``nodes`` (default: all).
+    def maxflow(self, nodes: np.ndarray | None = None, queues: FlowQueues | None = None) -> float:
+        """Push flow from the current residual graph (``rc``, ``tr``) until no augmenting path
+        is left; returns the flow pushed by this call (without terminal constants).
 
-        Only ``nodes`` are (re)initialised and searched: every arc with positive capacity
-        must join two of them.  Leaves the search trees in place."""
+        Only ``nodes`` (flat indices, default: all) are searched, their trees rebuilt from
+        their terminal arcs: every arc with positive residual capacity must join two of them.
+        Flows over disjoint node sets, with no positive arc between the sets, may run in two
+        threads at once, each with its own ``queues`` (at least ``len(nodes)`` entries;
+        default: :attr:`queues`).  The search trees stay in place for :meth:`source_side`."""
         if nodes is None:
             nodes = np.arange(len(self.tr), dtype=np.int64)
-        return self._run(nbr, rev, nodes, self.active, self.orphans, self.qstate)
-
-    def _run(self, nbr, rev, nodes, active, orphans, qstate) -> float:
+        q = self.queues if queues is None else queues
         return _bk_maxflow(
-            nodes, self.rc, self.tr, nbr, rev, self.parent, self.is_sink, self.ts, self.dist,
-            active, self.in_active, orphans, qstate,
+            nodes, self.rc, self.tr, self.nbr, self.rev, self.parent, self.is_sink, self.ts,
+            self.dist, q.active, self.in_active, q.orphans, q.state,
         )  # fmt: skip
 
-    def source_set(self) -> np.ndarray:
-        """Flat bool array: the voxel is in the source tree (smallest min-cut source side)."""
-        return (self.parent != FREE) & ~self.is_sink
+    def source_side(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Flat bool array (into ``out`` if given): the voxel is in the source tree, i.e. on
+        the smallest source side of a minimum cut after :meth:`maxflow`."""
+        out = np.empty(self.parent.shape, dtype=np.bool_) if out is None else out
+        np.not_equal(self.parent, FREE, out=out)
+        out &= ~self.is_sink
+        return out
 
 
 # --------------------------------------------------------------------------- kernels
@@ -114,24 +163,38 @@ inline_jit = inline
 
 
 @inline_jit
+def _push_rear(i, queue, qstate, h):
+    """Append ``i`` to the circular ``queue`` whose head and count are ``qstate[h]`` and
+    ``qstate[h + 1]`` (h = 0: the active nodes, 2: the orphans)."""
+    k = qstate[h] + qstate[h + 1]
+    if k >= queue.shape[0]:
+        k -= queue.shape[0]
+    queue[k] = i
+    qstate[h + 1] += 1
+
+
+@inline_jit
+def _pop_front(queue, qstate, h):
+    """Remove and return the first entry of the circular ``queue`` (see ``_push_rear``)."""
+    i = queue[qstate[h]]
+    qstate[h] += 1
+    if qstate[h] == queue.shape[0]:
+        qstate[h] = 0
+    qstate[h + 1] -= 1
+    return i
+
+
+@inline_jit
 def _push_active(i, active, in_active, qstate):
     if not in_active[i]:
         in_active[i] = True
-        k = qstate[0] + qstate[1]
-        if k >= active.shape[0]:
-            k -= active.shape[0]
-        active[k] = i
-        qstate[1] += 1
+        _push_rear(i, active, qstate, 0)
 
 
 @inline_jit
 def _next_active(parent, active, in_active, qstate):
     while qstate[1] > 0:
-        i = active[qstate[0]]
-        qstate[0] += 1
-        if qstate[0] == active.shape[0]:
-            qstate[0] = 0
-        qstate[1] -= 1
+        i = _pop_front(active, qstate, 0)
         in_active[i] = False
         if parent[i] != FREE:
             return i
@@ -149,11 +212,7 @@ def _orphan_front(i, parent, orphans, qstate):
 @inline_jit
 def _orphan_rear(i, parent, orphans, qstate):
     parent[i] = ORPHAN
-    k = qstate[2] + qstate[3]
-    if k >= orphans.shape[0]:
-        k -= orphans.shape[0]
-    orphans[k] = i
-    qstate[3] += 1
+    _push_rear(i, orphans, qstate, 2)
 
 
 @inline_jit
@@ -373,11 +432,7 @@ def _bk_maxflow(nodes, rc, tr, nbr, rev, parent, is_sink, ts, dist, active, in_a
         cur = i
         flow += _augment(ai, ad, rc, tr, nbr, rev, parent, orphans, qstate)
         while qstate[3] > 0:
-            o = orphans[qstate[2]]
-            qstate[2] += 1
-            if qstate[2] == orphans.shape[0]:
-                qstate[2] = 0
-            qstate[3] -= 1
+            o = _pop_front(orphans, qstate, 2)
             _adopt(o, time, rc, nbr, rev, parent, is_sink, ts, dist,
                    active, in_active, orphans, qstate)  # fmt: skip
     return flow
@@ -399,8 +454,6 @@ def _drop_outer_arcs(rc, nbr, inside):
 
 def _resolve_offsets(ndim: int, offsets, connectivity: int) -> np.ndarray:
     if offsets is None:
-        from napari_tv.operators import neighbour_offsets
-
         return np.asarray(neighbour_offsets(ndim, connectivity), dtype=np.int64)
     off = np.asarray(offsets, dtype=np.int64)
     if off.ndim != 2 or off.shape[1] != ndim or len(off) == 0:
@@ -485,24 +538,22 @@ def maxflow_grid(
         caps = np.concatenate([caps, np.empty_like(caps)])
         for kk in range(k):  # arc s+o_k -> s lives at s+o_k, direction K+k
             caps[k + kk] = _shift(caps[kk], off[kk])
-    pshape, nbr, rev = padded_geometry(shape, off)
-    state = GridFlowState(int(np.prod(pshape)), 2 * k)
-    inner = interior(shape)
+    state = GridFlowState(shape, off)
+    pshape, inner = state.pshape, state.inner
     state.rc.reshape(pshape + (2 * k,))[inner] = np.moveaxis(caps, 0, -1)
     state.tr.reshape(pshape)[inner] = src - snk
     inside = np.zeros(pshape, dtype=np.bool_)
     inside[inner] = True
-    _drop_outer_arcs(state.rc, nbr, inside.ravel())
-    flow = state.run(nbr, rev) + float(np.minimum(src, snk).sum())
-    return flow, state.source_set().reshape(pshape)[inner].copy()
+    _drop_outer_arcs(state.rc, state.nbr, inside.ravel())
+    flow = state.maxflow() + float(np.minimum(src, snk).sum())
+    return flow, state.source_side().reshape(pshape)[inner].copy()
 
 
 def _shift(a: np.ndarray, o: np.ndarray) -> np.ndarray:
     """out[s] = a[s - o] where inside, else 0."""
     out = np.zeros_like(a)
-    dst = tuple(slice(max(c, 0), n + min(c, 0)) for c, n in zip(o, a.shape, strict=True))
-    srcs = tuple(slice(max(-c, 0), n + min(-c, 0)) for c, n in zip(o, a.shape, strict=True))
-    out[dst] = a[srcs]
+    src, dst = edge_slices(a.shape, o)
+    out[dst] = a[src]
     return out
 
 

@@ -8,23 +8,23 @@ import numpy as np
 from numba import prange
 
 from napari_tv._compile import ready
+from napari_tv._config import jit_unchecked
 from napari_tv.fidelity import FIDELITY_CODE, fidelity_value, prox_scalar
 from napari_tv.solvers import _quick
-from napari_tv.solvers._gap import Monitor, duality_gap, fidelity_floor
-from napari_tv.solvers._kernels import (
+from napari_tv.solvers._gap import duality_gap, fidelity_floor
+from napari_tv.solvers._monitor import Monitor
+from napari_tv.solvers._result import TVResult
+from napari_tv.solvers._stencils import (
     CLIP,
     PROJECT,
-    _clip_step,
-    _project_step,
     as_3d,
     as_4d,
+    dual_ascent_step,
     dual_norm_bound,
     inv_steps,
-    jit,
     rescaled_divergence,
     threads_for,
 )
-from napari_tv.solvers._result import TVResult
 
 __all__ = ["solve_primal_dual", "warm"]
 
@@ -39,7 +39,7 @@ GAMMA_L2 = 0.3
 TAU_SCALE = {"l2": 1.0, "l1": 0.1, "poisson": 0.03}
 
 
-@jit(parallel=True)
+@jit_unchecked(parallel=True)
 def _prox_extrapolate(w, u, ubar, v, tb, tau, theta, code):
     """``x = tb * w``; ``u_new = prox_{tau f}(x)``; ``ubar = u_new + theta (u_new - u)``;
     ``u = u_new`` (flat arrays)."""
@@ -49,7 +49,7 @@ def _prox_extrapolate(w, u, ubar, v, tb, tau, theta, code):
         u[s] = un
 
 
-@jit
+@jit_unchecked
 def _fused_steps(
     p, u, ubar, w, uf, ubarf, wf, vf, ih, periodic, mode, code, beta, tau, sigma, gamma, n
 ):
@@ -58,10 +58,7 @@ def _fused_steps(
     worker thread takes the GIL once per ``n`` iterations, not three times per iteration (in
     napari, a GUI thread painting in Python made a 20-iteration solve 4-8x slower)."""
     for _ in range(n):
-        if mode == PROJECT:
-            _project_step(p, ubar, ih, periodic, sigma * beta)
-        else:
-            _clip_step(p, ubar, ih, periodic, sigma * beta)
+        dual_ascent_step(p, ubar, ih, periodic, sigma * beta, mode)
         rescaled_divergence(p, u, w, ih, periodic, 1.0 / (tau * beta))
         theta = 1.0 / math.sqrt(1.0 + 2.0 * gamma * tau) if gamma > 0.0 else 1.0
         _prox_extrapolate(wf, uf, ubarf, vf, tau * beta, tau, theta, code)

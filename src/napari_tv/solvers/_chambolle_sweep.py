@@ -1,508 +1,43 @@
-"""Fused Numba primitives shared by the iterative solvers (Chambolle, primal-dual, Bregman, ...).
+"""Chambolle's iteration fused into passes over slabs: the kernel of ``chambolle.py``.
 
-Layout convention (stable API, used by ``chambolle.py``, ``primal_dual.py``, ``bregman.py``,
-``gradient_descent.py`` and ``_gap.py``)
--------------------------------------------------------------------------------------------------
-Every kernel works on a **padded 3-D view**: an image of ndim 1, 2 or 3 is seen as
-``f3 = as_3d(f)`` of shape ``(n0, n1, n2)`` with leading axes of length 1, and a field of
-gradients ``p`` of shape ``(ndim, *shape)`` as ``p4 = as_4d(p)`` of shape ``(ndim, n0, n1, n2)``.
-Component ``k`` of ``p`` belongs to padded axis ``a0 + k`` with ``a0 = 3 - ndim`` (padded axes
-of length 1 have no component: their differences vanish under both boundaries).
-
-Spacing enters as ``ih = inv_steps(spacing, ndim)``: float64 ``(3,)`` with ``ih[a0 + k] =
-1 / spacing[k]`` (0 on padded axes).  ``periodic`` is a bool (False: Neumann).
-
-Discretisation (the one of ``napari_tv.operators``, scheme ``"forward"``)::
-
-    (D_a f)_i = (f_{i+1} - f_i) * ih[a]        for i < n-1
-              = 0                              at i = n-1 (neumann)
-              = (f_0 - f_{n-1}) * ih[a]        at i = n-1 (periodic)
-    (div p)_i = sum_a ih[a] * ([i < n-1] p_{a,i} - [i > 0] p_{a,i-1})       (neumann)
-              = sum_a ih[a] * (p_{a,i} - p_{a,(i-1) mod n})                 (periodic)
-
-so that ``<D f, p> = -<f, div p>`` exactly.
-
-Per-voxel helpers (``njit(inline="always")``; call them from your own kernels)
-    ``fdiff(f3, i0, i1, i2, axis, periodic) -> float``   unscaled forward difference of f3
-    ``bdiff(p4, k, i0, i1, i2, axis, periodic) -> float`` unscaled backward part of div for p4[k]
-    ``div_at(p4, a0, ih, periodic, i0, i1, i2) -> float`` (div p) at one voxel
-    ``fwd_index(i, n, periodic) -> ip``   index of the forward neighbour along an axis: i+1, or at
-                                          the last index 0 (periodic) or i itself (neumann, so
-                                          that ``f[ip] - f[i] == 0``): branch-free line kernels
-    ``back_terms(i, n, periodic) -> (im, a, b)``  the divergence along an axis at index i is
-                                          ``a * p[i] - b * p[im]`` (a, b in {0.0, 1.0})
-
-Whole-array kernels (parallel over the lines ``(i0, i1)``, i.e. ``prange(n0 * n1)``)
-    ``gradient_into(f3, p4, a0, ih, periodic)``           p4 <- D f3
-    ``divergence_into(p4, out3, a0, ih, periodic)``       out3 <- div p4
-    ``project_ball_into(p4, radius, isotropic)``          in place: |p_s|_2 <= r (isotropic)
-                                                          or |p_{k,s}| <= r (anisotropic)
-    ``dual_ascent_step(p4, w3, ih, periodic, tau, mode)`` in place, g = D w (one fused pass;
-    a Python dispatcher to one parallel kernel per mode):
-        mode CHAMBOLLE: p <- (p + tau g) / (1 + tau |g|)     (Chambolle 2004, isotropic)
-        mode CLIP:      p <- clip(p + tau g, -1, 1)           (anisotropic projection)
-        mode PROJECT:   p <- (p + tau g) / max(1, |p + tau g|) (isotropic projection)
-    ``rescaled_divergence(p4, v3, w3, ih, periodic, s)``  w3 <- div p4 + s * v3
-    (these two are vectorised by LLVM: the component count is dispatched per line as a
-    constant, ``error_model="numpy"`` removes the division check, and the arithmetic is done
-    in the arrays' precision, so float32 uses twice the SIMD width)
-    ``scalar_like(x, arr)``  (inline) ``x`` in ``arr``'s dtype, for kernel constants
-    ``jit``  ``napari_tv._config.jit`` plus ``error_model="numpy"``
-
-Python wrappers (allocate, accept arrays of the original shape)
-    ``gradient(f, spacing=None, periodic=False) -> (ndim, *f.shape)``
-    ``divergence(p, spacing=None, periodic=False) -> p.shape[1:]``
-    ``project_dual(p, radius=1.0, isotropic=True) -> p`` (in place, returns p)
-    ``dual_norm_bound(spacing, ndim) -> float``  ``L**2 = 4 * sum_a 1/h_a**2 >= ||D||**2``
-    ``threads_for(size)``  context manager: run parallel kernels on one thread for arrays below
-                           ``PARALLEL_MIN_SIZE`` voxels (launching threads costs more than the
-                           work there, and far more on a loaded machine)
+``FusedDualSweep(p, v, ih, periodic, tau, inv_beta, mode)`` runs Chambolle's iteration
+``w = div p + inv_beta v; p <- update(p, D w)`` (``mode`` CHAMBOLLE or CLIP of
+``_stencils.dual_ascent_step``), several iterations per parallel pass, with no stored ``w``;
+``step(n)`` runs ``n`` iterations.  The layout and the discretisation are those of
+``_stencils``; its storage comes from ``_pages``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import mmap
-from functools import partial
 
 import numba
 import numpy as np
 from numba import prange
 
-from napari_tv import _config
-from napari_tv._config import inline
-from napari_tv._validation import relative_spacing
-
-#: the project's flags with ``error_model="numpy"`` (no division check, so loops vectorise)
-jit = partial(_config.jit, error_model="numpy")
+from napari_tv._config import inline, jit_unchecked
+from napari_tv.solvers._pages import page_arrays
+from napari_tv.solvers._stencils import (
+    CHAMBOLLE,
+    CLIP,
+    as_3d,
+    as_4d,
+    back_terms,
+    dual_ascent_step,
+    fwd_index,
+    rescaled_divergence,
+    scalar_like,
+    steps_like,
+)
 
 __all__ = [
-    "PARALLEL_MIN_SIZE",
-    "threads_for",
-    "as_3d",
-    "as_4d",
-    "inv_steps",
-    "dual_norm_bound",
-    "fdiff",
-    "bdiff",
-    "div_at",
-    "fwd_index",
-    "back_terms",
-    "inline",
-    "jit",
-    "scalar_like",
-    "CHAMBOLLE",
-    "CLIP",
-    "PROJECT",
-    "dual_ascent_step",
-    "rescaled_divergence",
-    "gradient_into",
-    "divergence_into",
-    "project_ball_into",
-    "gradient",
-    "divergence",
-    "project_dual",
+    "SWEEP_CHUNK",
+    "SWEEP_LEVELS",
+    "SWEEP_ROW_2D",
+    "SWEEP_SLAB_2D",
+    "SWEEP_W_OFFSET",
+    "FusedDualSweep",
 ]
-
-
-#: below this many voxels the parallel kernels run on one thread (see ``threads_for``)
-PARALLEL_MIN_SIZE = 1 << 15
-
-
-@contextlib.contextmanager
-def threads_for(size: int):
-    """Run the enclosed Numba kernels on one thread when ``size < PARALLEL_MIN_SIZE``."""
-    if size >= PARALLEL_MIN_SIZE:
-        yield
-        return
-    old = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
-
-
-def as_3d(f: np.ndarray) -> np.ndarray:
-    """View of a 1-, 2- or 3-D array as 3-D with leading axes of length 1."""
-    return f.reshape((1,) * (3 - f.ndim) + f.shape)
-
-
-def as_4d(p: np.ndarray) -> np.ndarray:
-    """View of a ``(ndim, *shape)`` field as ``(ndim, n0, n1, n2)``."""
-    return p.reshape((p.shape[0],) + (1,) * (4 - p.ndim) + p.shape[1:])
-
-
-def inv_steps(spacing, ndim: int) -> np.ndarray:
-    """float64 ``(3,)``: ``1/spacing`` (relative: ``_validation.relative_spacing``) on the real
-    axes of the padded view, 0 on padded axes."""
-    ih = np.zeros(3)
-    steps = (1.0,) * ndim if spacing is None else relative_spacing([float(s) for s in spacing])
-    ih[3 - ndim :] = [1.0 / s for s in steps]
-    return ih
-
-
-def dual_norm_bound(spacing, ndim: int) -> float:
-    """``L**2 = 4 * sum_a 1/h_a**2``, an upper bound of ``||D||**2 = ||div||**2``."""
-    return float(4.0 * np.sum(inv_steps(spacing, ndim) ** 2))
-
-
-@inline
-def scalar_like(x, arr):
-    """``x`` converted to ``arr``'s dtype (for kernel constants: a float64 constant would
-    promote float32 arithmetic to float64).  Allocates: call it outside loops."""
-    buf = np.empty(1, arr.dtype)
-    buf[0] = x
-    return buf[0]
-
-
-@inline
-def fwd_index(i, n, periodic):
-    """Forward neighbour index (``i`` itself at a Neumann end, so the difference vanishes)."""
-    if i + 1 < n:
-        return i + 1
-    return 0 if periodic else i
-
-
-@inline
-def back_terms(i, n, periodic):
-    """``(im, a, b)`` with ``(div p)_i = a p_i - b p_im`` along one axis (unscaled)."""
-    if periodic:
-        return (i - 1 if i > 0 else n - 1), 1.0, 1.0
-    return (i - 1 if i > 0 else i), (1.0 if i < n - 1 else 0.0), (1.0 if i > 0 else 0.0)
-
-
-@inline
-def fdiff(f, i0, i1, i2, axis, periodic):
-    """Unscaled forward difference ``f[x + e_axis] - f[x]`` (0 / wrap at the last index)."""
-    n0, n1, n2 = f.shape
-    if axis == 0:
-        j = i0 + 1
-        if j == n0:
-            if not periodic:
-                return 0.0
-            j = 0
-        return f[j, i1, i2] - f[i0, i1, i2]
-    if axis == 1:
-        j = i1 + 1
-        if j == n1:
-            if not periodic:
-                return 0.0
-            j = 0
-        return f[i0, j, i2] - f[i0, i1, i2]
-    j = i2 + 1
-    if j == n2:
-        if not periodic:
-            return 0.0
-        j = 0
-    return f[i0, i1, j] - f[i0, i1, i2]
-
-
-@inline
-def bdiff(p, k, i0, i1, i2, axis, periodic):
-    """Unscaled ``p_k[x] - p_k[x - e_axis]`` with the boundary rule of the forward scheme."""
-    n = p.shape[axis + 1]
-    i = i0 if axis == 0 else (i1 if axis == 1 else i2)
-    if periodic:
-        a = p[k, i0, i1, i2]
-        j = i - 1 if i > 0 else n - 1
-    else:
-        a = p[k, i0, i1, i2] if i < n - 1 else 0.0
-        if i == 0:
-            return a
-        j = i - 1
-    if axis == 0:
-        return a - p[k, j, i1, i2]
-    if axis == 1:
-        return a - p[k, i0, j, i2]
-    return a - p[k, i0, i1, j]
-
-
-@inline
-def div_at(p, a0, ih, periodic, i0, i1, i2):
-    """``(div p)`` at voxel ``(i0, i1, i2)`` of the padded view."""
-    d = 0.0
-    for k in range(p.shape[0]):
-        ax = a0 + k
-        d += ih[ax] * bdiff(p, k, i0, i1, i2, ax, periodic)
-    return d
-
-
-@jit(parallel=True)
-def gradient_into(f, p, a0, ih, periodic):
-    """``p[k] <- D_{a0+k} f`` on the padded views."""
-    n0, n1, n2 = f.shape
-    for line in prange(n0 * n1):
-        i0 = line // n1
-        i1 = line - i0 * n1
-        for i2 in range(n2):
-            for k in range(p.shape[0]):
-                ax = a0 + k
-                p[k, i0, i1, i2] = ih[ax] * fdiff(f, i0, i1, i2, ax, periodic)
-
-
-@jit(parallel=True)
-def divergence_into(p, out, a0, ih, periodic):
-    """``out <- div p`` on the padded views."""
-    n0, n1, n2 = out.shape
-    for line in prange(n0 * n1):
-        i0 = line // n1
-        i1 = line - i0 * n1
-        for i2 in range(n2):
-            out[i0, i1, i2] = div_at(p, a0, ih, periodic, i0, i1, i2)
-
-
-@jit(parallel=True)
-def project_ball_into(p, radius, isotropic):
-    """In place: project every ``p_s`` on the ball of ``radius`` (l2 if isotropic, else l-inf)."""
-    K, n0, n1, n2 = p.shape
-    for line in prange(n0 * n1):
-        i0 = line // n1
-        i1 = line - i0 * n1
-        for i2 in range(n2):
-            if isotropic:
-                s = 0.0
-                for k in range(K):
-                    s += p[k, i0, i1, i2] ** 2
-                s = math.sqrt(s)
-                if s > radius:
-                    scale = radius / s
-                    for k in range(K):
-                        p[k, i0, i1, i2] *= scale
-            else:
-                for k in range(K):
-                    x = p[k, i0, i1, i2]
-                    if x > radius:
-                        p[k, i0, i1, i2] = radius
-                    elif x < -radius:
-                        p[k, i0, i1, i2] = -radius
-
-
-#: modes of ``dual_ascent_step``
-CHAMBOLLE, CLIP, PROJECT = 0, 1, 2
-
-# The hot loops below are written once per mode, with the number of components K passed as a
-# constant to an inlined line function (so the component indices fold and LLVM vectorises the
-# interior of each line); the last voxel of a line goes through the generic ``_dual_voxel``.
-# A padded axis (K < 3) repeats the next component index with g = 0: all new values are
-# computed before writing, and the real component is written last.
-
-
-@jit
-def _dual_voxel(p, w, i0, i1, i2, j0, j1, j2, a0, ih, tau, mode):
-    """Generic dual update at one voxel (forward neighbours ``j0, j1, j2``)."""
-    K = p.shape[0]
-    c = w[i0, i1, i2]
-    nrm = 0.0
-    for k in range(K):
-        ax = a0 + k
-        nb = w[j0, i1, i2] if ax == 0 else (w[i0, j1, i2] if ax == 1 else w[i0, i1, j2])
-        g = ih[ax] * (nb - c)
-        q = p[k, i0, i1, i2] + tau * g
-        nrm += g * g if mode == CHAMBOLLE else q * q
-    if mode == CHAMBOLLE:
-        s = 1.0 / (1.0 + tau * math.sqrt(nrm))
-    else:
-        s = 1.0 / max(1.0, math.sqrt(nrm))
-    for k in range(K):
-        ax = a0 + k
-        nb = w[j0, i1, i2] if ax == 0 else (w[i0, j1, i2] if ax == 1 else w[i0, i1, j2])
-        q = p[k, i0, i1, i2] + tau * ih[ax] * (nb - c)
-        p[k, i0, i1, i2] = min(1.0, max(-1.0, q)) if mode == CLIP else q * s
-
-
-@inline
-def _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, one, K):
-    k2, k1, k0 = K - 1, max(K - 2, 0), max(K - 3, 0)
-    for i2 in range(w.shape[2] - 1):
-        c = w[i0, i1, i2]
-        g0 = h0 * (w[j0, i1, i2] - c)
-        g1 = h1 * (w[i0, j1, i2] - c)
-        g2 = h2 * (w[i0, i1, i2 + 1] - c)
-        s = one / (one + tau * math.sqrt(g0 * g0 + g1 * g1 + g2 * g2))
-        q0 = (p[k0, i0, i1, i2] + tau * g0) * s
-        q1 = (p[k1, i0, i1, i2] + tau * g1) * s
-        q2 = (p[k2, i0, i1, i2] + tau * g2) * s
-        p[k0, i0, i1, i2] = q0
-        p[k1, i0, i1, i2] = q1
-        p[k2, i0, i1, i2] = q2
-
-
-@inline
-def _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, one, K):
-    k2, k1, k0 = K - 1, max(K - 2, 0), max(K - 3, 0)
-    for i2 in range(w.shape[2] - 1):
-        c = w[i0, i1, i2]
-        q0 = min(one, max(-one, p[k0, i0, i1, i2] + tau * h0 * (w[j0, i1, i2] - c)))
-        q1 = min(one, max(-one, p[k1, i0, i1, i2] + tau * h1 * (w[i0, j1, i2] - c)))
-        q2 = min(one, max(-one, p[k2, i0, i1, i2] + tau * h2 * (w[i0, i1, i2 + 1] - c)))
-        p[k0, i0, i1, i2] = q0
-        p[k1, i0, i1, i2] = q1
-        p[k2, i0, i1, i2] = q2
-
-
-@inline
-def _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, tau, one, K):
-    k2, k1, k0 = K - 1, max(K - 2, 0), max(K - 3, 0)
-    zero = one - one
-    for i2 in range(w.shape[2] - 1):
-        c = w[i0, i1, i2]
-        # a padded component is a repeat: count it as 0 in the norm
-        q0 = p[k0, i0, i1, i2] + tau * h0 * (w[j0, i1, i2] - c) if K == 3 else zero
-        q1 = p[k1, i0, i1, i2] + tau * h1 * (w[i0, j1, i2] - c) if K >= 2 else zero
-        q2 = p[k2, i0, i1, i2] + tau * h2 * (w[i0, i1, i2 + 1] - c)
-        s = one / max(one, math.sqrt(q0 * q0 + q1 * q1 + q2 * q2))
-        p[k0, i0, i1, i2] = q0 * s
-        p[k1, i0, i1, i2] = q1 * s
-        p[k2, i0, i1, i2] = q2 * s
-
-
-@jit(parallel=True)
-def _chambolle_step(p, w, ih, periodic, tau):
-    K = p.shape[0]
-    n0, n1, n2 = w.shape
-    one = scalar_like(1.0, p)  # arithmetic in the arrays' precision (float32 SIMD)
-    t = scalar_like(tau, p)
-    h0, h1, h2 = scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p)
-    for line in prange(n0 * n1):
-        i0 = line // n1
-        i1 = line - i0 * n1
-        j0 = fwd_index(i0, n0, periodic)
-        j1 = fwd_index(i1, n1, periodic)
-        if K == 3:
-            _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 3)
-        elif K == 2:
-            _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 2)
-        else:
-            _chambolle_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 1)
-        j2 = fwd_index(n2 - 1, n2, periodic)
-        _dual_voxel(p, w, i0, i1, n2 - 1, j0, j1, j2, 3 - K, ih, tau, CHAMBOLLE)
-
-
-@jit(parallel=True)
-def _clip_step(p, w, ih, periodic, tau):
-    K = p.shape[0]
-    n0, n1, n2 = w.shape
-    one = scalar_like(1.0, p)
-    t = scalar_like(tau, p)
-    h0, h1, h2 = scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p)
-    for line in prange(n0 * n1):
-        i0 = line // n1
-        i1 = line - i0 * n1
-        j0 = fwd_index(i0, n0, periodic)
-        j1 = fwd_index(i1, n1, periodic)
-        if K == 3:
-            _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 3)
-        elif K == 2:
-            _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 2)
-        else:
-            _clip_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 1)
-        j2 = fwd_index(n2 - 1, n2, periodic)
-        _dual_voxel(p, w, i0, i1, n2 - 1, j0, j1, j2, 3 - K, ih, tau, CLIP)
-
-
-@jit(parallel=True)
-def _project_step(p, w, ih, periodic, tau):
-    K = p.shape[0]
-    n0, n1, n2 = w.shape
-    one = scalar_like(1.0, p)
-    t = scalar_like(tau, p)
-    h0, h1, h2 = scalar_like(ih[0], p), scalar_like(ih[1], p), scalar_like(ih[2], p)
-    for line in prange(n0 * n1):
-        i0 = line // n1
-        i1 = line - i0 * n1
-        j0 = fwd_index(i0, n0, periodic)
-        j1 = fwd_index(i1, n1, periodic)
-        if K == 3:
-            _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 3)
-        elif K == 2:
-            _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 2)
-        else:
-            _project_line(p, w, i0, i1, j0, j1, h0, h1, h2, t, one, 1)
-        j2 = fwd_index(n2 - 1, n2, periodic)
-        _dual_voxel(p, w, i0, i1, n2 - 1, j0, j1, j2, 3 - K, ih, tau, PROJECT)
-
-
-def dual_ascent_step(p, w, ih, periodic: bool, tau: float, mode: int) -> None:
-    """In place on padded views, with ``g = D w``: ``mode == CHAMBOLLE``:
-    ``p <- (p + tau g) / (1 + tau |g|)`` (Chambolle's semi-implicit step); ``CLIP``:
-    ``p <- clip(p + tau g, -1, 1)``; ``PROJECT``: ``p <- (p + tau g) / max(1, |p + tau g|)``."""
-    step = _chambolle_step if mode == CHAMBOLLE else (_clip_step if mode == CLIP else _project_step)
-    step(p, w, ih, bool(periodic), float(tau))
-
-
-@jit
-def _div_edge(p, v, w, i0, i1, i2, a0, ih, periodic, inv_beta):
-    """``w = div p + inv_beta v`` at one voxel (generic)."""
-    w[i0, i1, i2] = div_at(p, a0, ih, periodic, i0, i1, i2) + inv_beta * v[i0, i1, i2]
-
-
-@inline
-def _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, inv_beta, K):
-    """The interior of one line of ``rescaled_divergence`` (``K`` a constant)."""
-    h0, h1, h2 = h
-    k2, k1 = K - 1, max(K - 2, 0)
-    for i2 in range(1, v.shape[2] - 1):
-        d = h2 * (p[k2, i0, i1, i2] - p[k2, i0, i1, i2 - 1])
-        if K >= 2:
-            d += h1 * (a1 * p[k1, i0, i1, i2] - b1 * p[k1, i0, im1, i2])
-        if K == 3:
-            d += h0 * (a0 * p[0, i0, i1, i2] - b0 * p[0, im0, i1, i2])
-        w[i0, i1, i2] = d + inv_beta * v[i0, i1, i2]
-
-
-@jit(parallel=True)
-def rescaled_divergence(p, v, w, ih, periodic, inv_beta):
-    """``w <- div p + inv_beta * v`` on padded views (Chambolle: ``u = v + beta div p =
-    beta w``; primal-dual: ``u + tau beta div p = tau beta w`` with ``inv_beta = 1/(tau beta)``)."""
-    K = p.shape[0]
-    n0, n1, n2 = v.shape
-    one = scalar_like(1.0, w)
-    zero = one - one
-    ib = scalar_like(inv_beta, w)
-    h = (scalar_like(ih[0], w), scalar_like(ih[1], w), scalar_like(ih[2], w))
-    for line in prange(n0 * n1):
-        i0 = line // n1
-        i1 = line - i0 * n1
-        im0, a0f, b0f = back_terms(i0, n0, periodic)
-        im1, a1f, b1f = back_terms(i1, n1, periodic)
-        a0 = one if a0f != 0.0 else zero
-        b0 = one if b0f != 0.0 else zero
-        a1 = one if a1f != 0.0 else zero
-        b1 = one if b1f != 0.0 else zero
-        if K == 3:
-            _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, ib, 3)
-        elif K == 2:
-            _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, ib, 2)
-        else:
-            _rescaled_divergence_line(p, v, w, i0, i1, im0, a0, b0, im1, a1, b1, h, ib, 1)
-        _div_edge(p, v, w, i0, i1, 0, 3 - K, ih, periodic, inv_beta)
-        if n2 > 1:
-            _div_edge(p, v, w, i0, i1, n2 - 1, 3 - K, ih, periodic, inv_beta)
-
-
-def gradient(f: np.ndarray, spacing=None, periodic: bool = False) -> np.ndarray:
-    """Forward-difference gradient ``(ndim, *f.shape)`` of a float32/float64 array."""
-    f = np.ascontiguousarray(f)
-    p = np.empty((f.ndim,) + f.shape, dtype=f.dtype)
-    gradient_into(as_3d(f), as_4d(p), 3 - f.ndim, inv_steps(spacing, f.ndim), bool(periodic))
-    return p
-
-
-def divergence(p: np.ndarray, spacing=None, periodic: bool = False) -> np.ndarray:
-    """Divergence (negative adjoint of :func:`gradient`) of a ``(ndim, *shape)`` field."""
-    p = np.ascontiguousarray(p)
-    ndim = p.shape[0]
-    out = np.empty(p.shape[1:], dtype=p.dtype)
-    divergence_into(as_4d(p), as_3d(out), 3 - ndim, inv_steps(spacing, ndim), bool(periodic))
-    return out
-
-
-def project_dual(p: np.ndarray, radius: float = 1.0, isotropic: bool = True) -> np.ndarray:
-    """Project a C-contiguous ``(ndim, *shape)`` field on the dual ball, in place; returns it."""
-    project_ball_into(as_4d(p), float(radius), bool(isotropic))
-    return p
 
 
 # ----------------------------------------------------------------------------------------------
@@ -714,19 +249,19 @@ def _rows_update(S, W, E, q, wc, wn, n2, m, r0, r1, periodic, h, one, K, mode):
         S[q[2] + k] = E[2, r]
 
 
-@jit
+@jit_unchecked
 def _slab_w(S, V, W, q, prev, ov, ow, n2, m, a0, b0, periodic, h, ib, one, K):
     """``w = div p + ib v`` on one slab (see ``_rows_w``)."""
     _rows_w(S, V, W, q, prev, ov, ow, n2, m, 0, m, a0, b0, periodic, h, ib, one, K)
 
 
-@jit
+@jit_unchecked
 def _slab_update(S, W, E, q, wc, wn, n2, m, periodic, h, one, K, mode):
     """Update p on one slab from the w of this slab (``wc``) and of the next one (``wn``)."""
     _rows_update(S, W, E, q, wc, wn, n2, m, 0, m, periodic, h, one, K, mode)
 
 
-@jit
+@jit_unchecked
 def _slab_step(S, V, W, E, qn, ov, wn, a0, b0, q, wc, n2, m, cr, periodic, h, hw, ib, one, K, mode):
     """``_slab_w`` of the next slab (components ``qn``, data at ``ov``, into ``wn``; its
     previous slab is this one) and ``_slab_update`` of this slab (components ``q``),
@@ -808,7 +343,7 @@ def _copy_slab(S, i, dst, n0, M, K):
 
 
 # fused multiply-adds (``_row_step``); exact IEEE otherwise
-@jit(fastmath={"contract"})
+@jit_unchecked(fastmath={"contract"})
 def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, K, mode):
     """``levels`` iterations on the block ``[a, b) = bounds[t:t + 2]`` in one pass over its slabs
     (``geo = (n0, m, n2, cr, K, H)``: slabs, rows per slab, row length, rows per chunk,
@@ -880,66 +415,44 @@ def _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one,
                 _copy_slab(S, s, out_l + (s - b + H) * K * M, n0, M, K)
 
 
-# The block bodies are serial functions with the component count and the mode as constants:
-# inlined into the parallel kernels they made Numba's parfor passes take a minute per dtype.
-@jit
-def _chambolle_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
-    if geo[4] == 3:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 3, 0)
+# The block body is a serial function that passes the component count and the mode to
+# ``_multi_block`` as constants: inlined into the parallel kernel it made Numba's parfor passes
+# take a minute per dtype.
+@jit_unchecked
+def _block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, mode):
+    b, g, pe = bounds, geo, periodic
+    if geo[4] == 3 and mode == CHAMBOLLE:
+        _multi_block(t, S, V, W, b, par, levels, g, pe, h, hw, ib, one, 3, CHAMBOLLE)
+    elif geo[4] == 3:
+        _multi_block(t, S, V, W, b, par, levels, g, pe, h, hw, ib, one, 3, CLIP)
+    elif mode == CHAMBOLLE:
+        _multi_block(t, S, V, W, b, par, levels, g, pe, h, hw, ib, one, 2, CHAMBOLLE)
     else:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 2, 0)
+        _multi_block(t, S, V, W, b, par, levels, g, pe, h, hw, ib, one, 2, CLIP)
 
 
-@jit
-def _clip_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
-    if geo[4] == 3:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 3, 1)
-    else:
-        _multi_block(t, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, 2, 1)
-
-
-@jit(parallel=True)
-def _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
+@jit_unchecked(parallel=True)
+def _sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, mode):
     for blk in prange(bounds.shape[0] - 1):
-        _chambolle_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
-
-
-@jit(parallel=True)
-def _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one):
-    for blk in prange(bounds.shape[0] - 1):
-        _clip_block(blk, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
+        _block(blk, S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, mode)
 
 
 @inline
 def _sweep_constants(S, ih, tau, inv_beta):
     """``(h, hw, ib, one)`` in ``S``'s dtype: the inverse steps, the inverse steps times tau
     and tau / beta (for the w buffers, which hold tau w), and 1."""
-    h = (scalar_like(ih[0], S), scalar_like(ih[1], S), scalar_like(ih[2], S))
     hw = (scalar_like(tau * ih[0], S), scalar_like(tau * ih[1], S), scalar_like(tau * ih[2], S))
-    return h, hw, scalar_like(tau * inv_beta, S), scalar_like(1.0, S)
+    return steps_like(ih, S), hw, scalar_like(tau * inv_beta, S), scalar_like(1.0, S)
 
 
-@jit
-def _chambolle_sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, n):
+@jit_unchecked
+def _sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, mode, n):
     """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
     between parallel regions); returns the parity of the halo copies to read next."""
     h, hw, ib, one = _sweep_constants(S, ih, tau, inv_beta)
     while n > 0:
         levels = min(n, geo[5])
-        _chambolle_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
-        par = 1 - par
-        n -= levels
-    return par
-
-
-@jit
-def _clip_sweeps(S, V, W, bounds, par, geo, periodic, ih, tau, inv_beta, n):
-    """``n`` iterations, ``H`` (the halo depth) per pass, from compiled code (no Python call
-    between parallel regions); returns the parity of the halo copies to read next."""
-    h, hw, ib, one = _sweep_constants(S, ih, tau, inv_beta)
-    while n > 0:
-        levels = min(n, geo[5])
-        _clip_sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one)
+        _sweep(S, V, W, bounds, par, levels, geo, periodic, h, hw, ib, one, mode)
         par = 1 - par
         n -= levels
     return par
@@ -966,46 +479,11 @@ SWEEP_ROW_2D = 384
 SWEEP_W_OFFSET = 1024
 
 
-_HUGE = 1 << 21
-
-
-def _zeroed_pages(nbytes):
-    """``nbytes`` zero bytes starting on a page boundary; from 2 MiB on, on a 2 MiB boundary in
-    whole huge pages (Linux: advised).  Every solve allocates its storage afresh, and a 4 KiB
-    page fault costs about 4 us here: at 512^2 that was 5-6 ms of a 16 ms Chambolle solve
-    whenever the C library had returned the memory to the OS in between (e.g. after
-    scikit-image ran).  Smaller storage stays on small pages (a huge page would be mostly
-    waste, and a result's dual keeps its storage alive)."""
-    if nbytes >= _HUGE and hasattr(mmap, "MADV_HUGEPAGE"):
-        size = -(-nbytes // _HUGE) * _HUGE  # whole huge pages (a partial one gets small pages)
-        # private (shared anonymous memory is shmem, which gets no huge pages), anonymous:
-        # lazily zeroed, page aligned
-        try:
-            region = mmap.mmap(-1, size + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        except OSError as err:  # as NumPy would say it
-            raise MemoryError(f"cannot map {size + _HUGE} bytes for the sweep") from err
-        buf = np.frombuffer(region, np.uint8)
-        start = -buf.ctypes.data % _HUGE
-        with contextlib.suppress(OSError):
-            region.madvise(mmap.MADV_HUGEPAGE, start, size)
-    else:
-        buf = np.zeros(nbytes + 4096, np.uint8)
-        start = -buf.ctypes.data % 4096
-    return buf[start : start + nbytes]
-
-
 def _sweep_storage(sizes, dtype):
-    """Zeroed arrays of ``dtype`` and the given lengths, in one allocation (``_zeroed_pages``),
-    each starting on a 4 KiB boundary, and the last (the w buffers) ``SWEEP_W_OFFSET`` bytes
-    after one."""
-    itemsize = np.dtype(dtype).itemsize
-    starts, end = [], 0
-    for i, n in enumerate(sizes):
-        start = -end % 4096 + (SWEEP_W_OFFSET if i == len(sizes) - 1 else 0)
-        starts.append(end + start)
-        end += start + n * itemsize
-    buf = _zeroed_pages(end)
-    return [buf[a : a + n * itemsize].view(dtype) for a, n in zip(starts, sizes, strict=True)]
+    """The sweep's zeroed arrays of ``dtype`` and the given lengths, in one page-placed
+    allocation (``_pages.page_arrays``), the last (the w buffers) ``SWEEP_W_OFFSET`` bytes
+    after a page boundary."""
+    return page_arrays(sizes, dtype, last_offset=SWEEP_W_OFFSET, what="the sweep")
 
 
 class FusedDualSweep:
@@ -1030,7 +508,7 @@ class FusedDualSweep:
         if ndim not in (1, 2, 3):
             raise ValueError("FusedDualSweep needs a 1-D, 2-D or 3-D image")
         self.periodic, self.tau, self.inv_beta = bool(periodic), float(tau), float(inv_beta)
-        self.mode = mode
+        self.mode = int(mode)
         self.fused = ndim >= 2
         shape = (ndim,) + v.shape
         if not self.fused:  # the plain iteration
@@ -1065,7 +543,6 @@ class FusedDualSweep:
             self.p[...] = p
         self.halo = self.S[K * n0 * M :].reshape(2, 2, nb, depth, K, M)  # [hf | hl, parity, t]
         self.V.reshape(v.shape)[...] = v
-        self.kernel = _chambolle_sweeps if mode == CHAMBOLLE else _clip_sweeps
         self.sync()
 
     def sync(self):
@@ -1094,7 +571,7 @@ class FusedDualSweep:
                 self._plain()
             return
         if n > 0:
-            self.par = self.kernel(
+            self.par = _sweeps(
                 self.S,
                 self.V,
                 self.W,
@@ -1105,5 +582,6 @@ class FusedDualSweep:
                 self.ih,
                 self.tau,
                 self.inv_beta,
+                self.mode,
                 n,
             )
