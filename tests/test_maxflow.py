@@ -131,3 +131,42 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         maxflow_grid(**args, offsets=offsets)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_resumed_flow_equals_a_fresh_one(seed):
+    """``GridFlowState.maxflow`` resumed after terminal capacities grew (the exact solver's
+    rounds) pushes, in total, the flow of a fresh solve, and ends on the same smallest source
+    side (PyMaxflow's ``reuse_trees``)."""
+    from napari_tv.solvers.maxflow import GridFlowState, _drop_outer_arcs, _shift
+
+    rng = np.random.default_rng(seed)
+    shape = (5, 6, 4)
+    off = np.asarray(neighbour_offsets(3, 1))
+    k = len(off)
+    caps = rng.random((k,) + shape)
+    src1, snk1 = rng.random(shape), rng.random(shape)
+    d_src, d_snk = rng.random(shape) * (rng.random(shape) < 0.3), rng.random(shape) * 0.5
+
+    state = GridFlowState(shape, off)
+    both = np.concatenate([caps, np.stack([_shift(caps[j], off[j]) for j in range(k)])])
+    state.rc.reshape(state.pshape + (2 * k,))[state.inner] = np.moveaxis(both, 0, -1)
+    state.tr.reshape(state.pshape)[state.inner] = src1 - snk1
+    inside = np.zeros(state.pshape, dtype=np.bool_)
+    inside[state.inner] = True
+    _drop_outer_arcs(state.rc, state.nbr, inside.ravel())
+    first = state.maxflow() + float(np.minimum(src1, snk1).sum())
+    # the capacities grow, the flow pushed stays: a voxel's new source and sink residuals meet
+    # in a direct source -> voxel -> sink flow (Kolmogorov's add_tweights)
+    residual = state.tr.reshape(state.pshape)[state.inner].copy()
+    direct = float(np.minimum(np.maximum(residual, 0) + d_src, np.maximum(-residual, 0) + d_snk)
+                   .sum())  # fmt: skip
+    state.tr.reshape(state.pshape)[state.inner] += d_src - d_snk
+    second = state.maxflow()
+    resumed_side = state.source_side().reshape(state.pshape)[state.inner]
+
+    src, snk = src1 + d_src, snk1 + d_snk
+    flow, side = maxflow_grid(caps, src, snk, offsets=off)
+    assert first + direct + second == pytest.approx(flow, rel=1e-12)
+    np.testing.assert_array_equal(resumed_side, side)
+    assert cut_value(caps, src, snk, side, offsets=off) == pytest.approx(flow, rel=1e-12)
