@@ -27,7 +27,10 @@ KNOWN_MUTUAL = {
 
 #: groups of modules joined by cycles once function-level imports count, with the reason
 KNOWN_CYCLES = {
-    _AUTO | {"napari_tv.sweep"}: "beta='auto': api -> beta_choice -> sweep -> api",
+    _AUTO | {"napari_tv.sweep", "napari_tv.chunked"}: (
+        "beta='auto': api -> beta_choice -> sweep -> api; on a dask image api -> chunked -> "
+        "beta_choice (chosen on a crop)"
+    ),
     _CLI: KNOWN_MUTUAL[_CLI],
     frozenset({
         "napari_tv._io", "napari_tv._memory", "napari_tv.levelsets", "napari_tv.operators",

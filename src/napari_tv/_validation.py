@@ -23,6 +23,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 
+def is_dask_array(x) -> bool:
+    """Whether ``x`` is a dask array (without importing dask)."""
+    return type(x).__module__.split(".")[0] == "dask" and hasattr(x, "chunks")
+
+
 def float_dtype(dtype) -> np.dtype:
     """The float dtype an array of ``dtype`` is computed (and returned) in: float32 for bool,
     8/16-bit integers, float16 and float32; float64 for wider integers, float64 and wider."""

@@ -229,6 +229,14 @@ def _dual_scale(v3, p4, a0, ih, periodic, beta, code, quick) -> float:
         lines = np.empty((v3.shape[0] * v3.shape[1], 2))
         _max_slope(v3, p4, a0, ih, periodic, float(beta), code, lines)
         z_pos, z_zero = (float(x) for x in lines.max(axis=0))
+    return scale_from_slopes(z_pos, z_zero, code)
+
+
+def scale_from_slopes(z_pos: float, z_zero: float, code: int) -> float:
+    """The dual scale ``c`` of the module docstring from the maxima of ``z = beta div p``
+    (``_max_slope``: max |z| for L1; max z over v > 0 and over v == 0 for Poisson)."""
+    if code == 0:
+        return 1.0
     if code == 1:
         return 1.0 if z_pos <= 1.0 else 1.0 / z_pos
     c = 1.0 if z_pos < 1.0 else (1.0 - POISSON_MARGIN) / z_pos

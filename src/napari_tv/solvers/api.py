@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from napari_tv._memory import estimate_bytes, require
-from napari_tv._validation import as_float_array, check_real, check_spacing, float_dtype
+from napari_tv._validation import (
+    as_float_array,
+    check_real,
+    check_spacing,
+    float_dtype,
+    is_dask_array,
+)
 from napari_tv.fidelity import check_fidelity_data
 from napari_tv.operators import level_count, level_grid, tv_energy
 from napari_tv.solvers._extremes import check_magnitude, solve_guarded
@@ -257,6 +263,16 @@ def denoise_tv(
     >>> bool(np.abs(u - clean).mean() < np.abs(noisy - clean).mean())
     True
     """
+    if is_dask_array(image):  # lazy in, lazy out: the chunked solve (napari_tv.chunked)
+        from napari_tv.chunked import denoise_dask
+
+        return denoise_dask(
+            image, beta, method=method, fidelity=fidelity, tv=tv, spacing=spacing,
+            boundary=boundary, max_num_iter=max_num_iter, tol=tol, init=init, callback=callback,
+            return_info=return_info, channel_axis=channel_axis, connectivity=connectivity,
+            weights=weights, levels=levels, beta_rule=beta_rule, options=options,
+            in_memory=denoise_tv,
+        )  # fmt: skip
     auto = isinstance(beta, str)
     if auto:
         if beta != "auto":

@@ -1,0 +1,790 @@
+r"""TV denoising of volumes larger than memory: chunked on dask, certified by the global gap.
+
+:func:`denoise_tv_chunked` runs the Chambolle–Pock primal-dual iteration of
+:mod:`napari_tv.solvers.primal_dual` block by block.  Each **round** extends every block by a
+halo of ``n`` voxels from its neighbours (``dask.array.overlap``), runs ``n`` iterations on
+the extended block, and keeps the block's own voxels.  One iteration reads only the
+neighbours at distance 1, so after ``n`` iterations the kept voxels are *the same numbers*
+the whole-volume iteration computes: the chunked iterates are the in-memory iterates, and no
+round trades accuracy for locality.  Every few rounds the **global** duality gap is
+evaluated as a sum of per-block terms (each block sums the voxels it owns, reading a halo of
+one), and the run stops when it is below ``tol``.  The gap bounds the distance of the energy
+to the optimum, so the result carries the same certificate as an in-memory solve:
+:math:`E(u) - E^\star \le \mathrm{gap}\cdot(E(u) - \sum_s f(v_s, v_s))`.  docs/maths.md
+("Chunked solves") compares this with Schwarz-type domain decomposition.
+
+The state between rounds (``u``, the extrapolated ``ū`` and the dual ``p``: ``2 + ndim``
+words per voxel) lives in memory (dask ``persist``: the workers' memory on a
+``dask.distributed`` cluster) or, for volumes larger than memory, in a zarr store on disk;
+``state="auto"`` picks memory when it fits.  Any dask scheduler runs it: the current one
+(threads by default), ``scheduler="processes"``, or a ``distributed.Client``.
+
+:func:`lazy_denoise_tv` is what :func:`napari_tv.denoise_tv` returns for a dask array: a lazy
+dask array of the input's shape and chunks; computing any part of it runs the whole solve
+once (per process), stores the result, and reads the requested chunks from the store.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import shutil
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_tv._validation import check_real, check_spacing, float_dtype, is_dask_array
+from napari_tv.fidelity import FIDELITIES, FIDELITY_CODE, fidelity_value
+from napari_tv.solvers._result import TVResult
+
+__all__ = [
+    "ChunkedResult",
+    "DEFAULT_ITERATIONS_PER_ROUND",
+    "denoise_tv_chunked",
+    "is_dask_array",
+    "lazy_denoise_tv",
+]
+
+#: iterations per round (the halo is as wide): fewer rounds against more halo work; see the
+#: table "rounds and halo against chunk size" in docs/benchmarks.md
+DEFAULT_ITERATIONS_PER_ROUND = 10
+#: ``state="auto"`` keeps the state in memory when it takes at most this share of the
+#: available memory
+MEMORY_SHARE = 0.5
+#: ``beta="auto"`` is chosen on a central crop of at most this many voxels
+AUTO_BETA_VOXELS = 1 << 18
+
+
+@dataclass(repr=False)
+class ChunkedResult(TVResult):
+    """A :class:`~napari_tv.solvers._result.TVResult` whose ``u`` is a dask array.
+
+    Attributes (besides TVResult's)
+    -------------------------------
+    rounds : int
+        Rounds of block solves run (each ``iterations_per_round`` iterations, halo as wide).
+    chunks : tuple
+        The chunks the solve ran on (those of ``u``).
+    """
+
+    rounds: int = 0
+    chunks: tuple = ()
+
+    def __repr__(self) -> str:
+        text = super().__repr__()[:-1] + f", rounds={self.rounds})"
+        return "ChunkedResult" + text[len("TVResult") :]
+
+
+# --------------------------------------------------------------------------------------------
+# input
+
+
+def _as_dask(image, chunks):
+    import dask.array as da
+
+    if is_dask_array(image):
+        x = image
+    elif type(image).__module__.split(".")[0] == "zarr":
+        x = da.from_zarr(image)
+    else:
+        x = da.from_array(np.asarray(image), chunks="auto" if chunks is None else chunks)
+    if chunks is not None and is_dask_array(image):
+        x = x.rechunk(chunks)
+    if x.dtype.kind == "c":
+        raise TypeError(f"image must be real-valued, got complex dtype {x.dtype}")
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"image must be a numeric array, got dtype {x.dtype}")
+    if x.ndim not in (1, 2, 3):
+        raise ValueError(f"image must have 1, 2, 3 dimensions, got {x.ndim} (shape {x.shape})")
+    if any(math.isnan(n) for n in x.shape):
+        raise ValueError(f"image must have a known shape, got {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"image must not be empty, got shape {x.shape}")
+    return x
+
+
+def _fit_chunks(chunks: tuple, depth: int, periodic: bool) -> tuple:
+    """Chunks of at least ``depth`` voxels along every axis with more than one (a halo comes
+    from the neighbours only): short chunks are merged into the one before."""
+    out = []
+    for axis_chunks in chunks:
+        if len(axis_chunks) == 1 and not periodic:
+            out.append(axis_chunks)
+            continue
+        merged: list[int] = []
+        for c in axis_chunks:
+            if merged and (merged[-1] < depth or c < depth):
+                merged[-1] += c
+            else:
+                merged.append(c)
+        out.append(tuple(merged))
+    return tuple(out)
+
+
+def _block_stats(block, fidelity):
+    """``(min, max, non-finite count, fidelity floor)`` of one block (float64)."""
+    b = np.asarray(block)
+    finite = np.isfinite(b)
+    n_bad = int(b.size - np.count_nonzero(finite))
+    if n_bad:
+        return (np.inf, -np.inf, n_bad, 0.0)
+    floor = fidelity_value(b, b, fidelity) if fidelity == "poisson" else 0.0
+    return (float(b.min()), float(b.max()), 0, float(floor))
+
+
+def _compute(*args, scheduler=None):
+    import dask
+
+    kw = {} if scheduler is None else {"scheduler": scheduler}
+    return dask.compute(*args, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# blocks
+
+
+def _depths(numblocks, depth: int, periodic: bool) -> tuple:
+    """The halo per axis: none along a Neumann axis in one chunk (nothing to exchange)."""
+    return tuple(0 if (n == 1 and not periodic) else depth for n in numblocks)
+
+
+def _owned(location, numblocks, ext_shape, depth, periodic):
+    """``(lo, hi)`` of a block's own voxels inside its extension, per axis."""
+    lo, hi = [], []
+    for i, n, ext, d in zip(location, numblocks, ext_shape, depth, strict=True):
+        low = d if (periodic or i > 0) else 0
+        high = d if (periodic or i < n - 1) else 0
+        lo.append(low)
+        hi.append(ext - high)
+    return lo, hi
+
+
+def _padded_box(lo, hi, ndim):
+    pad = 3 - ndim
+    return [0] * pad + list(lo), [1] * pad + list(hi)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """Everything a block task needs (small: goes into every task)."""
+
+    ndim: int
+    beta: float
+    code: int
+    isotropic: bool
+    periodic: bool
+    ih: tuple
+    lip: float
+    gamma: float
+    numblocks: tuple
+    fast: bool
+
+
+def _step_block(s, v, *, prob: _Problem, n: int, tau: float, sigma: float, depth: int,
+                block_info=None):  # fmt: skip
+    """``n`` primal-dual iterations on one extended block of the state ``s = (u, ū, p)``;
+    returns the block's own part of the new state."""
+    from napari_tv.solvers import _quick
+    from napari_tv.solvers._stencils import CLIP, PROJECT, as_3d, as_4d, threads_for
+    from napari_tv.solvers.primal_dual import _fused_steps
+
+    nd = prob.ndim
+    loc = block_info[0]["chunk-location"][1:]
+    depths = _depths(prob.numblocks, depth, prob.periodic)
+    lo, hi = _owned(loc, prob.numblocks, v.shape, depths, prob.periodic)
+    s = np.array(s, order="C")  # the task's own copy
+    v = np.ascontiguousarray(v)
+    u, ubar, p = s[0], s[1], s[2:]
+    w = np.empty_like(u)
+    steps = _fused_steps if prob.fast else _quick.primal_dual_steps
+    mode = PROJECT if prob.isotropic else CLIP
+    with threads_for(u.size):
+        steps(as_4d(p), as_3d(u), as_3d(ubar), as_3d(w), u.reshape(-1), ubar.reshape(-1),
+              w.reshape(-1), v.reshape(-1), np.asarray(prob.ih), False, mode, prob.code,
+              prob.beta, tau, sigma, prob.gamma, n)  # fmt: skip
+    own = (slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    return s[own]
+
+
+def _gap_block(s, v, location, prob: _Problem, c: float | None):
+    """Gap sums (``c`` given) or dual-slope maxima (``c`` None) over a block's own voxels,
+    from its extension by one voxel."""
+    from napari_tv.solvers._blockwise import box_gap_terms, box_max_slope
+    from napari_tv.solvers._stencils import as_3d, as_4d
+
+    nd = prob.ndim
+    s = np.ascontiguousarray(s)
+    v = np.ascontiguousarray(v)
+    depths = _depths(prob.numblocks, 1, prob.periodic)
+    lo, hi = _owned(location, prob.numblocks, v.shape, depths, prob.periodic)
+    lo, hi = _padded_box(lo, hi, nd)
+    ih = np.asarray(prob.ih)
+    p4, v3 = as_4d(np.ascontiguousarray(s[2:])), as_3d(v)
+    if c is None:
+        return box_max_slope(v3, p4, lo, hi, 3 - nd, ih, prob.beta, prob.code)
+    u3 = as_3d(np.ascontiguousarray(s[0]))
+    return box_gap_terms(u3, v3, p4, lo, hi, ih, prob.isotropic, prob.beta, c, prob.code)
+
+
+def _overlap(x, depth, periodic, lead: int):
+    import dask.array as da
+
+    nd = x.ndim - lead
+    depths = _depths(x.numblocks[lead:], depth, periodic)
+    dep = {a: 0 for a in range(lead)} | {lead + a: depths[a] for a in range(nd)}
+    bnd = {a: "none" for a in range(lead)} | {
+        lead + a: ("periodic" if periodic else "none") for a in range(nd)
+    }
+    return da.overlap.overlap(x, depth=dep, boundary=bnd, allow_rechunk=False)
+
+
+def _global_gap(S, V, prob: _Problem, floor: float, scheduler):
+    """The global :class:`~napari_tv.solvers._gap.Gap` of the state ``S``: per-block sums."""
+    from dask import delayed
+
+    from napari_tv.solvers._gap import Gap, scale_from_slopes
+
+    s_ext = _overlap(S, 1, prob.periodic, 1).to_delayed()[0]
+    v_ext = _overlap(V, 1, prob.periodic, 0).to_delayed()
+    locs = list(np.ndindex(*prob.numblocks))
+    c = 1.0
+    if prob.code != 0:
+        tasks = [delayed(_gap_block)(s_ext[i], v_ext[i], i, prob, None) for i in locs]
+        slopes = np.array(_compute(*tasks, scheduler=scheduler))
+        c = scale_from_slopes(float(slopes[:, 0].max()), float(slopes[:, 1].max()), prob.code)
+    tasks = [delayed(_gap_block)(s_ext[i], v_ext[i], i, prob, c) for i in locs]
+    fid, tv, fy, tg = np.sum(_compute(*tasks, scheduler=scheduler), axis=0)
+    primal = float(fid + prob.beta * tv)
+    gap_abs = float(max(fy + prob.beta * tg, 0.0))
+    rel = 0.0 if gap_abs == 0.0 else gap_abs / max(primal - floor, 1e-300)
+    return Gap(float(rel), gap_abs, primal, primal - gap_abs, c)
+
+
+# --------------------------------------------------------------------------------------------
+# state between rounds
+
+
+_TEMP_ROOT: Path | None = None
+_TEMP_LOCK = threading.Lock()
+
+
+def _temp_dir(prefix: str) -> Path:
+    """A fresh directory under this process's temporary root (removed at exit)."""
+    global _TEMP_ROOT
+    with _TEMP_LOCK:
+        if _TEMP_ROOT is None:
+            _TEMP_ROOT = Path(tempfile.mkdtemp(prefix="napari-tv-"))
+            atexit.register(shutil.rmtree, _TEMP_ROOT, True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_TEMP_ROOT))
+
+
+class _State:
+    """Where the state lives between rounds: persisted in memory, or two zarr arrays on disk
+    written in turn."""
+
+    def __init__(self, mode: str, shape, chunks, dtype, scheduler):
+        self.mode, self.scheduler = mode, scheduler
+        self.arrays = []
+        if mode == "disk":
+            import zarr
+
+            root = _temp_dir("state-")
+            self.dir = root
+            for name in ("a", "b"):
+                self.arrays.append(
+                    zarr.create_array(
+                        store=str(root / f"{name}.zarr"), shape=shape,
+                        chunks=tuple(max(c) for c in chunks), dtype=dtype, compressors=None,
+                        fill_value=0,
+                    )
+                )  # fmt: skip
+        self.turn = 0
+
+    def keep_data(self, x):
+        """The data, persisted (memory) or written once beside the state (disk)."""
+        import dask.array as da
+        import zarr
+
+        kw = {} if self.scheduler is None else {"scheduler": self.scheduler}
+        if self.mode == "memory":
+            return x.persist(**kw)
+        arr = zarr.create_array(
+            store=str(self.dir / "v.zarr"), shape=x.shape, chunks=tuple(max(c) for c in x.chunks),
+            dtype=x.dtype, compressors=None, fill_value=0,
+        )  # fmt: skip
+        da.store(x.rechunk(arr.chunks), arr, lock=False, **kw)
+        return da.from_zarr(arr, chunks=x.chunks)
+
+    def keep(self, S):
+        import dask.array as da
+
+        if self.mode == "memory":
+            kw = {} if self.scheduler is None else {"scheduler": self.scheduler}
+            return S.persist(**kw)
+        target = self.arrays[self.turn]
+        self.turn = 1 - self.turn
+        S = S.rechunk(target.chunks)
+        kw = {} if self.scheduler is None else {"scheduler": self.scheduler}
+        da.store(S, target, lock=False, **kw)
+        return da.from_zarr(target, chunks=S.chunks)
+
+
+def _state_mode(state, n_words, voxels, itemsize) -> str:
+    from napari_tv._memory import available_bytes
+
+    if state in ("memory", "disk"):
+        return state
+    if state != "auto":
+        raise ValueError(f"state must be 'auto', 'memory' or 'disk', got {state!r}")
+    need = n_words * voxels * itemsize
+    return "memory" if need <= MEMORY_SHARE * available_bytes() else "disk"
+
+
+# --------------------------------------------------------------------------------------------
+# the solve
+
+
+def _check_method(method, fidelity, tv, boundary, max_num_iter, tol, callback):
+    from napari_tv.solvers.methods import check_parameters
+
+    record, params = check_parameters(
+        method, fidelity=fidelity, tv=tv, boundary=boundary, max_num_iter=max_num_iter,
+        tol=tol, callback=callback, options=None,
+    )  # fmt: skip
+    if not record.iterative:
+        raise ValueError(
+            f"method={method!r} has no chunked solve yet: denoise_tv computes it in memory "
+            "when it fits; the chunked solve runs the iterative methods (primal_dual)"
+        )
+    if max_num_iter is None:  # the primal-dual budget whatever the method named
+        from napari_tv.solvers.methods import get_method
+
+        params["max_num_iter"] = get_method("primal_dual").max_num_iter
+    return params
+
+
+def _auto_beta(x, fidelity, tv, spacing, scheduler):
+    """β chosen by ``suggest_beta`` on a central crop of at most ``AUTO_BETA_VOXELS``."""
+    from napari_tv.beta_choice import suggest_beta
+
+    side = max(2, int(AUTO_BETA_VOXELS ** (1.0 / x.ndim)))
+    crop = tuple(
+        slice(max(0, n // 2 - side // 2), max(0, n // 2 - side // 2) + side) for n in x.shape
+    )
+    (block,) = _compute(x[crop], scheduler=scheduler)
+    return float(suggest_beta(block, fidelity=fidelity, tv=tv, spacing=spacing))
+
+
+def _open_out(out, shape, dtype, chunks):
+    """``out`` as a zarr array of ``shape`` and ``dtype`` (a path: created, must not exist)."""
+    import zarr
+
+    if out is None:
+        return None
+    if isinstance(out, str | Path):
+        return zarr.create_array(
+            store=str(out), shape=shape, dtype=dtype, chunks=tuple(max(c) for c in chunks),
+            fill_value=0,
+        )  # fmt: skip
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out must have the image's shape {shape}, got {tuple(out.shape)}")
+    if np.dtype(out.dtype) != dtype:
+        raise TypeError(f"out must have dtype {dtype}, got {np.dtype(out.dtype)}")
+    return out
+
+
+def denoise_tv_chunked(
+    image,
+    beta: float | str,
+    *,
+    method: str = "primal_dual",
+    fidelity: str = "l2",
+    tv: str = "isotropic",
+    spacing=None,
+    boundary: str = "neumann",
+    max_num_iter: int | None = None,
+    tol: float = 1e-4,
+    chunks=None,
+    iterations_per_round: int = DEFAULT_ITERATIONS_PER_ROUND,
+    state: str = "auto",
+    out=None,
+    callback=None,
+    scheduler=None,
+) -> ChunkedResult:
+    r"""TV-denoise a volume chunk by chunk on dask; certified by the global duality gap.
+
+    Minimises the energy of :func:`napari_tv.denoise_tv` with the primal-dual iteration, run
+    in rounds of block solves (see the module docstring), and stops when the relative
+    duality gap of the whole volume is below ``tol``.  Memory: the blocks being worked on,
+    plus the state (``2 + ndim`` words per voxel) in memory or on disk (``state``).
+
+    Parameters
+    ----------
+    image : dask array, zarr array or array_like
+        1-, 2- or 3-D (a time series: one call per frame).  Integer, bool and float16 data are
+        solved in float32, wider integers in float64.  Never computed whole, never modified.
+    beta : float or "auto"
+        As in :func:`napari_tv.denoise_tv`; ``"auto"`` chooses it with
+        :func:`napari_tv.beta_choice.suggest_beta` on a central crop of at most
+        ``AUTO_BETA_VOXELS`` voxels (``result.extra["beta"]``).
+    method : str
+        Any iterative method of :data:`napari_tv.solvers.methods.METHODS`.  The blocks always
+        run the primal-dual iteration: it is the one whose iterates do not depend on the
+        chunking (Chambolle's and gradient descent's would need a halo per iteration too;
+        Bregman's Gauss–Seidel sweeps depend on the order of the voxels).  The energy, and so
+        the certificate, is the same for every method; ``result.method`` says
+        ``"primal_dual"``.  ``"exact"`` raises ValueError (see :func:`napari_tv.denoise_tv`).
+    fidelity, tv, spacing, boundary, tol
+        As in :func:`napari_tv.denoise_tv`.
+    max_num_iter : int, optional
+        Iteration cap (default: primal-dual's budget).
+    chunks : optional
+        dask chunks to solve on (default: the input's; for a NumPy array dask's "auto").
+        Chunks shorter than the halo are merged with their neighbour.
+    iterations_per_round : int
+        Iterations per round, and the halo's width (default 10).
+    state : {"auto", "memory", "disk"}
+        Where the state lives between rounds: ``"memory"`` (dask ``persist``; the cluster's
+        memory with ``dask.distributed``), ``"disk"`` (two uncompressed zarr arrays in a
+        temporary directory), ``"auto"``: memory when the state takes at most half of the
+        available memory (:func:`napari_tv._memory.available_bytes`).
+    out : zarr array or path, optional
+        Where to write the result, chunk by chunk (a path: a new zarr array created there,
+        chunked like the solve).  ``result.u`` then reads from it.  Default: ``result.u`` is
+        the final state (in memory, or in the temporary directory, removed at exit).
+    callback : callable, optional
+        ``callback(info) -> bool`` after every round, with ``method, iter, max_iter, energy,
+        gap, elapsed, fraction, round`` (``energy`` and ``gap`` from the last evaluation);
+        True stops (``result.cancelled``).
+    scheduler : optional
+        The dask scheduler for every computation: ``"threads"``, ``"processes"``,
+        ``"synchronous"``, a ``distributed.Client``; default: dask's current one.
+
+    Returns
+    -------
+    ChunkedResult
+        ``u`` (a dask array of the input's shape, chunked like the solve), ``energy``,
+        ``gap``, ``n_iter``, ``rounds``, ``converged``, ``history``, ``elapsed`` and
+        ``extra`` (``"iterations_per_round"``, ``"state"``, ``"beta"``).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`napari_tv.denoise_tv`; NaN/inf and negative Poisson data are found by the
+        first pass over the data, before any iteration.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> v = np.kron([[0.0, 1.0], [1.0, 0.0]], np.ones((16, 16))) + 0.1 * rng.random((32, 32))
+    >>> res = denoise_tv_chunked(da.from_array(v, chunks=16), 0.2)
+    >>> res.converged, res.gap < 1e-4, res.u.chunks
+    (True, True, ((16, 16), (16, 16)))
+    """
+    import dask.array as da
+
+    from napari_tv._compile import ready
+    from napari_tv.solvers._blockwise import schedule
+    from napari_tv.solvers._monitor import Monitor
+    from napari_tv.solvers._stencils import dual_norm_bound, inv_steps
+    from napari_tv.solvers.primal_dual import GAMMA_L2, TAU_SCALE
+
+    auto = isinstance(beta, str)
+    if auto and beta != "auto":
+        raise ValueError(f"beta must be a number >= 0 or 'auto', got {beta!r}")
+    if not auto:
+        beta = check_real("beta", beta, minimum=0.0)
+    params = _check_method(method, fidelity, tv, boundary, max_num_iter, tol, callback)
+    max_num_iter, tol = params["max_num_iter"], params["tol"]
+    if isinstance(iterations_per_round, bool) or not isinstance(iterations_per_round, int):
+        raise TypeError(
+            f"iterations_per_round must be an int, got {type(iterations_per_round).__name__}"
+        )
+    if iterations_per_round < 1:
+        raise ValueError(f"iterations_per_round must be >= 1, got {iterations_per_round}")
+    x = _as_dask(image, chunks)
+    spacing = check_spacing(spacing, x.ndim)
+    dtype = float_dtype(x.dtype)
+    periodic = boundary == "periodic"
+    # a periodic halo wraps around: no wider than the volume
+    K = min(iterations_per_round, min(x.shape)) if periodic else iterations_per_round
+    x = x.astype(dtype).rechunk(_fit_chunks(x.chunks, K, periodic))
+    monitor = Monitor("primal_dual", max_num_iter, tol, callback)
+
+    # one pass over the data: range, finiteness, Poisson's sign and floor
+    from dask import delayed
+
+    stats = _compute(*[delayed(_block_stats)(b, fidelity) for b in x.to_delayed().ravel()],
+                     scheduler=scheduler)  # fmt: skip
+    n_bad = sum(s[2] for s in stats)
+    if n_bad:
+        raise ValueError(f"image must be finite, got {n_bad} NaN or inf value(s)")
+    lo, hi = min(s[0] for s in stats), max(s[1] for s in stats)
+    if fidelity == "poisson" and lo < 0:
+        raise ValueError(f"fidelity='poisson' needs image >= 0, got a minimum of {lo!r}")
+    floor = float(sum(s[3] for s in stats))
+    if auto:
+        beta = _auto_beta(x, fidelity, tv, spacing, scheduler)
+
+    out_arr = _open_out(out, x.shape, dtype, x.chunks)
+    nd = x.ndim
+    extra: dict[str, Any] = {"iterations_per_round": K, "beta": beta}
+
+    def finish(u, gap, n_iter, rounds, energy):
+        if out_arr is not None:
+            kw = {} if scheduler is None else {"scheduler": scheduler}
+            da.store(u.rechunk(out_arr.chunks), out_arr, lock=False, **kw)
+            u = da.from_zarr(out_arr, chunks=x.chunks)
+        return ChunkedResult(
+            u=u, energy=energy, n_iter=n_iter, converged=monitor.converged, gap=gap,
+            history=monitor.history, elapsed=monitor.elapsed(), method="primal_dual",
+            cancelled=monitor.cancelled, extra=extra, rounds=rounds, chunks=x.chunks,
+        )  # fmt: skip
+
+    if beta == 0 or hi == lo:  # u = v: the data itself, or a constant (TV 0, fidelity 0)
+        monitor.converged = True
+        energy = floor if fidelity == "poisson" else 0.0
+        return finish(x, 0.0, 0, 0, energy)
+
+    ih = inv_steps(spacing, nd)
+    lip = beta * math.sqrt(dual_norm_bound(spacing, nd))
+    prob = _Problem(
+        ndim=nd, beta=float(beta), code=FIDELITY_CODE[fidelity], isotropic=tv == "isotropic",
+        periodic=periodic, ih=tuple(float(h) for h in ih), lip=lip,
+        gamma=GAMMA_L2 if fidelity == "l2" else 0.0, numblocks=x.numblocks,
+        fast=ready("primal_dual", dtype) and ready("gap", dtype),
+    )  # fmt: skip
+    tau = TAU_SCALE[fidelity] * (hi - lo) / lip
+    sigma = 1.0 / (tau * lip * lip)
+    mode = _state_mode(state, 2 + nd + 1, x.size, dtype.itemsize)
+    extra["state"] = mode
+    store = _State(mode, (2 + nd,) + x.shape, ((2 + nd,),) + x.chunks, dtype, scheduler)
+    zeros = da.zeros((nd,) + x.shape, dtype=dtype, chunks=((nd,),) + x.chunks)
+    S = store.keep(da.concatenate([x[None], x[None], zeros], axis=0).rechunk({0: 2 + nd}))
+    V = store.keep_data(x)  # read (or computed) once, not once per round
+
+    n_iter = rounds = 0
+    g = None
+    while n_iter < max_num_iter:
+        run = monitor.next_run(n_iter)
+        done = 0
+        while done < run:
+            n = min(K, run - done)
+            s_ext = _overlap(S, K, periodic, 1)
+            v_ext = _overlap(V, K, periodic, 0)
+            S_new = da.map_blocks(
+                _step_block, s_ext, v_ext, prob=prob, n=n, tau=tau, sigma=sigma, depth=K,
+                chunks=S.chunks, dtype=dtype, meta=np.empty((0,) * (nd + 1), dtype),
+            )  # fmt: skip
+            S = store.keep(S_new)
+            tau, sigma = schedule(tau, sigma, prob.gamma, n)
+            done += n
+            rounds += 1
+            if callback is not None and done < run and g is not None:
+                if callback(_round_info(monitor, n_iter + done, g, rounds)):
+                    monitor.cancelled = True
+                    break
+        n_iter += done
+        if monitor.cancelled:
+            break
+        if monitor.wants_gap(n_iter):
+            g = _global_gap(S, V, prob, floor, scheduler)
+            if monitor.check(n_iter, g, extra={"round": rounds}):
+                break
+    if g is None:
+        g = _global_gap(S, V, prob, floor, scheduler)
+    if not monitor.converged and not monitor.cancelled and tol > 0:
+        extra["note"] = f"not converged: gap {g.rel:.3g} > tol {tol:g} after {n_iter} iterations"
+    return finish(S[0], float(g.rel), n_iter, rounds, g.primal)
+
+
+def _round_info(monitor, n_iter, g, rounds) -> dict:
+    return {
+        "method": "primal_dual",
+        "iter": int(n_iter),
+        "max_iter": monitor.max_iter,
+        "energy": g.primal,
+        "gap": g.rel,
+        "elapsed": monitor.elapsed(),
+        "fraction": monitor.fraction(n_iter, g.rel),
+        "round": rounds,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the lazy array denoise_tv returns for dask input
+
+
+class _Opaque:
+    """Holds an object dask must not look into (a dask array computed by the task itself)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+_SOLVED: dict[str, str] = {}
+_SOLVED_LOCK = threading.Lock()
+
+
+def _solve_root(spec: _Opaque, token: str) -> str:
+    """Run the chunked solve once per process for ``token``; the path of the stored result."""
+    with _SOLVED_LOCK:
+        if token in _SOLVED:
+            return _SOLVED[token]
+        image, beta, kwargs = spec.value
+        path = str(_temp_dir("result-") / "u.zarr")
+        in_worker = False
+        try:
+            from distributed import get_worker
+
+            get_worker()
+            in_worker = True
+        except (ImportError, ValueError):
+            pass
+        if in_worker:  # on a dask.distributed worker: run the rounds on the cluster
+            from distributed import worker_client
+
+            with worker_client() as client:
+                res = denoise_tv_chunked(image, beta, out=path, scheduler=client, **kwargs)
+        else:
+            res = denoise_tv_chunked(image, beta, out=path, scheduler="threads", **kwargs)
+        if not (res.converged or kwargs.get("tol", 1e-4) == 0):
+            warnings.warn(
+                f"napari-tv: chunked solve {res.extra.get('note', 'not converged')}",
+                RuntimeWarning, stacklevel=2,
+            )  # fmt: skip
+        _SOLVED[token] = path
+        return path
+
+
+def _read_block(path: str, index: tuple) -> np.ndarray:
+    import zarr
+
+    return zarr.open_array(path, mode="r")[index]
+
+
+def _exact_in_memory(block, beta, solve, kwargs):
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("method", "in_memory")}
+    return solve(np.asarray(block), beta, method="exact", **kwargs)
+
+
+def lazy_denoise_tv(image, beta, **kwargs):
+    """The lazy dask array :func:`napari_tv.denoise_tv` returns for a dask ``image``: same
+    shape and chunks, nothing computed at the call.  Computing it runs
+    :func:`denoise_tv_chunked` once per process (the result is stored in a temporary zarr
+    array and read chunk by chunk; a second compute reads it again), warning if the solve
+    stopped before ``tol``.  ``method="exact"``: the volume is computed and solved in memory
+    (the memory guard of :mod:`napari_tv._memory` is checked at the call)."""
+    import dask.array as da
+    from dask import delayed
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    x = image
+    dtype = float_dtype(x.dtype)
+    if kwargs.get("method") == "exact":
+        solve = kwargs.pop("in_memory")
+        result = delayed(_exact_in_memory)(x, beta, solve, kwargs)
+        return da.from_delayed(result, x.shape, dtype=dtype).rechunk(x.chunks)
+    _as_dask(x, None)  # shape and dtype errors now, at the call
+    check_spacing(kwargs.get("spacing"), x.ndim)
+    if not isinstance(beta, str):
+        check_real("beta", beta, minimum=0.0)
+    if kwargs.get("fidelity", "l2") not in FIDELITIES:
+        raise ValueError(f"fidelity must be one of {FIDELITIES}, got {kwargs['fidelity']!r}")
+    _check_method(
+        kwargs.get("method", "primal_dual"), kwargs.get("fidelity", "l2"),
+        kwargs.get("tv", "isotropic"), kwargs.get("boundary", "neumann"),
+        kwargs.get("max_num_iter"), kwargs.get("tol", 1e-4), kwargs.get("callback"),
+    )  # fmt: skip
+    token = tokenize(x.name, beta, sorted((k, repr(v)) for k, v in kwargs.items()))
+    root = "napari-tv-solve-" + token
+    name = "napari-tv-denoise-" + token
+    dsk: dict = {root: (_solve_root, _Opaque((x, beta, kwargs)), token)}
+    starts = [np.cumsum((0,) + c) for c in x.chunks]
+    for idx in np.ndindex(*x.numblocks):
+        index = tuple(
+            slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx, strict=True)
+        )
+        dsk[(name,) + idx] = (_read_block, root, index)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    return da.Array(graph, name, chunks=x.chunks, dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
+
+
+def denoise_dask(image, beta, *, method, return_info, channel_axis, init, options, beta_rule,
+                 connectivity, weights, levels, in_memory, **kwargs):  # fmt: skip
+    """:func:`napari_tv.denoise_tv` for a dask ``image`` (see its "dask arrays" note);
+    ``in_memory`` is ``denoise_tv`` itself, which ``method="exact"`` runs on the computed
+    volume."""
+    import dask.array as da
+
+    if init is not None:
+        raise ValueError("init is not supported for a dask image (the chunked solve starts "
+                         "from the data)")  # fmt: skip
+    if beta_rule is not None:
+        raise ValueError("beta_rule is not supported for a dask image (beta='auto' uses the "
+                         "default rule on a central crop)")  # fmt: skip
+    if method == "exact":
+        kwargs.update(connectivity=connectivity, weights=weights, levels=levels,
+                      options=options, in_memory=in_memory)  # fmt: skip
+        kwargs.pop("tol"), kwargs.pop("max_num_iter"), kwargs.pop("tv"), kwargs.pop("boundary")
+    elif options:
+        raise ValueError(
+            f"options are not supported for a dask image (the chunked solve runs the "
+            f"primal-dual iteration), got {options!r}"
+        )
+    kwargs["method"] = method
+    if channel_axis is not None:
+        if not isinstance(channel_axis, int) or not -image.ndim <= channel_axis < image.ndim:
+            raise ValueError(f"channel_axis must be an axis of the image, got {channel_axis!r}")
+        axis = channel_axis % image.ndim
+        if return_info:
+            raise ValueError("return_info with channel_axis is not supported for a dask image: "
+                             "call denoise_tv_chunked per channel")  # fmt: skip
+        frames = [
+            denoise_dask_one(image[(slice(None),) * axis + (c,)], beta, kwargs, False)
+            for c in range(image.shape[axis])
+        ]
+        return da.stack(frames, axis=axis)
+    return denoise_dask_one(image, beta, kwargs, return_info)
+
+
+def denoise_dask_one(image, beta, kwargs, return_info):
+    if method_is_exact := kwargs.get("method") == "exact":
+        _guard_exact(image, kwargs)
+    if return_info and not method_is_exact:
+        kw = {k: v for k, v in kwargs.items() if k != "channel_axis"}
+        res = denoise_tv_chunked(image, beta, **kw)
+        return res.u.rechunk(image.chunks), res
+    if return_info:
+        raise ValueError("return_info is not supported with method='exact' on a dask image")
+    return lazy_denoise_tv(image, beta, **kwargs)
+
+
+def _guard_exact(image, kwargs):
+    """The memory guard of an in-memory exact solve, from the shape alone (integer data
+    without ``levels``: as many levels as the dtype has values, up to 16 bits)."""
+    from napari_tv._memory import estimate_bytes, require
+
+    levels = kwargs.get("levels")
+    if levels is None:
+        kind, size = np.dtype(image.dtype).kind, np.dtype(image.dtype).itemsize
+        n_levels = 2 ** (8 * size) if kind in "biu" and size <= 2 else 256
+    elif isinstance(levels, int | np.integer):
+        n_levels = int(levels)
+    else:
+        n_levels = len(levels)
+    dtype = float_dtype(image.dtype)
+    require(
+        estimate_bytes("exact", kwargs.get("fidelity", "l2"), image.shape, dtype.itemsize,
+                       n_levels=n_levels) + image.size * dtype.itemsize,
+        f"method='exact' on a dask image of {image.size} voxels (computed in memory)",
+        "the exact solver has no chunked path yet: use an iterative method such as "
+        "method='primal_dual', which runs chunked on dask",
+    )  # fmt: skip
