@@ -11,8 +11,10 @@ Array conventions (one place, used everywhere):
 * complex, object and string arrays raise ``TypeError``;
 * 0-d arrays, arrays with more dimensions than allowed, empty arrays and arrays holding NaN or
   ±inf raise ``ValueError``;
-* anything NumPy can turn into an array is accepted, including dask arrays (computed) and
-  non-contiguous views (copied to C order).  The caller's array is never written to.
+* anything NumPy can turn into an array is accepted, and non-contiguous views (copied to C
+  order).  Dask arrays stay lazy where the function has a blockwise form (``denoise_tv``:
+  :mod:`napari_tv.chunked`; the operators and level sets: per block with their halo) and are
+  computed elsewhere.  The caller's array is never written to.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ import numpy as np
 
 
 def is_dask_array(x) -> bool:
-    """Whether ``x`` is a dask array (without importing dask)."""
-    return type(x).__module__.split(".")[0] == "dask" and hasattr(x, "chunks")
+    """Whether ``x`` is a :class:`dask.array.Array` (or a subclass), told without importing
+    dask: ``import napari_tv`` must not import it."""
+    return any(
+        cls.__name__ == "Array" and cls.__module__.startswith("dask.array")
+        for cls in type(x).__mro__
+    )
 
 
 def float_dtype(dtype) -> np.dtype:

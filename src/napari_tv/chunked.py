@@ -27,7 +27,9 @@ once (per process), stores the result, and reads the requested chunks from the s
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
+import operator
 import shutil
 import tempfile
 import threading
@@ -46,7 +48,6 @@ __all__ = [
     "ChunkedResult",
     "DEFAULT_ITERATIONS_PER_ROUND",
     "denoise_tv_chunked",
-    "is_dask_array",
     "lazy_denoise_tv",
 ]
 
@@ -193,7 +194,6 @@ def _step_block(s, v, *, prob: _Problem, n: int, tau: float, sigma: float, depth
     from napari_tv.solvers._stencils import CLIP, PROJECT, as_3d, as_4d, threads_for
     from napari_tv.solvers.primal_dual import _fused_steps
 
-    nd = prob.ndim
     loc = block_info[0]["chunk-location"][1:]
     depths = _depths(prob.numblocks, depth, prob.periodic)
     lo, hi = _owned(loc, prob.numblocks, v.shape, depths, prob.periodic)
@@ -231,16 +231,60 @@ def _gap_block(s, v, location, prob: _Problem, c: float | None):
     return box_gap_terms(u3, v3, p4, lo, hi, ih, prob.isotropic, prob.beta, c, prob.code)
 
 
-def _overlap(x, depth, periodic, lead: int):
+def _assemble(pieces, nd):
+    """The extended block from its neighbours' pieces (nested lists ``nd`` deep)."""
+    return np.block(pieces) if nd else pieces
+
+
+def _overlap(x, depth: int, periodic: bool, lead: int):
+    """``x`` with every block extended by ``depth`` voxels from its neighbours along the
+    last ``x.ndim - lead`` axes (wrapping around for ``periodic``; nothing beyond a Neumann
+    end, nor along a Neumann axis in one chunk).  One task per block, which reads the
+    ``3**nd`` neighbours it needs (``dask.array.overlap`` builds ~15x more tasks for a
+    periodic boundary).  Chunks must be at least ``depth`` long (``_fit_chunks``)."""
     import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
 
     nd = x.ndim - lead
-    depths = _depths(x.numblocks[lead:], depth, periodic)
-    dep = {a: 0 for a in range(lead)} | {lead + a: depths[a] for a in range(nd)}
-    bnd = {a: "none" for a in range(lead)} | {
-        lead + a: ("periodic" if periodic else "none") for a in range(nd)
-    }
-    return da.overlap.overlap(x, depth=dep, boundary=bnd, allow_rechunk=False)
+    nb = x.numblocks[lead:]
+    depths = _depths(nb, depth, periodic)
+    name = f"napari-tv-halo-{depth}-" + x.name
+    dsk = {}
+    for idx in np.ndindex(*nb):
+        def piece(offsets, idx=idx):
+            key = [x.name] + [0] * lead
+            index = [slice(None)] * lead
+            for a, (i, o) in enumerate(zip(idx, offsets, strict=True)):
+                j = i + o
+                if periodic:
+                    j %= nb[a]
+                d = depths[a]
+                key.append(j)
+                index.append(slice(None) if o == 0 else (slice(-d, None) if o < 0 else slice(0, d)))
+            return (operator.getitem, tuple(key), tuple(index))
+
+        def present(a, o, idx=idx):
+            if o == 0:
+                return True
+            if depths[a] == 0:
+                return False
+            return periodic or 0 <= idx[a] + o < nb[a]
+
+        def nest(a, offsets, idx=idx):
+            if a == nd:
+                return piece(offsets, idx)
+            return [nest(a + 1, offsets + (o,)) for o in (-1, 0, 1) if present(a, o, idx)]
+
+        dsk[(name,) + (0,) * lead + idx] = (_assemble, nest(0, ()), nd)
+    chunks = list(x.chunks[:lead])
+    for a in range(nd):
+        cs = x.chunks[lead + a]
+        chunks.append(tuple(
+            c + sum(depths[a] for o in (-1, 1) if (periodic or 0 <= i + o < len(cs))
+                    and depths[a]) for i, c in enumerate(cs)
+        ))  # fmt: skip
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    return da.Array(graph, name, chunks=tuple(chunks), dtype=x.dtype, meta=x._meta)
 
 
 def _global_gap(S, V, prob: _Problem, floor: float, scheduler):
@@ -487,6 +531,37 @@ def denoise_tv_chunked(
     >>> res.converged, res.gap < 1e-4, res.u.chunks
     (True, True, ((16, 16), (16, 16)))
     """
+    args = dict(method=method, fidelity=fidelity, tv=tv, spacing=spacing, boundary=boundary,
+                max_num_iter=max_num_iter, tol=tol, chunks=chunks,
+                iterations_per_round=iterations_per_round, state=state, out=out,
+                callback=callback)  # fmt: skip
+    with _process_pool(scheduler):
+        return _run_chunked(image, beta, scheduler=scheduler, **args)
+
+
+@contextlib.contextmanager
+def _process_pool(scheduler):
+    """For dask's ``"processes"`` scheduler: one pool of worker processes for the whole solve
+    (dask otherwise starts a pool per computation, i.e. per round)."""
+    import dask
+
+    wanted = scheduler if scheduler is not None else dask.config.get("scheduler", None)
+    if wanted not in ("processes", "multiprocessing") or dask.config.get("pool", None):
+        yield
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    from dask.system import CPU_COUNT
+
+    ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
+    with concurrent.futures.ProcessPoolExecutor(CPU_COUNT, mp_context=ctx) as pool:
+        with dask.config.set(pool=pool):
+            yield
+
+
+def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_num_iter, tol,
+                 chunks, iterations_per_round, state, out, callback, scheduler):  # fmt: skip
     import dask.array as da
 
     from napari_tv._compile import ready
@@ -508,6 +583,8 @@ def denoise_tv_chunked(
         )
     if iterations_per_round < 1:
         raise ValueError(f"iterations_per_round must be >= 1, got {iterations_per_round}")
+    if state not in ("auto", "memory", "disk"):
+        raise ValueError(f"state must be 'auto', 'memory' or 'disk', got {state!r}")
     x = _as_dask(image, chunks)
     spacing = check_spacing(spacing, x.ndim)
     dtype = float_dtype(x.dtype)
@@ -537,7 +614,7 @@ def denoise_tv_chunked(
     extra: dict[str, Any] = {"iterations_per_round": K, "beta": beta}
 
     def finish(u, gap, n_iter, rounds, energy):
-        if out_arr is not None:
+        if out_arr is not None and not monitor.cancelled:
             kw = {} if scheduler is None else {"scheduler": scheduler}
             da.store(u.rechunk(out_arr.chunks), out_arr, lock=False, **kw)
             u = da.from_zarr(out_arr, chunks=x.chunks)

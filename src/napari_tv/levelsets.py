@@ -19,8 +19,11 @@ import numpy as np
 
 from napari_tv._validation import as_float_array
 from napari_tv.operators import (
+    as_float_dask_array,
+    check_dask_array,
     edge_slices,
     graph_tv,
+    is_dask_array,
     level_grid,
     neighbour_offsets,
     resolve_weights,
@@ -56,6 +59,27 @@ def _as_real_array(u, name: str = "u") -> np.ndarray:
     return as_float_array(arr, name, ndims=_NDIMS)
 
 
+def _as_real_dask(u, name: str = "u", *, finite: bool = True):
+    """:func:`_as_real_array` for a dask array, lazily: dtype, axes and size checked now;
+    floats converted (and, with ``finite``, checked for NaN/inf) block by block at compute."""
+    if np.dtype(u.dtype).kind in "biu":
+        check_dask_array(u, name, ndims=_NDIMS)
+        return u
+    return as_float_dask_array(u, name, ndims=_NDIMS, finite=finite)
+
+
+def _below_levels(block: np.ndarray, lams: np.ndarray) -> np.ndarray:
+    """``block <= lam`` for each ``lam``, stacked on a new leading axis."""
+    return block[None, ...] <= lams.reshape((-1,) + (1,) * block.ndim)
+
+
+def _check_lam(lam) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+        raise TypeError(f"lam must be a real number, got {lam!r}")
+    if np.isnan(lam):
+        raise ValueError(f"lam must not be NaN, got {lam!r}")
+
+
 def _grid_indices(u: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Index of the first level ``>= u_s`` for every pixel (``len(grid)`` above the top).
 
@@ -70,7 +94,7 @@ def level_set(u, lam: float) -> np.ndarray:
 
     Parameters
     ----------
-    u : array_like, 1-D, 2-D or 3-D
+    u : array_like or dask array, 1-D, 2-D or 3-D
         Image or volume (any real dtype; integers are not converted).
     lam : float
         The level :math:`\\lambda`.
@@ -78,7 +102,8 @@ def level_set(u, lam: float) -> np.ndarray:
     Returns
     -------
     ndarray of bool, shape ``u.shape``
-        :math:`u^{\\lambda}_s = \\mathbb{1}[u_s \\le \\lambda]`.
+        :math:`u^{\\lambda}_s = \\mathbb{1}[u_s \\le \\lambda]`.  For a dask ``u``, a lazy
+        dask array with ``u``'s chunks (one comparison per block, no halo).
 
     Raises
     ------
@@ -92,17 +117,18 @@ def level_set(u, lam: float) -> np.ndarray:
     Use this in a loop over levels when the whole stack of :func:`level_sets` does not fit
     in memory (a 16-bit volume has up to 65 535 level sets).
 
+    For a dask ``u`` nothing is computed at the call: dtype, number of axes and size are
+    checked then, and a float ``u`` is checked for NaN/inf block by block when the result is
+    computed (``ValueError`` from the compute).
+
     Examples
     --------
     >>> import numpy as np
     >>> level_set(np.array([0, 3, 1, 2]), 1)
     array([ True, False,  True, False])
     """
-    arr = _as_real_array(u)
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
-        raise TypeError(f"lam must be a real number, got {lam!r}")
-    if np.isnan(lam):
-        raise ValueError(f"lam must not be NaN, got {lam!r}")
+    arr = _as_real_dask(u) if is_dask_array(u) else _as_real_array(u)
+    _check_lam(lam)
     return arr <= lam
 
 
@@ -111,7 +137,7 @@ def level_sets(u, levels=None) -> np.ndarray:
 
     Parameters
     ----------
-    u : array_like, 1-D, 2-D or 3-D
+    u : array_like or dask array, 1-D, 2-D or 3-D
         Image or volume.
     levels : None, int or sequence of float, optional
         The grid :math:`\\lambda_0 < \\dots < \\lambda_{L-1}`, as in
@@ -123,7 +149,10 @@ def level_sets(u, levels=None) -> np.ndarray:
     -------
     ndarray of bool, shape ``(L - 1, *u.shape)``
         ``stack[k] = u <= grid[k]`` for ``k = 0 .. L-2``.  The last level is left out: when
-        the grid covers ``u`` its level set is the whole domain.
+        the grid covers ``u`` its level set is the whole domain.  For a dask ``u``, a lazy
+        dask array chunked like ``u`` along its axes and one level per chunk along the new
+        leading axis (computing one level reads ``u`` once and holds one bool block per block
+        of ``u``).
 
     Raises
     ------
@@ -141,6 +170,13 @@ def level_sets(u, levels=None) -> np.ndarray:
     :math:`u^{\\lambda} \\le u^{\\mu}` for :math:`\\lambda < \\mu`.  ``u`` is recovered by
     :math:`u_s = \\min\\{\\lambda : u^{\\lambda}_s = 1\\}` (:func:`from_level_sets`).
 
+    *Dask arrays*: with ``levels`` a sequence of values the grid is known and nothing is
+    computed at the call; a float ``u`` is then checked for NaN/inf block by block when the
+    stack is computed (``ValueError`` from the compute).  With ``levels`` None or an int the
+    grid (and the stack's length) depends on the data: ``u.min()`` and ``u.max()`` are
+    computed at the call, in one pass over ``u`` (a NaN or inf there raises ``ValueError``
+    at once); the comparisons stay lazy.
+
     References
     ----------
     .. [1] J. Darbon and M. Sigelle, "Image restoration with discrete constrained total
@@ -153,9 +189,40 @@ def level_sets(u, levels=None) -> np.ndarray:
     array([[1, 0, 0],
            [1, 0, 1]])
     """
+    if is_dask_array(u):
+        return _level_sets_dask(u, levels)
     arr = _as_real_array(u)
     grid = level_grid(arr, levels)
-    return arr[None, ...] <= grid[:-1].reshape((-1,) + (1,) * arr.ndim)
+    return _below_levels(arr, grid[:-1])
+
+
+def _level_sets_dask(u, levels):
+    """:func:`level_sets` of a dask array (see its Notes)."""
+    import dask
+    import dask.array as da
+
+    explicit = levels is not None and (
+        isinstance(levels, bool) or not isinstance(levels, (int, np.integer))
+    )
+    arr = _as_real_dask(u, finite=explicit)
+    if explicit:  # the grid is the given values: nothing to compute
+        grid = level_grid(np.zeros(1, dtype=arr.dtype), levels)
+    else:
+        lo, hi = dask.compute(arr.min(), arr.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("u must be finite, got NaN or inf value(s)")
+        grid = level_grid(np.array([lo, hi], dtype=arr.dtype), levels)
+    lams = grid[:-1]
+    axes = "ijk"[: arr.ndim]
+    return da.blockwise(
+        _below_levels, "l" + axes,
+        arr, axes,
+        da.from_array(lams, chunks=1) if lams.size else da.from_array(lams),
+        "l",
+        align_arrays=False,  # no index is shared: nothing to align (and no chunk warning)
+        dtype=bool,
+        meta=np.empty((0,) * (arr.ndim + 1), dtype=bool),
+    )
 
 
 def from_level_sets(stack, grid) -> np.ndarray:

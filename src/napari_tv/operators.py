@@ -18,6 +18,12 @@ pairs per output sample (built in NumPy from the definition, O(n)); the divergen
 negated transpose of the same 1-D matrix, so the adjoint identity holds by construction to
 rounding.  A parallel Numba kernel applies a table along one axis of a 3-D view of the array
 (1-D and 2-D arrays are viewed with leading singleton axes).
+
+Dask arrays (volumes larger than memory): :func:`gradient`, :func:`divergence`,
+:func:`tv_gradient` and :func:`tv_norm` return lazy dask arrays (0-d for ``tv_norm``), computed
+block by block: each block is extended by the halo its operator reads (``dask.array.overlap``),
+the same kernels run on it, and the halo is trimmed.  :func:`is_dask_array` tells a dask array
+without importing dask, which is imported only when one is passed.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import itertools
 import math
 import operator
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,7 +42,15 @@ from scipy.spatial import SphericalVoronoi
 from napari_tv._memory import require
 
 from ._config import jit
-from ._validation import as_float_array, check_choice, check_int, check_real, check_spacing
+from ._validation import (
+    as_float_array,
+    check_choice,
+    check_int,
+    check_real,
+    check_spacing,
+    float_dtype,
+    is_dask_array,
+)
 from .fidelity import check_fidelity_data, fidelity_value
 
 __all__ = [
@@ -257,6 +271,205 @@ def _normalise(g, isotropic, eps):
 
 
 # --------------------------------------------------------------------------------------------
+# In-memory cores: checked C-contiguous float arrays, one boundary per axis
+# --------------------------------------------------------------------------------------------
+def _gradient_core(f, *, scheme, bounds, steps):
+    f = np.ascontiguousarray(f)
+    out = np.empty((f.ndim, *f.shape), dtype=f.dtype)
+    for axis in range(f.ndim):
+        _apply_axis(f, axis, scheme, bounds[axis], steps[axis], out[axis])
+    return out
+
+
+def _divergence_core(p, *, scheme, bounds, steps):
+    out = np.zeros(p.shape[1:], dtype=p.dtype)
+    for axis in range(p.ndim - 1):
+        comp = np.ascontiguousarray(p[axis])
+        _apply_axis(comp, axis, scheme, bounds[axis], steps[axis], out, adjoint=True,
+                    accumulate=True)
+    return out
+
+
+def _tv_gradient_core(f, *, kind, scheme, bounds, steps, eps):
+    g = _gradient_core(f, scheme=scheme, bounds=bounds, steps=steps)
+    _normalise(g.reshape(g.shape[0], -1), kind == "isotropic", eps)
+    out = _divergence_core(g, scheme=scheme, bounds=bounds, steps=steps)
+    np.negative(out, out=out)
+    out += 0.0  # no signed zeros
+    return out
+
+
+def _block_tv_sum(g, *, isotropic, eps):
+    """:func:`tv_norm`'s sum over one block of a gradient, as a ``(1, ..., 1)`` array."""
+    g = np.ascontiguousarray(g)
+    return np.full((1,) * g.ndim, _norm_sum(g.reshape(g.shape[0], -1), isotropic, eps))
+
+
+# --------------------------------------------------------------------------------------------
+# Dask arrays: lazy, block by block, each block extended by the halo its operator reads
+# --------------------------------------------------------------------------------------------
+#: The halo (rows before, rows after) each operator needs on every spatial axis, per scheme.
+#: A kept voxel must (a) find every value its stencil reads inside the extended block and
+#: (b) not be a row that the in-memory Neumann table special-cases at the block's ends (its
+#: first and/or last row).  Gradient: (a) alone decides (forward reads f_{i+1} and special-cases
+#: the last row, backward f_{i-1} and the first, central both).  Divergence: forward reads only
+#: p_{i-1} but its table special-cases both end rows (the last is -p_{n-2}), backward likewise,
+#: so one row on each side.  TV gradient (gradient, pointwise normalisation, divergence):
+#: f_{i±1} for forward and backward differences, f_{i±2} for central ones, diagonal
+#: neighbours included (the isotropic normalisation couples the components).
+_HALO = {
+    "gradient": {"forward": (0, 1), "backward": (1, 0), "central": (1, 1)},
+    "divergence": {"forward": (1, 1), "backward": (1, 1), "central": (1, 1)},
+    "tv": {"forward": (1, 1), "backward": (1, 1), "central": (2, 2)},
+}
+
+
+def check_dask_array(x, name: str = "image", *, ndims: Sequence[int] = (1, 2, 3)) -> None:
+    """The checks of :func:`~napari_tv._validation.as_float_array` that need no data (dtype,
+    number of axes, size), with the same messages, for a dask array ``x``."""
+    dtype = np.dtype(x.dtype)
+    if dtype.kind == "c":
+        raise TypeError(f"{name} must be real-valued, got complex dtype {dtype}")
+    if dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric array, got dtype {dtype}")
+    if x.ndim not in ndims:
+        allowed = ", ".join(str(d) for d in ndims)
+        raise ValueError(
+            f"{name} must have {allowed} dimensions, got {x.ndim} (shape {x.shape})"
+        )
+    if any(math.isnan(n) for n in x.shape):
+        raise ValueError(
+            f"{name} has unknown chunk sizes (shape {x.shape}); call compute_chunk_sizes() first"
+        )
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+
+
+def _checked_block(block, *, dtype, name, finite):
+    arr = np.ascontiguousarray(block, dtype=dtype)
+    if finite:
+        ok = np.isfinite(arr)
+        if not ok.all():
+            n_bad = int(arr.size - np.count_nonzero(ok))
+            raise ValueError(
+                f"{name} must be finite, got {n_bad} NaN or inf value(s) in one of its blocks"
+            )
+    return arr
+
+
+def as_float_dask_array(x, name: str = "image", *, ndims: Sequence[int] = (1, 2, 3),
+                        finite: bool = True):
+    """:func:`~napari_tv._validation.as_float_array` for a dask array, lazily.
+
+    Dtype, number of axes and size are checked now (:func:`check_dask_array`); the conversion
+    to the float dtype and, with ``finite``, the NaN/inf check run block by block when the
+    result is computed (a non-finite value then raises ``ValueError`` from the compute).
+    The chunks are kept.
+    """
+    check_dask_array(x, name, ndims=ndims)
+    work = float_dtype(x.dtype)
+    if x.dtype == work and not finite:
+        return x
+    return x.map_blocks(
+        partial(_checked_block, dtype=work, name=name, finite=finite),
+        dtype=work,
+        meta=np.empty((0,) * x.ndim, dtype=work),
+    )
+
+
+def _merge_small(chunks: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """``chunks`` with every chunk smaller than ``size`` merged into a neighbour."""
+    out: list[int] = []
+    for c in chunks:
+        if out and out[-1] < size:
+            out[-1] += c
+        else:
+            out.append(c)
+    if len(out) > 1 and out[-1] < size:
+        last = out.pop()
+        out[-1] += last
+    return tuple(out)
+
+
+def _halo_plan(chunks, halo, boundary):
+    """Per spatial axis: the chunks to compute on, the overlap's depth and boundary, and the
+    boundary the in-memory kernel applies to the extended block.
+
+    * An axis in one chunk (or merged into one, being shorter than its halo): no halo, and the
+      kernel applies the global boundary itself.
+    * Neumann: ``boundary="none"``, with the asymmetric halo; at the array's ends no halo is
+      added, so the kernel's own Neumann rows are the global ones, and at every cut between
+      blocks the rows it treats as an end lie in the halo, which is trimmed.
+    * Periodic: ``boundary="periodic"`` with the symmetric halo (dask pads asymmetric halos
+      only with "none"): every block, the first and last included, is extended by the wrapped
+      neighbours, so the non-periodic kernel sees the periodic neighbourhood of every voxel it
+      keeps.
+    """
+    work, depth, edges, bounds = [], {}, {}, []
+    for axis, (c, (lo, hi)) in enumerate(zip(chunks, halo, strict=True)):
+        c = _merge_small(tuple(c), max(lo, hi))
+        work.append(c)
+        if len(c) == 1:
+            depth[axis], edges[axis] = 0, "none"
+            bounds.append(boundary)
+        elif boundary == "periodic":
+            depth[axis], edges[axis] = max(lo, hi), "periodic"
+            bounds.append("neumann")
+        else:
+            depth[axis], edges[axis] = (lo, hi), "none"
+            bounds.append("neumann")
+    return tuple(work), depth, edges, tuple(bounds)
+
+
+def _map_halo(kernel, x, halo, boundary, *, lead_in, lead_shape, dtype, keep_chunks=True):
+    """``kernel(block, bounds=...)`` on every block of the dask array ``x`` extended by its
+    halo, trimmed back to the voxels the block owns: lazy, nothing is computed.
+
+    ``x`` has ``lead_in`` (0 or 1) leading non-spatial axes (the vector field's components),
+    taken whole: one chunk, no halo; the kernel returns ``lead_shape + extended block shape``
+    (an axis dropped or added in front).  ``halo``: (before, after) for every spatial axis.
+    Chunks smaller than the halo are merged with a neighbour for the computation; with
+    ``keep_chunks`` the result is rechunked back to ``x``'s spatial chunks.
+    """
+    from dask.array.overlap import overlap, trim_internal
+
+    spatial = x.chunks[lead_in:]
+    work, depth, edges, bounds = _halo_plan(spatial, [halo] * len(spatial), boundary)
+    lead_in_chunks = tuple((n,) for n in x.shape[:lead_in])
+    x = x.rechunk(lead_in_chunks + work)
+    ext = overlap(
+        x,
+        depth={a: 0 for a in range(lead_in)} | {lead_in + a: d for a, d in depth.items()},
+        boundary={a: "none" for a in range(lead_in)}
+        | {lead_in + a: e for a, e in edges.items()},
+        allow_rechunk=False,
+    )
+    n_lead = len(lead_shape)
+    axes_kw = {}
+    if lead_in > n_lead:
+        axes_kw["drop_axis"] = list(range(n_lead, lead_in))
+    elif lead_in < n_lead:
+        axes_kw["new_axis"] = list(range(lead_in, n_lead))
+    out = ext.map_blocks(
+        partial(kernel, bounds=bounds),
+        chunks=tuple((n,) for n in lead_shape) + ext.chunks[lead_in:],
+        dtype=dtype,
+        meta=np.empty((0,) * (n_lead + len(spatial)), dtype=dtype),
+        **axes_kw,
+    )
+    if any(d != 0 for d in depth.values()):
+        out = trim_internal(
+            out,
+            {a: 0 for a in range(n_lead)} | {n_lead + a: d for a, d in depth.items()},
+            boundary={a: "none" for a in range(n_lead)}
+            | {n_lead + a: e for a, e in edges.items()},
+        )
+    if keep_chunks and work != tuple(spatial):
+        out = out.rechunk(tuple((n,) for n in lead_shape) + tuple(spatial))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Public operators
 # --------------------------------------------------------------------------------------------
 def gradient(
@@ -270,8 +483,9 @@ def gradient(
 
     Parameters
     ----------
-    f : array_like
-        The image, 1-D to 3-D (dtypes as in :func:`napari_tv.denoise_tv`).
+    f : array_like or dask array
+        The image, 1-D to 3-D (dtypes as in :func:`napari_tv.denoise_tv`).  A dask array gives
+        a lazy dask array (see Notes).
     scheme : {"forward", "backward", "central"}
         Forward ``(f_{i+1} − f_i)/h``, backward ``(f_i − f_{i−1})/h`` or central
         ``(f_{i+1} − f_{i−1})/(2h)`` differences.
@@ -287,7 +501,8 @@ def gradient(
     Returns
     -------
     ndarray, shape ``(f.ndim, *f.shape)``
-        ``out[l] = D_l f``, in f's float dtype.
+        ``out[l] = D_l f``, in f's float dtype.  For a dask ``f``, a dask array chunked like
+        ``f`` along the spatial axes and in one chunk along the component axis.
 
     Raises
     ------
@@ -303,6 +518,17 @@ def gradient(
     sizes, everywhere), so a TV built on them is blind to the finest oscillation.  Forward and
     backward differences do not have this null space beyond constants.
 
+    *Dask arrays* (the dask convention, as in dask-image): the result is built without
+    computing anything, with ``dask.array.overlap`` and ``map_blocks``.  Each block is extended
+    by exactly the halo the differences read (forward: one row after, backward: one row before,
+    central: one on each side, along every axis), the in-memory kernel runs on the extended
+    block and the halo is trimmed, so every value equals the in-memory result.  Neumann
+    boundaries add no halo at the array's ends (the kernel applies them there); periodic ones
+    wrap (one row on each side).  Chunks smaller than the halo are merged with a neighbour for
+    the computation, and the result is rechunked back to ``f``'s chunks.  Dtype, number of
+    axes and size are checked at the call; NaN and inf are checked block by block when the
+    result is computed, which then raises ``ValueError``.  ``f`` is never modified.
+
     Examples
     --------
     >>> import numpy as np
@@ -317,12 +543,16 @@ def gradient(
            [[1. , 0. ],
             [2. , 0. ]]])
     """
+    if is_dask_array(f):
+        f = as_float_dask_array(f, "f")
+        steps = _check_op_args(scheme, boundary, spacing, f.ndim)
+        return _map_halo(
+            partial(_gradient_core, scheme=scheme, steps=steps), f, _HALO["gradient"][scheme],
+            boundary, lead_in=0, lead_shape=(f.ndim,), dtype=f.dtype,
+        )
     f = as_float_array(f, "f")
     steps = _check_op_args(scheme, boundary, spacing, f.ndim)
-    out = np.empty((f.ndim, *f.shape), dtype=f.dtype)
-    for axis in range(f.ndim):
-        _apply_axis(f, axis, scheme, boundary, steps[axis], out[axis])
-    return out
+    return _gradient_core(f, scheme=scheme, bounds=(boundary,) * f.ndim, steps=steps)
 
 
 def divergence(
@@ -336,7 +566,7 @@ def divergence(
 
     Parameters
     ----------
-    p : array_like, shape ``(d, *shape)`` with ``d = len(shape)`` in 1..3
+    p : array_like or dask array, shape ``(d, *shape)`` with ``d = len(shape)`` in 1..3
         A vector field, one component per axis (axis-0 component first).
     scheme, boundary, spacing
         As in :func:`gradient`; they must match the gradient whose adjoint is wanted.
@@ -344,6 +574,7 @@ def divergence(
     Returns
     -------
     ndarray, shape ``p.shape[1:]``
+        For a dask ``p``, a lazy dask array chunked like ``p``'s spatial axes.
 
     Notes
     -----
@@ -352,25 +583,32 @@ def divergence(
     the very matrices :func:`gradient` applies.  For forward differences with Neumann boundary
     this is the familiar ``(div p)_i = p_i − p_{i−1}`` with ``p_{−1} = p_{n−1} = 0``.
 
+    A dask ``p`` is handled as in :func:`gradient`: lazily, its component axis taken in one
+    chunk, each block extended by one row on each side of every spatial axis (the stencil reads
+    ``p_{i−1}`` (forward), ``p_{i+1}`` (backward) or both (central); the second row keeps out of
+    the kept voxels the end row that the in-memory Neumann table special-cases,
+    ``−p_{n−2}`` for forward differences), which is exact.
+
     Examples
     --------
     >>> import numpy as np
     >>> divergence(np.array([[1.0, 2.0, 5.0]]))
     array([ 1.,  1., -2.])
     """
-    p = as_float_array(p, "p", ndims=(2, 3, 4))
+    lazy = is_dask_array(p)
+    p = (as_float_dask_array if lazy else as_float_array)(p, "p", ndims=(2, 3, 4))
     ndim = p.ndim - 1
     if p.shape[0] != ndim:
         raise ValueError(
             f"p must have shape (ndim, *shape) with ndim = {ndim}, got shape {p.shape}"
         )
     steps = _check_op_args(scheme, boundary, spacing, ndim)
-    out = np.zeros(p.shape[1:], dtype=p.dtype)
-    for axis in range(ndim):
-        comp = np.ascontiguousarray(p[axis])
-        _apply_axis(comp, axis, scheme, boundary, steps[axis], out, adjoint=True,
-                    accumulate=True)
-    return out
+    if lazy:
+        return _map_halo(
+            partial(_divergence_core, scheme=scheme, steps=steps), p,
+            _HALO["divergence"][scheme], boundary, lead_in=1, lead_shape=(), dtype=p.dtype,
+        )
+    return _divergence_core(p, scheme=scheme, bounds=(boundary,) * ndim, steps=steps)
 
 
 def difference_matrix(
@@ -433,12 +671,13 @@ def difference_matrix(
     return sp.vstack(blocks, format="csr")
 
 
-def _checked_gradient(f, kind, scheme, boundary, spacing, eps):
-    """``(f, gradient(f), eps)`` after checking the arguments of ``tv_norm``/``tv_gradient``."""
-    f = as_float_array(f, "f")
+def _checked_tv_args(f, kind, scheme, boundary, spacing, eps):
+    """``(f, steps, eps)`` after checking the arguments of ``tv_norm``/``tv_gradient``; ``f``
+    stays a (lazily checked) dask array if it is one."""
+    f = as_float_dask_array(f, "f") if is_dask_array(f) else as_float_array(f, "f")
     check_choice("kind", kind, TV_KINDS)
     eps = check_real("eps", eps, minimum=0.0)
-    return f, gradient(f, scheme=scheme, boundary=boundary, spacing=spacing), eps
+    return f, _check_op_args(scheme, boundary, spacing, f.ndim), eps
 
 
 def tv_norm(
@@ -454,7 +693,7 @@ def tv_norm(
 
     Parameters
     ----------
-    f : array_like
+    f : array_like or dask array
         1-D to 3-D image.
     kind : {"isotropic", "anisotropic"}
         Isotropic :math:`\sum_s \sqrt{\sum_l (D_l f)_s^2 + \varepsilon^2}`; anisotropic
@@ -468,7 +707,16 @@ def tv_norm(
     Returns
     -------
     float
-        Accumulated in float64.
+        Accumulated in float64.  For a dask ``f``: a lazy 0-d dask array of float64 (call
+        ``float()`` or ``.compute()`` on it).
+
+    Notes
+    -----
+    For a dask ``f`` nothing is computed at the call.  The gradient is built block by block as
+    in :func:`gradient` (each block extended by the halo its differences read, the halo
+    trimmed), each block sums :math:`|\nabla f|_\varepsilon` over the voxels it owns only, and
+    the result is the sum of these per-block sums (equal to the in-memory value up to the order
+    of the float64 additions).  NaN and inf raise ``ValueError`` when it is computed.
 
     Examples
     --------
@@ -479,8 +727,22 @@ def tv_norm(
     >>> tv_norm(f, kind="anisotropic")
     24.0
     """
-    f, g, eps = _checked_gradient(f, kind, scheme, boundary, spacing, eps)
-    return float(_norm_sum(g.reshape(f.ndim, -1), kind == "isotropic", eps))
+    f, steps, eps = _checked_tv_args(f, kind, scheme, boundary, spacing, eps)
+    isotropic = kind == "isotropic"
+    if is_dask_array(f):
+        g = _map_halo(
+            partial(_gradient_core, scheme=scheme, steps=steps), f, _HALO["gradient"][scheme],
+            boundary, lead_in=0, lead_shape=(f.ndim,), dtype=f.dtype, keep_chunks=False,
+        )
+        sums = g.map_blocks(
+            partial(_block_tv_sum, isotropic=isotropic, eps=eps),
+            chunks=tuple((1,) * len(c) for c in g.chunks),
+            dtype=np.float64,
+            meta=np.empty((0,) * g.ndim, dtype=np.float64),
+        )
+        return sums.sum()
+    g = _gradient_core(f, scheme=scheme, bounds=(boundary,) * f.ndim, steps=steps)
+    return float(_norm_sum(g.reshape(f.ndim, -1), isotropic, eps))
 
 
 def tv_gradient(
@@ -505,7 +767,7 @@ def tv_gradient(
 
     Parameters
     ----------
-    f : array_like
+    f : array_like or dask array
         1-D to 3-D image.
     kind, scheme, boundary, spacing, eps
         As in :func:`tv_norm`.
@@ -513,6 +775,18 @@ def tv_gradient(
     Returns
     -------
     ndarray like ``f`` (float dtype kept)
+        For a dask ``f``, a lazy dask array with ``f``'s chunks.
+
+    Notes
+    -----
+    A dask ``f`` is handled as in :func:`gradient`, in one pass per block: gradient,
+    normalisation and divergence run on the block extended by two rows on each side of every
+    axis for central differences and one for forward and backward ones.  That is exact: the
+    divergence at voxel ``i`` reads the normalised gradient at ``i−1`` (forward differences),
+    ``i+1`` (backward) or ``i±1`` (central), which reads the image at its own ``+1``, ``−1`` or
+    ``±1`` neighbours along every axis (all components, for the isotropic norm): ``f`` within
+    one row of ``i`` (diagonal neighbours included) for forward and backward differences, two
+    for central ones.  Chunking, boundaries and NaN checks as in :func:`gradient`.
 
     Examples
     --------
@@ -520,12 +794,13 @@ def tv_gradient(
     >>> tv_gradient(np.array([0.0, 0.0, 1.0, 1.0]))
     array([ 0., -1.,  1.,  0.])
     """
-    f, g, eps = _checked_gradient(f, kind, scheme, boundary, spacing, eps)
-    _normalise(g.reshape(f.ndim, -1), kind == "isotropic", eps)
-    out = divergence(g, scheme=scheme, boundary=boundary, spacing=spacing)
-    np.negative(out, out=out)
-    out += 0.0  # no signed zeros
-    return out
+    f, steps, eps = _checked_tv_args(f, kind, scheme, boundary, spacing, eps)
+    core = partial(_tv_gradient_core, kind=kind, scheme=scheme, steps=steps, eps=eps)
+    if is_dask_array(f):
+        return _map_halo(
+            core, f, _HALO["tv"][scheme], boundary, lead_in=0, lead_shape=(), dtype=f.dtype
+        )
+    return core(f, bounds=(boundary,) * f.ndim)
 
 
 # --------------------------------------------------------------------------------------------

@@ -240,7 +240,9 @@ def scale_from_slopes(z_pos: float, z_zero: float, code: int) -> float:
     if code == 1:
         return 1.0 if z_pos <= 1.0 else 1.0 / z_pos
     c = 1.0 if z_pos < 1.0 else (1.0 - POISSON_MARGIN) / z_pos
-    return c if z_zero * c <= 1.0 else 1.0 / z_zero
+    # (1 - 1e-12): c z == 1 at the largest z over v == 0 could round above 1, where f* = inf
+    # (seen as an infinite gap on a 3-D periodic problem every few evaluations)
+    return c if z_zero * c <= 1.0 else (1.0 - 1e-12) / z_zero
 
 
 def duality_gap(
