@@ -281,14 +281,14 @@ def test_a_dask_array_larger_than_memory_is_solved_chunked_with_its_state_on_dis
     monkeypatch,
 ):
     da = pytest.importorskip("dask.array")
-    from napari_tv.chunked import _state_mode
+    from napari_tv._rounds import state_mode
 
     monkeypatch.setenv("NAPARI_TV_MEMORY_LIMIT", str(2**30))
     lazy = da.zeros((600, 600, 600), dtype=np.float32, chunks=100)
     out = denoise_tv(lazy, 0.5)  # lazy: nothing allocated, no MemoryError
     assert out.shape == lazy.shape and out.chunks == lazy.chunks
-    assert _state_mode("auto", 6, lazy.size, 4) == "disk"
-    assert _state_mode("auto", 6, 64**3, 4) == "memory"
+    assert state_mode("auto", 6, lazy.size, 4) == "disk"
+    assert state_mode("auto", 6, 64**3, 4) == "memory"
     # the exact solver computes a dask image in memory: refused at the call when it cannot
     with pytest.raises(MemoryError, match="method='exact' on a dask image"):
         denoise_tv(lazy, 0.5, method="exact")

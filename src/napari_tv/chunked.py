@@ -26,12 +26,8 @@ once (per process), stores the result, and reads the requested chunks from the s
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import math
-import operator
-import shutil
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -40,6 +36,15 @@ from typing import Any
 
 import numpy as np
 
+from napari_tv._rounds import (
+    Problem,
+    State,
+    compute,
+    global_gap,
+    run_round,
+    state_mode,
+    temp_dir,
+)
 from napari_tv._validation import check_real, check_spacing, float_dtype, is_dask_array
 from napari_tv.fidelity import FIDELITIES, FIDELITY_CODE, fidelity_value
 from napari_tv.solvers._result import TVResult
@@ -54,9 +59,6 @@ __all__ = [
 #: iterations per round (the halo is as wide): fewer rounds against more halo work; see the
 #: table "rounds and halo against chunk size" in docs/benchmarks.md
 DEFAULT_ITERATIONS_PER_ROUND = 10
-#: ``state="auto"`` keeps the state in memory when it takes at most this share of the
-#: available memory
-MEMORY_SHARE = 0.5
 #: ``beta="auto"`` is chosen on a central crop of at most this many voxels
 AUTO_BETA_VOXELS = 1 << 18
 
@@ -138,257 +140,6 @@ def _block_stats(block, fidelity):
     return (float(b.min()), float(b.max()), 0, float(floor))
 
 
-def _compute(*args, scheduler=None):
-    import dask
-
-    kw = {} if scheduler is None else {"scheduler": scheduler}
-    return dask.compute(*args, **kw)
-
-
-# --------------------------------------------------------------------------------------------
-# blocks
-
-
-def _depths(numblocks, depth: int, periodic: bool) -> tuple:
-    """The halo per axis: none along a Neumann axis in one chunk (nothing to exchange)."""
-    return tuple(0 if (n == 1 and not periodic) else depth for n in numblocks)
-
-
-def _owned(location, numblocks, ext_shape, depth, periodic):
-    """``(lo, hi)`` of a block's own voxels inside its extension, per axis."""
-    lo, hi = [], []
-    for i, n, ext, d in zip(location, numblocks, ext_shape, depth, strict=True):
-        low = d if (periodic or i > 0) else 0
-        high = d if (periodic or i < n - 1) else 0
-        lo.append(low)
-        hi.append(ext - high)
-    return lo, hi
-
-
-def _padded_box(lo, hi, ndim):
-    pad = 3 - ndim
-    return [0] * pad + list(lo), [1] * pad + list(hi)
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """Everything a block task needs (small: goes into every task)."""
-
-    ndim: int
-    beta: float
-    code: int
-    isotropic: bool
-    periodic: bool
-    ih: tuple
-    lip: float
-    gamma: float
-    numblocks: tuple
-    fast: bool
-
-
-def _step_block(s, v, *, prob: _Problem, n: int, tau: float, sigma: float, depth: int,
-                block_info=None):  # fmt: skip
-    """``n`` primal-dual iterations on one extended block of the state ``s = (u, ū, p)``;
-    returns the block's own part of the new state."""
-    from napari_tv.solvers import _quick
-    from napari_tv.solvers._stencils import CLIP, PROJECT, as_3d, as_4d, threads_for
-    from napari_tv.solvers.primal_dual import _fused_steps
-
-    loc = block_info[0]["chunk-location"][1:]
-    depths = _depths(prob.numblocks, depth, prob.periodic)
-    lo, hi = _owned(loc, prob.numblocks, v.shape, depths, prob.periodic)
-    s = np.array(s, order="C")  # the task's own copy
-    v = np.ascontiguousarray(v)
-    u, ubar, p = s[0], s[1], s[2:]
-    w = np.empty_like(u)
-    steps = _fused_steps if prob.fast else _quick.primal_dual_steps
-    mode = PROJECT if prob.isotropic else CLIP
-    with threads_for(u.size):
-        steps(as_4d(p), as_3d(u), as_3d(ubar), as_3d(w), u.reshape(-1), ubar.reshape(-1),
-              w.reshape(-1), v.reshape(-1), np.asarray(prob.ih), False, mode, prob.code,
-              prob.beta, tau, sigma, prob.gamma, n)  # fmt: skip
-    own = (slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    return s[own]
-
-
-def _gap_block(s, v, location, prob: _Problem, c: float | None):
-    """Gap sums (``c`` given) or dual-slope maxima (``c`` None) over a block's own voxels,
-    from its extension by one voxel."""
-    from napari_tv.solvers._blockwise import box_gap_terms, box_max_slope
-    from napari_tv.solvers._stencils import as_3d, as_4d
-
-    nd = prob.ndim
-    s = np.ascontiguousarray(s)
-    v = np.ascontiguousarray(v)
-    depths = _depths(prob.numblocks, 1, prob.periodic)
-    lo, hi = _owned(location, prob.numblocks, v.shape, depths, prob.periodic)
-    lo, hi = _padded_box(lo, hi, nd)
-    ih = np.asarray(prob.ih)
-    p4, v3 = as_4d(np.ascontiguousarray(s[2:])), as_3d(v)
-    if c is None:
-        return box_max_slope(v3, p4, lo, hi, 3 - nd, ih, prob.beta, prob.code)
-    u3 = as_3d(np.ascontiguousarray(s[0]))
-    return box_gap_terms(u3, v3, p4, lo, hi, ih, prob.isotropic, prob.beta, c, prob.code)
-
-
-def _assemble(pieces, nd):
-    """The extended block from its neighbours' pieces (nested lists ``nd`` deep)."""
-    return np.block(pieces) if nd else pieces
-
-
-def _overlap(x, depth: int, periodic: bool, lead: int):
-    """``x`` with every block extended by ``depth`` voxels from its neighbours along the
-    last ``x.ndim - lead`` axes (wrapping around for ``periodic``; nothing beyond a Neumann
-    end, nor along a Neumann axis in one chunk).  One task per block, which reads the
-    ``3**nd`` neighbours it needs (``dask.array.overlap`` builds ~15x more tasks for a
-    periodic boundary).  Chunks must be at least ``depth`` long (``_fit_chunks``)."""
-    import dask.array as da
-    from dask.highlevelgraph import HighLevelGraph
-
-    nd = x.ndim - lead
-    nb = x.numblocks[lead:]
-    depths = _depths(nb, depth, periodic)
-    name = f"napari-tv-halo-{depth}-" + x.name
-    dsk = {}
-    for idx in np.ndindex(*nb):
-        def piece(offsets, idx=idx):
-            key = [x.name] + [0] * lead
-            index = [slice(None)] * lead
-            for a, (i, o) in enumerate(zip(idx, offsets, strict=True)):
-                j = i + o
-                if periodic:
-                    j %= nb[a]
-                d = depths[a]
-                key.append(j)
-                index.append(slice(None) if o == 0 else (slice(-d, None) if o < 0 else slice(0, d)))
-            return (operator.getitem, tuple(key), tuple(index))
-
-        def present(a, o, idx=idx):
-            if o == 0:
-                return True
-            if depths[a] == 0:
-                return False
-            return periodic or 0 <= idx[a] + o < nb[a]
-
-        def nest(a, offsets, idx=idx):
-            if a == nd:
-                return piece(offsets, idx)
-            return [nest(a + 1, offsets + (o,)) for o in (-1, 0, 1) if present(a, o, idx)]
-
-        dsk[(name,) + (0,) * lead + idx] = (_assemble, nest(0, ()), nd)
-    chunks = list(x.chunks[:lead])
-    for a in range(nd):
-        cs = x.chunks[lead + a]
-        chunks.append(tuple(
-            c + sum(depths[a] for o in (-1, 1) if (periodic or 0 <= i + o < len(cs))
-                    and depths[a]) for i, c in enumerate(cs)
-        ))  # fmt: skip
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
-    return da.Array(graph, name, chunks=tuple(chunks), dtype=x.dtype, meta=x._meta)
-
-
-def _global_gap(S, V, prob: _Problem, floor: float, scheduler):
-    """The global :class:`~napari_tv.solvers._gap.Gap` of the state ``S``: per-block sums."""
-    from dask import delayed
-
-    from napari_tv.solvers._gap import Gap, scale_from_slopes
-
-    s_ext = _overlap(S, 1, prob.periodic, 1).to_delayed()[0]
-    v_ext = _overlap(V, 1, prob.periodic, 0).to_delayed()
-    locs = list(np.ndindex(*prob.numblocks))
-    c = 1.0
-    if prob.code != 0:
-        tasks = [delayed(_gap_block)(s_ext[i], v_ext[i], i, prob, None) for i in locs]
-        slopes = np.array(_compute(*tasks, scheduler=scheduler))
-        c = scale_from_slopes(float(slopes[:, 0].max()), float(slopes[:, 1].max()), prob.code)
-    tasks = [delayed(_gap_block)(s_ext[i], v_ext[i], i, prob, c) for i in locs]
-    fid, tv, fy, tg = np.sum(_compute(*tasks, scheduler=scheduler), axis=0)
-    primal = float(fid + prob.beta * tv)
-    gap_abs = float(max(fy + prob.beta * tg, 0.0))
-    rel = 0.0 if gap_abs == 0.0 else gap_abs / max(primal - floor, 1e-300)
-    return Gap(float(rel), gap_abs, primal, primal - gap_abs, c)
-
-
-# --------------------------------------------------------------------------------------------
-# state between rounds
-
-
-_TEMP_ROOT: Path | None = None
-_TEMP_LOCK = threading.Lock()
-
-
-def _temp_dir(prefix: str) -> Path:
-    """A fresh directory under this process's temporary root (removed at exit)."""
-    global _TEMP_ROOT
-    with _TEMP_LOCK:
-        if _TEMP_ROOT is None:
-            _TEMP_ROOT = Path(tempfile.mkdtemp(prefix="napari-tv-"))
-            atexit.register(shutil.rmtree, _TEMP_ROOT, True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=_TEMP_ROOT))
-
-
-class _State:
-    """Where the state lives between rounds: persisted in memory, or two zarr arrays on disk
-    written in turn."""
-
-    def __init__(self, mode: str, shape, chunks, dtype, scheduler):
-        self.mode, self.scheduler = mode, scheduler
-        self.arrays = []
-        if mode == "disk":
-            import zarr
-
-            root = _temp_dir("state-")
-            self.dir = root
-            for name in ("a", "b"):
-                self.arrays.append(
-                    zarr.create_array(
-                        store=str(root / f"{name}.zarr"), shape=shape,
-                        chunks=tuple(max(c) for c in chunks), dtype=dtype, compressors=None,
-                        fill_value=0,
-                    )
-                )  # fmt: skip
-        self.turn = 0
-
-    def keep_data(self, x):
-        """The data, persisted (memory) or written once beside the state (disk)."""
-        import dask.array as da
-        import zarr
-
-        kw = {} if self.scheduler is None else {"scheduler": self.scheduler}
-        if self.mode == "memory":
-            return x.persist(**kw)
-        arr = zarr.create_array(
-            store=str(self.dir / "v.zarr"), shape=x.shape, chunks=tuple(max(c) for c in x.chunks),
-            dtype=x.dtype, compressors=None, fill_value=0,
-        )  # fmt: skip
-        da.store(x.rechunk(arr.chunks), arr, lock=False, **kw)
-        return da.from_zarr(arr, chunks=x.chunks)
-
-    def keep(self, S):
-        import dask.array as da
-
-        if self.mode == "memory":
-            kw = {} if self.scheduler is None else {"scheduler": self.scheduler}
-            return S.persist(**kw)
-        target = self.arrays[self.turn]
-        self.turn = 1 - self.turn
-        S = S.rechunk(target.chunks)
-        kw = {} if self.scheduler is None else {"scheduler": self.scheduler}
-        da.store(S, target, lock=False, **kw)
-        return da.from_zarr(target, chunks=S.chunks)
-
-
-def _state_mode(state, n_words, voxels, itemsize) -> str:
-    from napari_tv._memory import available_bytes
-
-    if state in ("memory", "disk"):
-        return state
-    if state != "auto":
-        raise ValueError(f"state must be 'auto', 'memory' or 'disk', got {state!r}")
-    need = n_words * voxels * itemsize
-    return "memory" if need <= MEMORY_SHARE * available_bytes() else "disk"
-
-
 # --------------------------------------------------------------------------------------------
 # the solve
 
@@ -420,7 +171,7 @@ def _auto_beta(x, fidelity, tv, spacing, scheduler):
     crop = tuple(
         slice(max(0, n // 2 - side // 2), max(0, n // 2 - side // 2) + side) for n in x.shape
     )
-    (block,) = _compute(x[crop], scheduler=scheduler)
+    (block,) = compute(x[crop], scheduler=scheduler)
     return float(suggest_beta(block, fidelity=fidelity, tv=tv, spacing=spacing))
 
 
@@ -589,15 +340,23 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     spacing = check_spacing(spacing, x.ndim)
     dtype = float_dtype(x.dtype)
     periodic = boundary == "periodic"
-    # a periodic halo wraps around: no wider than the volume
-    K = min(iterations_per_round, min(x.shape)) if periodic else iterations_per_round
-    x = x.astype(dtype).rechunk(_fit_chunks(x.chunks, K, periodic))
+    # the halo is K + 1 wide (the gap reads one layer more); a periodic one wraps around
+    # and must fit in the volume
+    K = iterations_per_round
+    if periodic:
+        if min(x.shape) < 2:
+            raise ValueError(
+                f"boundary='periodic' on a dask image needs every axis at least 2 long, got "
+                f"shape {x.shape}"
+            )
+        K = min(K, min(x.shape) - 1)
+    x = x.astype(dtype).rechunk(_fit_chunks(x.chunks, K + 1, periodic))
     monitor = Monitor("primal_dual", max_num_iter, tol, callback)
 
     # one pass over the data: range, finiteness, Poisson's sign and floor
     from dask import delayed
 
-    stats = _compute(*[delayed(_block_stats)(b, fidelity) for b in x.to_delayed().ravel()],
+    stats = compute(*[delayed(_block_stats)(b, fidelity) for b in x.to_delayed().ravel()],
                      scheduler=scheduler)  # fmt: skip
     n_bad = sum(s[2] for s in stats)
     if n_bad:
@@ -612,12 +371,15 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     out_arr = _open_out(out, x.shape, dtype, x.chunks)
     nd = x.ndim
     extra: dict[str, Any] = {"iterations_per_round": K, "beta": beta}
+    store: State | None = None
 
     def finish(u, gap, n_iter, rounds, energy):
         if out_arr is not None and not monitor.cancelled:
             kw = {} if scheduler is None else {"scheduler": scheduler}
             da.store(u.rechunk(out_arr.chunks), out_arr, lock=False, **kw)
             u = da.from_zarr(out_arr, chunks=x.chunks)
+            if store is not None:
+                store.close()  # the state is no longer needed: free the disk now
         return ChunkedResult(
             u=u, energy=energy, n_iter=n_iter, converged=monitor.converged, gap=gap,
             history=monitor.history, elapsed=monitor.elapsed(), method="primal_dual",
@@ -631,35 +393,32 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
 
     ih = inv_steps(spacing, nd)
     lip = beta * math.sqrt(dual_norm_bound(spacing, nd))
-    prob = _Problem(
+    prob = Problem(
         ndim=nd, beta=float(beta), code=FIDELITY_CODE[fidelity], isotropic=tv == "isotropic",
-        periodic=periodic, ih=tuple(float(h) for h in ih), lip=lip,
-        gamma=GAMMA_L2 if fidelity == "l2" else 0.0, numblocks=x.numblocks,
-        fast=ready("primal_dual", dtype) and ready("gap", dtype),
+        periodic=periodic, ih=tuple(float(h) for h in ih),
+        gamma=GAMMA_L2 if fidelity == "l2" else 0.0, numblocks=x.numblocks, chunks=x.chunks,
+        fast=ready("primal_dual", dtype) and ready("gap", dtype), dtype=dtype,
     )  # fmt: skip
     tau = TAU_SCALE[fidelity] * (hi - lo) / lip
     sigma = 1.0 / (tau * lip * lip)
-    mode = _state_mode(state, 2 + nd + 1, x.size, dtype.itemsize)
+    # the state (2 + nd words) and the data's extended blocks (about 2 more)
+    mode = state_mode(state, 2 + nd + 2, x.size, dtype.itemsize)
     extra["state"] = mode
-    store = _State(mode, (2 + nd,) + x.shape, ((2 + nd,),) + x.chunks, dtype, scheduler)
+    store = State(mode, scheduler)
     zeros = da.zeros((nd,) + x.shape, dtype=dtype, chunks=((nd,),) + x.chunks)
     S = store.keep(da.concatenate([x[None], x[None], zeros], axis=0).rechunk({0: 2 + nd}))
-    V = store.keep_data(x)  # read (or computed) once, not once per round
+    V = x
 
     n_iter = rounds = 0
     g = None
     while n_iter < max_num_iter:
         run = monitor.next_run(n_iter)
         done = 0
+        sums = None
         while done < run:
             n = min(K, run - done)
-            s_ext = _overlap(S, K, periodic, 1)
-            v_ext = _overlap(V, K, periodic, 0)
-            S_new = da.map_blocks(
-                _step_block, s_ext, v_ext, prob=prob, n=n, tau=tau, sigma=sigma, depth=K,
-                chunks=S.chunks, dtype=dtype, meta=np.empty((0,) * (nd + 1), dtype),
-            )  # fmt: skip
-            S = store.keep(S_new)
+            last = done + n == run and monitor.wants_gap(n_iter + run)
+            S, sums = run_round(S, V, store, prob, n, tau, sigma, K, last)
             tau, sigma = schedule(tau, sigma, prob.gamma, n)
             done += n
             rounds += 1
@@ -671,11 +430,11 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
         if monitor.cancelled:
             break
         if monitor.wants_gap(n_iter):
-            g = _global_gap(S, V, prob, floor, scheduler)
+            g = global_gap(S, V, store, prob, floor, sums)
             if monitor.check(n_iter, g, extra={"round": rounds}):
                 break
     if g is None:
-        g = _global_gap(S, V, prob, floor, scheduler)
+        g = global_gap(S, V, store, prob, floor)
     if not monitor.converged and not monitor.cancelled and tol > 0:
         extra["note"] = f"not converged: gap {g.rel:.3g} > tol {tol:g} after {n_iter} iterations"
     return finish(S[0], float(g.rel), n_iter, rounds, g.primal)
@@ -715,7 +474,7 @@ def _solve_root(spec: _Opaque, token: str) -> str:
         if token in _SOLVED:
             return _SOLVED[token]
         image, beta, kwargs = spec.value
-        path = str(_temp_dir("result-") / "u.zarr")
+        path = str(temp_dir("result-") / "u.zarr")
         in_worker = False
         try:
             from distributed import get_worker
