@@ -3,8 +3,10 @@
 A Qt-free library (importing it loads no Qt, napari, magicgui or vispy) and a napari plugin
 (``napari_tv._widgets``).  The public API:
 
-* solving: :func:`denoise_tv` (iterative methods and the exact Darbon–Sigelle solver),
-  :class:`TVResult`, :func:`tv_energy`;
+* solving: :func:`denoise_tv` (iterative methods and the exact Darbon–Sigelle solver; a dask
+  array in gives a lazy dask array out), :class:`TVResult`, :func:`tv_energy`;
+* volumes larger than memory: :func:`denoise_tv_chunked` (certified chunked solves on any
+  dask scheduler, state in memory or on disk, zarr out), :class:`ChunkedResult`;
 * the discrete operators: :func:`gradient`, :func:`divergence`, :func:`difference_matrix`,
   :func:`tv_norm`, :func:`tv_gradient`;
 * graph TV and level sets: :func:`neighbour_offsets`, :func:`edge_weights`,
@@ -53,6 +55,8 @@ _WHERE = {
     "tv_norm": "operators",
     "TVResult": "solvers",
     "denoise_tv": "solvers",
+    "ChunkedResult": "chunked",
+    "denoise_tv_chunked": "chunked",
     "BetaSweep": "sweep",
     "Generation": "sweep",
     "LatestWins": "sweep",
@@ -80,12 +84,14 @@ __all__ = [
     "FIDELITIES",
     "SAMPLE_3D_SCALE",
     "BetaSweep",
+    "ChunkedResult",
     "Generation",
     "LatestWins",
     "TVResult",
     "beta_stack",
     "coarea_tv",
     "denoise_tv",
+    "denoise_tv_chunked",
     "dichotomy_partition",
     "difference_matrix",
     "divergence",

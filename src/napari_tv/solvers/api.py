@@ -142,7 +142,15 @@ def denoise_tv(
         The data ``v``: 1-, 2- or 3-D (plus a channel axis if ``channel_axis`` is given).
         bool, 8- and 16-bit integers and float16 become float32 (exact for them), wider
         integers float64; float32 and float64 are kept.
-        Dask arrays are computed; non-contiguous views are copied.  Never modified.
+        Non-contiguous views are copied.  Never modified.  A **dask array** gives a lazy dask
+        array of the same shape and chunks, built without computing anything: computing it
+        runs :func:`napari_tv.chunked.denoise_tv_chunked` once (the primal-dual iteration in
+        rounds of block solves, stopped on the *global* duality gap, so the result has the
+        in-memory certificate) and reads the result chunk by chunk; with ``return_info`` the
+        solve runs at the call and the :class:`~napari_tv.chunked.ChunkedResult` says how it
+        went.  ``method="exact"`` computes the volume and solves it in memory (the memory
+        guard is checked at the call); ``init``, ``options`` and ``beta_rule`` are not
+        supported for dask input.
     beta : float or "auto"
         ``"auto"``: chosen from the data by :func:`napari_tv.beta_choice.suggest_beta` with
         ``beta_rule`` (default: J-invariance for L2 and L1, PURE for Poisson; recorded
