@@ -2,9 +2,11 @@
 
 :func:`read_image` returns the array with its voxel-size metadata (:class:`ImageFile`),
 :func:`metadata_spacing` turns that into a ``spacing``, and :func:`write_image` /
-:func:`write_level_stack` write results back with the input's flavour and voxel sizes.  Every
-output goes to a temporary file beside it and is renamed onto it at the end, so it is never
-left half-written.  No Qt or napari here; ``tifffile`` is imported when a TIFF is touched.
+:func:`write_level_stack` write results back with the input's flavour and voxel sizes
+(:func:`write_image` also streams a zarr array, a result larger than memory, one row of chunks
+at a time; zarr itself is :mod:`napari_tv._zarr_io`).  Every output goes to a temporary file
+beside it and is renamed onto it at the end, so it is never left half-written.  No Qt or
+napari here; ``tifffile`` is imported when a TIFF is touched.
 """
 
 from __future__ import annotations
@@ -444,8 +446,9 @@ def write_image(
     ----------
     out : Path
         ``.npy`` or ``.tif``/``.tiff``; written to a temporary file beside it and renamed.
-    data : ndarray
-        The array to store.
+    data : ndarray or zarr array
+        The array to store; a zarr array (a result larger than memory) is read and written
+        one row of chunks of its first axis at a time.
     like : ImageFile
         The input it derives from: its flavour (OME in, OME out; ImageJ in, ImageJ out; a
         plain TIFF keeps its resolution tags) and voxel sizes are written back.
@@ -474,16 +477,58 @@ def write_image(
     sizes, units = like.sizes, like.units
     if not sizes:
         sizes = _sizes_from_spacing(axes, spacing, channel_axis)
-    with _atomic_output(out, int(data.nbytes), replace) as tmp:
+    streamed = not isinstance(data, np.ndarray) and hasattr(data, "chunks")
+    shape, dtype = tuple(int(n) for n in data.shape), np.dtype(data.dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    with _atomic_output(out, nbytes, replace) as tmp:
         if _suffix(out) == ".npy":
+            if streamed:
+                _write_npy_slabs(tmp, data, shape, dtype)
+                return
             with open(tmp, "wb") as fh:
                 np.save(fh, data, allow_pickle=False)
             return
         import tifffile
 
-        kwargs, store = _tiff_kwargs(out, like, axes, sizes, units, data.dtype)
+        kwargs, store = _tiff_kwargs(out, like, axes, sizes, units, dtype)
         with open(tmp, "wb") as fh:
-            tifffile.imwrite(fh, np.asarray(data, dtype=store), **kwargs)
+            if not streamed or len(shape) < 2:
+                tifffile.imwrite(fh, np.asarray(data, dtype=store), **kwargs)
+                return
+            imagej, ome = kwargs.pop("imagej", False), kwargs.pop("ome", None)
+            big = not imagej and nbytes > 2**32 - 2**25
+            pages = (
+                page
+                for slab in _slabs(data)
+                for page in slab.astype(store, copy=False).reshape(-1, *shape[-2:])
+            )
+            with tifffile.TiffWriter(fh, imagej=imagej, ome=ome, bigtiff=big) as tw:
+                tw.write(pages, shape=shape, dtype=store, **kwargs)
+
+
+def _slabs(data) -> Iterator[np.ndarray]:
+    """``data`` (a zarr array) as NumPy slabs, one row of chunks of its first axis at a time."""
+    step = max(int(data.chunks[0]), 1)
+    for k in range(0, int(data.shape[0]), step):
+        yield np.asarray(data[k : k + step])
+
+
+def _write_npy_slabs(tmp: Path, data, shape, dtype) -> None:
+    """A ``.npy`` filled slab by slab through a memory map (allocated first: a full disk is
+    ENOSPC here, not a bus error later)."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}  # fmt: skip
+    with open(tmp, "r+b") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        offset = fh.tell()
+        _reserve(fh, offset + int(np.prod(shape)) * dtype.itemsize)
+    target = np.memmap(tmp, dtype=dtype, mode="r+", offset=offset, shape=shape)
+    k = 0
+    for slab in _slabs(data):
+        target[k : k + len(slab)] = slab
+        k += len(slab)
+    target.flush()
+    del target
 
 
 def _level_pages(data: np.ndarray, grid: np.ndarray) -> Iterator[np.ndarray]:

@@ -43,10 +43,20 @@ def compute(*args, scheduler=None):
 
 
 def persist(*args, scheduler=None):
+    """``dask.persist`` on ``scheduler``, waiting for the results (a ``dask.distributed``
+    persist returns at once: what it was computed from could be released too early)."""
     import dask
 
     kw = {} if scheduler is None else {"scheduler": scheduler}
-    return dask.persist(*args, **kw)
+    out = dask.persist(*args, **kw)
+    try:
+        from distributed import futures_of, wait
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return out
+    futures = futures_of(out)
+    if futures:
+        wait(futures)
+    return out
 
 
 @dataclass(frozen=True)
@@ -291,14 +301,18 @@ class State:
     block in two directories written in turn.  The data's extended blocks are kept the same
     way, made once."""
 
-    def __init__(self, mode: str, scheduler):
+    def __init__(self, mode: str, scheduler, root=None):
         self.mode, self.scheduler = mode, scheduler
         self.dir: Path | None = None
         if mode == "disk":
-            self.dir = temp_dir("state-")
+            if root is None:
+                self.dir = temp_dir("state-")
+            else:  # a directory the caller removes (e.g. beside an output being written)
+                Path(root).mkdir(parents=True, exist_ok=True)
+                self.dir = Path(tempfile.mkdtemp(prefix="napari-tv-state-", dir=root))
             self.turns = [BlockFiles(self.dir / "a", 1), BlockFiles(self.dir / "b", 1)]
         self.turn = 0
-        self._data: dict[int, object] = {}
+        self._data: dict[int, tuple] = {}
 
     def files_of(self, x) -> BlockFiles | None:
         """The files behind ``x``, if it is the stored state."""
@@ -329,8 +343,10 @@ class State:
             else:
                 files = BlockFiles(self.dir / f"v{depth}", 0)
                 ext = files.write(ext, self.scheduler)
-            self._data[depth] = ext.to_delayed().reshape(-1).tolist()
-        return self._data[depth]
+            # the array itself is kept too: on a dask.distributed cluster its blocks live as
+            # long as it does (the delayed blocks alone do not hold them)
+            self._data[depth] = (ext, ext.to_delayed().reshape(-1).tolist())
+        return self._data[depth][1]
 
     def close(self):
         if self.dir is not None:
@@ -389,7 +405,9 @@ def run_round(S, V, store: State, prob: Problem, n: int, tau, sigma, K: int, gap
             return blocks[prefix]
         return [nest(prefix + (i,)) for i in range(prob.numblocks[len(prefix)])]
 
-    S_new = da.block([nest(())])
+    # kept on its own (on a dask.distributed cluster the tasks' results are released with
+    # ``tasks``; the state must not depend on them)
+    S_new = persist(da.block([nest(())]), scheduler=store.scheduler)[0]
     if not gap:
         return S_new, None
     sums = [delayed(operator.getitem)(t, 1) for t in tasks]

@@ -207,6 +207,7 @@ def denoise_tv_chunked(
     chunks=None,
     iterations_per_round: int = DEFAULT_ITERATIONS_PER_ROUND,
     state: str = "auto",
+    state_dir=None,
     out=None,
     callback=None,
     scheduler=None,
@@ -248,10 +249,16 @@ def denoise_tv_chunked(
         memory with ``dask.distributed``), ``"disk"`` (two uncompressed zarr arrays in a
         temporary directory), ``"auto"``: memory when the state takes at most half of the
         available memory (:func:`napari_tv._memory.available_bytes`).
+    state_dir : path, optional
+        Where ``state="disk"`` puts its files (a new directory inside it; default: the
+        system's temporary directory).  It must have room for ``2 (2 + ndim) + 2`` words per
+        voxel, and on a ``dask.distributed`` cluster be seen by every worker.  The files are
+        removed when the solve ends, unless ``result.u`` reads them (no ``out``): then at exit.
     out : zarr array or path, optional
         Where to write the result, chunk by chunk (a path: a new zarr array created there,
-        chunked like the solve).  ``result.u`` then reads from it.  Default: ``result.u`` is
-        the final state (in memory, or in the temporary directory, removed at exit).
+        chunked like the solve).  ``result.u`` then reads from it (None after a cancel:
+        nothing is written).  Default: ``result.u`` is the final state (in memory, or in
+        ``state_dir``, removed at exit).
     callback : callable, optional
         ``callback(info) -> bool`` after every round, with ``method, iter, max_iter, energy,
         gap, elapsed, fraction, round`` (``energy`` and ``gap`` from the last evaluation);
@@ -284,8 +291,8 @@ def denoise_tv_chunked(
     """
     args = dict(method=method, fidelity=fidelity, tv=tv, spacing=spacing, boundary=boundary,
                 max_num_iter=max_num_iter, tol=tol, chunks=chunks,
-                iterations_per_round=iterations_per_round, state=state, out=out,
-                callback=callback)  # fmt: skip
+                iterations_per_round=iterations_per_round, state=state, state_dir=state_dir,
+                out=out, callback=callback)  # fmt: skip
     with _process_pool(scheduler):
         return _run_chunked(image, beta, scheduler=scheduler, **args)
 
@@ -312,11 +319,11 @@ def _process_pool(scheduler):
 
 
 def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_num_iter, tol,
-                 chunks, iterations_per_round, state, out, callback, scheduler):  # fmt: skip
+                 chunks, iterations_per_round, state, state_dir, out, callback,
+                 scheduler):  # fmt: skip
     import dask.array as da
 
     from napari_tv._compile import ready
-    from napari_tv.solvers._blockwise import schedule
     from napari_tv.solvers._monitor import Monitor
     from napari_tv.solvers._stencils import dual_norm_bound, inv_steps
     from napari_tv.solvers.primal_dual import GAMMA_L2, TAU_SCALE
@@ -374,10 +381,13 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     store: State | None = None
 
     def finish(u, gap, n_iter, rounds, energy):
-        if out_arr is not None and not monitor.cancelled:
-            kw = {} if scheduler is None else {"scheduler": scheduler}
-            da.store(u.rechunk(out_arr.chunks), out_arr, lock=False, **kw)
-            u = da.from_zarr(out_arr, chunks=x.chunks)
+        if out_arr is not None:
+            if monitor.cancelled:
+                u = None  # nothing written
+            else:
+                kw = {} if scheduler is None else {"scheduler": scheduler}
+                da.store(u.rechunk(out_arr.chunks), out_arr, lock=False, **kw)
+                u = da.from_zarr(out_arr, chunks=x.chunks)
             if store is not None:
                 store.close()  # the state is no longer needed: free the disk now
         return ChunkedResult(
@@ -404,14 +414,26 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     # the state (2 + nd words) and the data's extended blocks (about 2 more)
     mode = state_mode(state, 2 + nd + 2, x.size, dtype.itemsize)
     extra["state"] = mode
-    store = State(mode, scheduler)
-    zeros = da.zeros((nd,) + x.shape, dtype=dtype, chunks=((nd,),) + x.chunks)
-    S = store.keep(da.concatenate([x[None], x[None], zeros], axis=0).rechunk({0: 2 + nd}))
-    V = x
+    store = State(mode, scheduler, state_dir)
+    try:
+        zeros = da.zeros((nd,) + x.shape, dtype=dtype, chunks=((nd,),) + x.chunks)
+        S = store.keep(da.concatenate([x[None], x[None], zeros], axis=0).rechunk({0: 2 + nd}))
+        S, g, n_iter, rounds = _iterate(S, x, store, prob, monitor, K, tau, sigma, floor)
+    except BaseException:  # an error, Ctrl-C: no state left behind
+        store.close()
+        raise
+    if not monitor.converged and not monitor.cancelled and tol > 0:
+        extra["note"] = f"not converged: gap {g.rel:.3g} > tol {tol:g} after {n_iter} iterations"
+    return finish(S[0], float(g.rel), n_iter, rounds, g.primal)
+
+
+def _iterate(S, V, store, prob, monitor, K, tau, sigma, floor):
+    """Rounds until the monitor stops them; ``(state, gap, iterations, rounds)``."""
+    from napari_tv.solvers._blockwise import schedule
 
     n_iter = rounds = 0
     g = None
-    while n_iter < max_num_iter:
+    while n_iter < monitor.max_iter:
         run = monitor.next_run(n_iter)
         done = 0
         sums = None
@@ -422,8 +444,8 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
             tau, sigma = schedule(tau, sigma, prob.gamma, n)
             done += n
             rounds += 1
-            if callback is not None and done < run and g is not None:
-                if callback(_round_info(monitor, n_iter + done, g, rounds)):
+            if monitor.callback is not None and done < run and g is not None:
+                if monitor.callback(_round_info(monitor, n_iter + done, g, rounds)):
                     monitor.cancelled = True
                     break
         n_iter += done
@@ -435,9 +457,7 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
                 break
     if g is None:
         g = global_gap(S, V, store, prob, floor)
-    if not monitor.converged and not monitor.cancelled and tol > 0:
-        extra["note"] = f"not converged: gap {g.rel:.3g} > tol {tol:g} after {n_iter} iterations"
-    return finish(S[0], float(g.rel), n_iter, rounds, g.primal)
+    return S, g, n_iter, rounds
 
 
 def _round_info(monitor, n_iter, g, rounds) -> dict:

@@ -188,11 +188,13 @@ class ImageInput(Container):
     layer_changed = Signal(object)
 
     def __init__(self, viewer, *, exclude_suffixes: Sequence[str] = (),
-                 time_axis: bool = True, time_text: str | None = None) -> None:  # fmt: skip
+                 time_axis: bool = True, time_text: str | None = None,
+                 allow_multiscale: bool = False) -> None:  # fmt: skip
         import napari.layers
 
         self.viewer = viewer
         self.exclude_suffixes = tuple(exclude_suffixes)
+        self.allow_multiscale = allow_multiscale
         self.image = create_widget(
             annotation=napari.layers.Image,
             name="image",
@@ -266,7 +268,8 @@ class ImageInput(Container):
 
     def info(self) -> ImageInfo:
         """The chosen layer checked and described (raises :class:`LayerError`)."""
-        return image_layer_info(self.image.value, time_series=bool(self.time_series.value))
+        return image_layer_info(self.image.value, time_series=bool(self.time_series.value),
+                                allow_multiscale=self.allow_multiscale)  # fmt: skip
 
     def spacing_for(self, info: ImageInfo) -> tuple[float, ...]:
         """The spacing box's value for ``info``'s spatial axes (raises :class:`LayerError`)."""
@@ -306,12 +309,15 @@ class TVForm(Container):
     exclude_suffixes: tuple[str, ...] = ()
     #: the time box's text (None: "first axis is time (2D+t / 3D+t)")
     time_text: str | None = None
+    #: a multiscale layer is taken (its level 0, ``ImageInfo.data``)
+    accepts_multiscale = False
 
     def __init__(self, viewer, controls: Sequence[Widget], *, run_text: str = "Run",
                  extra: Sequence[Widget] = (), time_axis: bool = True) -> None:  # fmt: skip
         self.viewer = viewer
         self.input = ImageInput(viewer, exclude_suffixes=self.exclude_suffixes,
-                                time_axis=time_axis, time_text=self.time_text)  # fmt: skip
+                                time_axis=time_axis, time_text=self.time_text,
+                                allow_multiscale=self.accepts_multiscale)  # fmt: skip
         self.run_button = PushButton(name="run_button", text=run_text)
         self.progress_row = ProgressRow()
         self.status = Label(name="status", value="")

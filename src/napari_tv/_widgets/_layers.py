@@ -6,6 +6,10 @@
   (only what changed is set);
 * :func:`compose_frames` writes solved time points into a time-series output.
 
+Lazy layers (dask or zarr arrays, multiscale) stay lazy: ``ImageInfo.data`` is the
+full-resolution array uncomputed, and :func:`show_output` takes a dask array (or a list of
+them, a multiscale output) without computing it.
+
 Nothing here computes anything: the maths lives in the Qt-free library.
 """
 
@@ -45,12 +49,35 @@ class ImageInfo:
     def n_times(self) -> int:
         return int(self.layer.data.shape[0]) if self.time_axis is not None else 1
 
+    @property
+    def data(self):
+        """The layer's full-resolution array: ``layer.data``, or level 0 of a multiscale
+        layer (not computed: a dask or zarr array stays lazy)."""
+        data = self.layer.data
+        return data[0] if getattr(self.layer, "multiscale", False) else data
+
+    @property
+    def multiscale(self) -> bool:
+        return bool(getattr(self.layer, "multiscale", False))
+
+    @property
+    def lazy(self) -> bool:
+        """True for data that is not a NumPy array in memory (dask, zarr, multiscale): the
+        widgets then read it chunk by chunk instead of computing it whole."""
+        return self.multiscale or not isinstance(self.layer.data, np.ndarray)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The full-resolution shape (time axis included)."""
+        return tuple(int(n) for n in self.data.shape)
+
     def frame(self, t: int | None = None) -> np.ndarray:
-        """The spatial array at time ``t`` (the whole array when there is no time axis).
+        """The spatial array at time ``t`` (the whole array when there is no time axis),
+        computed in memory (level 0 of a multiscale layer).
 
         A view or a read-only copy of the layer's data: never write into it.
         """
-        data = self.layer.data
+        data = self.data
         if self.time_axis is not None:
             data = data[int(t or 0)]
         return np.asarray(data)
@@ -62,7 +89,9 @@ def has_time_label(layer) -> bool:
     return bool(labels) and str(labels[0]).strip().lower() in TIME_LABELS
 
 
-def image_layer_info(layer, *, time_series: bool = False) -> ImageInfo:
+def image_layer_info(
+    layer, *, time_series: bool = False, allow_multiscale: bool = False
+) -> ImageInfo:
     """Check ``layer`` for a TV widget and describe it.
 
     Parameters
@@ -72,6 +101,8 @@ def image_layer_info(layer, *, time_series: bool = False) -> ImageInfo:
         The user says the first axis is time (a 3D layer is then 2D+t).  A layer whose first
         axis label is ``t``/``time`` is a time series when it has 4 dimensions, whatever this
         flag says.
+    allow_multiscale : bool
+        Accept a multiscale layer (the widget then works on level 0, ``ImageInfo.data``).
 
     Raises
     ------
@@ -98,8 +129,11 @@ def image_layer_info(layer, *, time_series: bool = False) -> ImageInfo:
             f"layer {layer.name!r} is an RGB(A) image (shape {tuple(layer.data.shape)}); "
             "split its channels (layer context menu > Split RGB) and denoise one channel"
         )
-    if getattr(layer, "multiscale", False):
-        raise LayerError(f"layer {layer.name!r} is multiscale; TV widgets need a single array")
+    if getattr(layer, "multiscale", False) and not allow_multiscale:
+        raise LayerError(
+            f"layer {layer.name!r} is multiscale; this widget needs a single array (TV denoise "
+            "and the β sweep take a multiscale layer's level 0)"
+        )
     dtype = np.dtype(layer.data.dtype)
     if dtype.kind not in "biuf":
         raise LayerError(f"layer {layer.name!r} has dtype {dtype}; a real-valued image is needed")
@@ -154,7 +188,10 @@ def show_output(
     refreshes the layer and its canvas, even with its current value (setting the same scale
     and translate cost 20 ms per update of a 512² image, twice the data itself).
     """
-    ndim = np.ndim(data) if layer_type != "vectors" else np.shape(data)[-1]
+    multiscale = layer_type == "image" and isinstance(data, list | tuple)
+    first = data[0] if multiscale else data
+    lazy = multiscale or not isinstance(first, np.ndarray)
+    ndim = np.ndim(first) if layer_type != "vectors" else np.shape(data)[-1]
     if scale is None:
         scale = tuple(like.scale)[-ndim:] if like is not None else (1.0,) * ndim
     if translate is None:
@@ -163,16 +200,25 @@ def show_output(
         axis_labels = tuple(like.axis_labels)
     active = viewer.layers.selection.active
     layer = viewer.layers[name] if name in viewer.layers else None
-    if layer is not None and (type(layer).__name__.lower() != layer_type or layer.ndim != ndim):
+    if layer is not None and (
+        type(layer).__name__.lower() != layer_type
+        or layer.ndim != ndim
+        or bool(getattr(layer, "multiscale", False)) != multiscale
+    ):
         viewer.layers.remove(layer)
         layer = None
     if layer is None:
         if layer_type == "image" and "contrast_limits" not in kwargs:
-            limits = robust_limits(data)
+            # lazy data (dask, multiscale) is not computed whole: the coarsest level, if any
+            limits = robust_limits(data[-1]) if multiscale else (
+                None if lazy else robust_limits(data)
+            )  # fmt: skip
             if limits is not None:
                 kwargs["contrast_limits"] = limits
         if metadata is not None:  # at creation: the layer combos look at it when it appears
             kwargs["metadata"] = dict(metadata)
+        if multiscale:
+            kwargs["multiscale"] = True
         adder = getattr(viewer, f"add_{layer_type}")
         layer = adder(data, name=name, scale=scale, translate=translate, **kwargs)
     else:
@@ -184,7 +230,7 @@ def show_output(
         layer.data = data
         if "contrast_limits" in kwargs:
             set_if_changed(layer, "contrast_limits", kwargs["contrast_limits"])
-        elif layer_type == "image":
+        elif layer_type == "image" and not lazy:
             keep_or_reset_contrast(layer)
     if axis_labels is not None:
         try:

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+import numpy as np
 
 from napari_tv._compile import compile_notice
 
@@ -23,6 +26,26 @@ def solve_request(
         else:
             result = sweep.preview_slice(beta, plane, axis=0, callback=callback)
     return {"result": result, "beta": beta, "plane": plane, **tag}
+
+
+class PlaneSweep:
+    """A :class:`~napari_tv.sweep.BetaSweep` of one 2-D plane of a lazy (dask, zarr,
+    multiscale) layer: only that plane is read, on the first solve (LatestWins thread, not the
+    GUI's), so a live preview of a volume larger than memory stays fast."""
+
+    def __init__(self, source, sweep_kw: dict) -> None:
+        self.source = source  # the plane, not computed yet
+        self.sweep_kw = dict(sweep_kw)
+        self._sweep = None
+        self._lock = threading.Lock()
+
+    def solve(self, beta: float, callback=None, **kwargs):
+        from napari_tv.sweep import BetaSweep
+
+        with self._lock:
+            if self._sweep is None:
+                self._sweep = BetaSweep(np.asarray(self.source), **self.sweep_kw)
+        return self._sweep.solve(beta, callback=callback, **kwargs)
 
 
 def compute_curve(image, betas, sweep_kw: dict, suggest: bool, callback=None) -> dict:

@@ -242,7 +242,7 @@ def show_progress(bar: QProgressBar, fraction: float) -> None:
 
 
 def _describe(info: dict) -> str:
-    parts = []
+    parts = [str(info["stage"])] if info.get("stage") else []
     if "iter" in info:
         total = info.get("max_iter")
         parts.append(

@@ -1,4 +1,9 @@
-"""The "TV denoise" dock widget: one image layer in, one "<input> TV" layer out."""
+"""The "TV denoise" dock widget: one image layer in, one "<input> TV" layer out.
+
+A dask-backed or multiscale layer (level 0), or a run that would not fit in memory, goes the
+chunked way (:mod:`._chunked`: ``napari_tv.chunked.denoise_tv_chunked``, the result a lazy
+dask array); "Save to zarr" writes the output layer to a ``.zarr`` directory.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import weakref
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label, LineEdit, PushButton, SpinBox
 from qtpy.QtCore import QObject, Signal
 
 from napari_tv._scheduling import Generation
@@ -19,7 +24,7 @@ from napari_tv.solvers.methods import get_method
 
 from ._forms import MethodOptions, TVForm, log_slider, offer_fidelities, set_beta
 from ._layers import ImageInfo, LayerError, compose_frames, show_output
-from ._tasks import is_deleted, notify_error
+from ._tasks import is_deleted, notify_error, notify_info
 
 OUTPUT_SUFFIX = " TV"
 #: images up to this many voxels get a suggested β when they are selected (a 64×256×256
@@ -33,7 +38,7 @@ def denoise_layer(info: ImageInfo, t: int | None, params: dict[str, Any], callba
     from napari_tv.solvers.api import denoise_tv
 
     if info.time_axis is not None and t is None:
-        image = np.asarray(info.layer.data)
+        image = np.asarray(info.data)
         return denoise_tv(image, channel_axis=info.time_axis, callback=callback,
                           return_info=True, **params)  # fmt: skip
     return denoise_tv(info.frame(t), callback=callback, return_info=True, **params)
@@ -78,6 +83,7 @@ class DenoiseWidget(TVForm):
 
     title = "TV denoise"
     exclude_suffixes = (OUTPUT_SUFFIX,)
+    accepts_multiscale = True  # level 0, chunked
 
     def __init__(self, napari_viewer) -> None:
         self.all_frames = CheckBox(name="all_frames", text="all time points (else the one shown)")
@@ -96,12 +102,36 @@ class DenoiseWidget(TVForm):
         self.tol = LineEdit(name="tol", label="tolerance", value="1e-4")
         # each method's own options (the methods table), shown for the chosen method
         self.method_options = {m: MethodOptions(m) for m in METHODS}
+        # big volumes: the chunked path (ticked by itself for a dask/multiscale layer or a run
+        # that would not fit in memory, with the reason), and the output saved to zarr
+        self.chunked = CheckBox(
+            name="chunked", text="chunked (dask)",
+            tooltip="solve block by block (napari_tv.chunked): the result is stored on disk "
+                    "and read lazily, chunk by chunk, as you browse it",
+        )  # fmt: skip
+        self.memory_label = Label(name="memory_label", value="")
+        self.memory_label.native.setWordWrap(True)
+        self.save_path = FileEdit(name="save_path", label="save to", mode="w", filter="*.zarr",
+                                  nullable=True)  # fmt: skip
+        self.save_button = PushButton(
+            name="save_button", text="Save to zarr…",
+            tooltip="write the output layer to a .zarr directory, chunk by chunk",
+        )  # fmt: skip
         super().__init__(
             napari_viewer,
             [self.all_frames, self.method, self.fidelity, self.tv, self.beta, self.suggest_label,
              self.connectivity, self.levels, self.max_num_iter, self.tol,
-             *self.method_options.values()],
+             *self.method_options.values(), self.chunked, self.memory_label],
+            extra=[self.save_path, self.save_button],
         )  # fmt: skip
+        self.runner.busy_widgets = (self.run_button.native, self.save_button.native)
+        self.estimate = None  # the last MemoryEstimate of an in-memory run
+        # the chunked results whose stores the output layers read (kept while the form lives)
+        self._chunked_results: dict[str, list] = {}
+        self.save_button.changed.connect(lambda *_: self.save_zarr())
+        for control in (self.fidelity, self.levels, self.all_frames):
+            control.changed.connect(self._refresh_memory)
+        self.chunked.changed.connect(lambda *_: self._refresh_memory(auto=False))
         self.beta_slider = self.beta.native
         self._beta_set = False
         self.beta_slider.valueChanged.connect(lambda _v: setattr(self, "_beta_set", True))
@@ -127,6 +157,7 @@ class DenoiseWidget(TVForm):
         """Adopt the new layer's intensity range (for β) and spatial dimensions, and start
         suggesting a β for it."""
         self._update_enabled()
+        self._refresh_memory()
         if layer is None:
             return
         try:
@@ -152,15 +183,16 @@ class DenoiseWidget(TVForm):
         self.suggested = None
         try:
             info = self.input.info()
-            image = info.frame(self.input.current_time(info))
+            t = self.input.current_time(info)
+            source = info.data if t is None else info.data[t]  # not computed yet
             spacing = self.input.spacing_for(info)
         except (LayerError, ValueError):
             self.suggest_label.value = ""
             return
-        if image.size > SUGGEST_MAX_SIZE:
+        if int(np.prod(source.shape)) > SUGGEST_MAX_SIZE:
             self.suggest_label.value = (
                 f"β is not suggested for more than {SUGGEST_MAX_SIZE:.0e} voxels; use the β "
-                "sweep on a crop"
+                "sweep on a crop" + (" or its slice preview" if info.lazy else "")
             )
             return
         fidelity = self.fidelity.value
@@ -172,6 +204,7 @@ class DenoiseWidget(TVForm):
 
         def job():  # a plain thread: it may outlive the widget (then its signal is dropped)
             try:
+                image = np.asarray(source)  # a lazy layer's frame is read here, off the GUI
                 payload = float(
                     suggest_beta(image, fidelity=fidelity, tv=tv, spacing=spacing, callback=stop)
                 )
@@ -210,6 +243,7 @@ class DenoiseWidget(TVForm):
             form.visible = name == method and len(form) > 0
         self.method.tooltip = get_method(method).description
         self._update_enabled()
+        self._refresh_memory()
 
     def _update_enabled(self, *_args) -> None:
         exact = self.method.value == "exact"
@@ -219,6 +253,51 @@ class DenoiseWidget(TVForm):
         self.connectivity.enabled = exact
         self.levels.enabled = exact
         self.all_frames.enabled = bool(self.input.time_series.value)
+
+    def _refresh_memory(self, *_args, auto: bool = True) -> None:
+        """Estimate the in-memory run (``napari_tv._memory``); with ``auto``, tick "chunked"
+        for a lazy layer (dask, zarr, multiscale) or a run that would not fit, else untick it;
+        say why under the box."""
+        from ._chunked import memory_estimate
+
+        try:
+            info = self.input.info()
+            every = info.time_axis is not None and bool(self.all_frames.value)
+            levels = None if self.levels.value <= 1 else int(self.levels.value)
+            self.estimate = est = memory_estimate(
+                info, self.method.value, self.fidelity.value, levels=levels, all_frames=every
+            )
+        except (LayerError, ValueError) as exc:
+            self.estimate = None
+            self.memory_label.value = "" if isinstance(exc, LayerError) else str(exc)
+            return
+        if auto:
+            with self.chunked.changed.blocked():
+                self.chunked.value = info.lazy or not est.fits
+        chunked = bool(self.chunked.value)
+        shape = "×".join(str(n) for n in info.shape)
+        if info.multiscale:
+            kind = f"multiscale layer: level 0 ({shape}), "
+        elif info.lazy:
+            kind = f"{type(info.data).__module__.split('.')[0]} layer ({shape}), "
+        else:
+            kind = ""
+        if chunked:
+            if not est.fits:
+                lead = f"in memory this run {est.describe()}, so it runs chunked"
+            else:
+                lead = f"{kind}runs chunked"
+            text = (
+                f"{lead} (dask): block by block, the result stored on disk and read lazily as "
+                "you browse"
+            )
+        elif not est.fits:
+            text = f"in memory this run {est.describe()}: tick 'chunked (dask)'"
+        elif kind:
+            text = f"{kind}computed in memory: this run {est.describe()}"
+        else:
+            text = ""
+        self.memory_label.value = text
 
     def set_parameters(self, **values) -> None:
         """Set controls by name (``method``, ``fidelity``, ``tv``, ``beta``, ``connectivity``,
@@ -293,6 +372,13 @@ class DenoiseWidget(TVForm):
         else:
             frames = list(range(info.n_times)) if every else [t]
             what = f" ({len(frames)} time point(s))"
+        if self.chunked.value:
+            return self._run_chunked(info, frames, params, what)
+        if info.lazy and self.estimate is not None and not self.estimate.fits:
+            # the library's guard would see the layer only once computed: refused here
+            notify_error(f"TV denoise: in memory this run {self.estimate.describe()}; tick "
+                         "'chunked (dask)'")  # fmt: skip
+            return None
 
         def show(out):
             self._show(info, frames, params, *out)
@@ -300,6 +386,17 @@ class DenoiseWidget(TVForm):
         return self.runner.start(
             denoise_layer, info, t, params, on_result=show,
             description=f"{params['method']} on {layer.name!r}{what}…",
+        )  # fmt: skip
+
+    def _run_chunked(self, info: ImageInfo, frames, params, what: str):
+        from ._chunked import denoise_chunked
+
+        def show(results):
+            self._show_chunked(info, frames, params, results)
+
+        return self.runner.start(
+            denoise_chunked, info, frames, params, on_result=show,
+            description=f"{params['method']} on {info.name!r}, chunked (dask){what}…",
         )  # fmt: skip
 
     @property
@@ -343,7 +440,111 @@ class DenoiseWidget(TVForm):
             self.viewer, name, data, like=layer, metadata=meta, colormap=layer.colormap,
             blending=layer.blending,
         )  # fmt: skip
+        if name in self._chunked_results:  # an earlier chunked result's stores, now unread
+            from ._chunked import remove_stores
+
+            remove_stores(self._chunked_results.pop(name))
         self.status.value = f"done: {layer.name!r} → {name!r}"
         self.result_label.value = (
             f"energy {meta['energy']:.6g} · {meta['certificate']} · {meta['elapsed']:.2f} s"
         )
+
+    def _show_chunked(self, info: ImageInfo, frames, params, results) -> None:
+        """Show the chunked results: the output layer's data is lazy (a dask array reading the
+        stored result; several levels for a multiscale input)."""
+        import dask.array as da
+
+        from ._chunked import certificate as chunked_certificate
+        from ._chunked import pyramid, remove_stores
+
+        layer = info.layer
+        if layer not in self.viewer.layers:
+            notify_error(f"TV denoise: layer {layer.name!r} was removed during the run")
+            return
+        name = f"{layer.name}{OUTPUT_SUFFIX}"
+        us = [r.u for r in results]
+        translate = None
+        if frames is None:
+            data = us[0]
+        elif len(frames) == info.n_times:
+            data = da.stack(us)
+        else:  # one time point: a one-frame layer placed at it
+            data = us[0][None]
+            translate = list(layer.translate)
+            translate[0] += frames[0] * float(layer.scale[0])
+        if info.multiscale:  # the input's levels, built lazily from the result
+            data = pyramid(data, layer.data.shapes, info.spatial_ndim)
+        params = dict(params)
+        params["spacing"] = list(params["spacing"])
+        last = results[-1]
+        meta = {
+            "napari_tv": "TV denoise",
+            "source": layer.name,
+            "parameters": params,
+            "energy": float(sum(r.energy for r in results)),
+            "gap": float(max(r.gap for r in results)),
+            "converged": all(bool(r.converged) for r in results),
+            "n_iter": int(max(r.n_iter for r in results)),
+            "rounds": int(max(getattr(r, "rounds", 0) or 0 for r in results)),
+            "certificate": chunked_certificate(last),
+            "elapsed": float(sum(r.elapsed for r in results)),
+            "method": last.method,
+            "chunked": True,
+            # temporary (removed at exit): "Save to zarr" keeps the result
+            "stores": [str(r.extra.get("store", "")) for r in results],
+        }
+        if frames is not None:
+            meta["time_points"] = [int(t) for t in frames]
+            meta["energy_per_time_point"] = [float(r.energy) for r in results]
+        old = self.viewer.layers[name] if name in self.viewer.layers else None
+        limits = (old if old is not None else layer).contrast_limits
+        show_output(
+            self.viewer, name, data, like=layer, metadata=meta, translate=translate,
+            colormap=layer.colormap, blending=layer.blending,
+            contrast_limits=tuple(float(c) for c in limits),
+        )  # fmt: skip
+        # the layer reads the new stores; the ones it read before go
+        remove_stores(self._chunked_results.pop(name, None))
+        self._chunked_results[name] = results
+        self.status.value = f"done: {layer.name!r} → {name!r} (chunked, read lazily)"
+        self.result_label.value = (
+            f"energy {meta['energy']:.6g} · {meta['certificate']} · {meta['elapsed']:.2f} s"
+        )
+
+    # -- Save to zarr --------------------------------------------------------------------
+    def save_zarr(self, path=None):
+        """Write the output layer ("<input> TV"; level 0 if multiscale) to the ``.zarr``
+        directory ``path`` (default: the "save to" box; a file dialog if it is empty) on a
+        worker thread, chunk by chunk, with progress and Cancel.  Returns the worker (None
+        if refused)."""
+        from ._chunked import json_safe, save_zarr, zarr_path
+
+        if path is not None:
+            self.save_path.value = path
+        if not self.save_path.value:
+            self.save_path.choose_btn.native.click()  # the file dialog
+            if not self.save_path.value:
+                return None
+        name = self.output_name
+        if not name or name not in self.viewer.layers:
+            notify_error(f"TV denoise: no output layer {name!r} to save yet: Run first")
+            return None
+        out = self.viewer.layers[name]
+        data = out.data[0] if getattr(out, "multiscale", False) else out.data
+        target = zarr_path(self.save_path.value)
+        attrs = json_safe({
+            "napari_tv": out.metadata,
+            "name": name,
+            "scale": list(out.scale),
+            "translate": list(out.translate),
+            "axis_labels": list(out.axis_labels),
+        })  # fmt: skip
+
+        def saved(written):
+            self.status.value = f"saved {name!r} to {written}"
+            notify_info(f"TV denoise: saved {name!r} to {written}")
+
+        return self.runner.start(
+            save_zarr, data, target, attrs, on_result=saved,
+            description=f"saving {name!r} to {target.name}…",
+        )  # fmt: skip

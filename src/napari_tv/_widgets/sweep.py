@@ -8,6 +8,8 @@ The widget only wires :mod:`napari_tv.sweep` to a magicgui form:
   "<input> β-sweep" through a queued Qt signal;
 * for a 3D volume the live preview solves the current slice (2D) and the whole volume is
   solved when the slider is released or on "Apply";
+* for a lazy 3D layer (dask, zarr, multiscale: level 0) only the current slice is read and
+  solved, into a one-slice output layer placed at it; the volume is TV denoise's (chunked);
 * "β stack" computes K values of β into one layer whose first (dims) axis is log10 β;
 * "L-curve" plots the fidelity and TV terms against β, and "Suggest β" marks the β that
   minimises the fidelity's risk estimate (SURE, PURE or J-invariance) on the slider.
@@ -32,8 +34,8 @@ from napari_tv.solvers.api import DEFAULT_METHOD, METHODS
 
 from ._forms import TVForm, log_slider, offer_fidelities, plot, set_beta
 from ._layers import ImageInfo, LayerError, compose_frames, layer_index, show_output
-from ._sweep_jobs import compute_curve, compute_stack, solve_request
-from ._tasks import connect_while_alive, notify_error, show_progress
+from ._sweep_jobs import PlaneSweep, compute_curve, compute_stack, solve_request
+from ._tasks import connect_while_alive, notify_error, notify_info, show_progress
 
 #: the β sweep's own output layer (never the "<input> TV" of the TV denoise widget)
 OUTPUT_SUFFIX = " β-sweep"
@@ -71,6 +73,7 @@ class SweepWidget(TVForm):
 
     title = "β sweep"
     exclude_suffixes = (OUTPUT_SUFFIX, STACK_SUFFIX)
+    accepts_multiscale = True  # level 0, previewed slice by slice
 
     def __init__(self, napari_viewer) -> None:
         from napari_tv.sweep import LatestWins
@@ -229,19 +232,35 @@ class SweepWidget(TVForm):
 
     def _input(self) -> tuple[ImageInfo, int | None, np.ndarray, dict[str, Any]]:
         info = self.input.info()
+        if _slice_only(info):
+            raise LayerError(
+                f"layer {info.name!r} is a lazy (dask or multiscale) volume: the β stack and "
+                "the L-curve need it in memory; use the live slice preview, or a crop"
+            )
         t = self.input.current_time(info)
         return info, t, info.frame(t), self.sweep_kwargs(info)
 
     def _engine(self):
-        """The BetaSweep of the current layer, time point and options (rebuilt on change)."""
+        """The BetaSweep of the current layer, time point and options (rebuilt on change);
+        for a lazy volume, a :class:`PlaneSweep` of the slice shown (its number is the key's
+        last item)."""
         from napari_tv.sweep import BetaSweep
 
-        info, t, image, kw = self._input()
+        info = self.input.info()
+        t = self.input.current_time(info)
+        kw = self.sweep_kwargs(info)
         # by name and data array: npe2 hands plugins a fresh proxy of a layer on every access
         key = (info.layer.name, id(info.layer.data), t, tuple(sorted(kw.items())))
-        if key != self._sweep_key:
-            self._sweep = BetaSweep(image, **kw)
-            self._sweep_key = key
+        if _slice_only(info):
+            plane = layer_index(self.viewer, info.layer, info.layer.ndim - 3)
+            key = (*key, plane)
+            if key != self._sweep_key:
+                volume = info.data if t is None else info.data[t]
+                plane_kw = {**kw, "spacing": tuple(kw["spacing"])[1:]}
+                self._sweep = PlaneSweep(volume[plane], plane_kw)
+        elif key != self._sweep_key:
+            self._sweep = BetaSweep(info.frame(t), **kw)
+        self._sweep_key = key
         return info, t, self._sweep, kw
 
     # -- live ----------------------------------------------------------------------------
@@ -251,7 +270,18 @@ class SweepWidget(TVForm):
         return self._shown >= self._seq and self.latest.wait(0)
 
     def run(self) -> int | None:
-        """Apply: solve the whole image (or volume) at the slider's β."""
+        """Apply: solve the whole image (or volume) at the slider's β (for a lazy volume: the
+        slice shown, with a word on where the volume is solved)."""
+        try:
+            lazy = _slice_only(self.input.info())
+        except LayerError:
+            lazy = False
+        if lazy:
+            notify_info(
+                "β sweep: a lazy (dask or multiscale) volume is previewed one slice at a time; "
+                "denoise the whole volume in TV denoise (chunked)"
+            )
+            return self.request(full=False)
         return self.request(full=True)
 
     def cancel(self) -> None:
@@ -274,7 +304,7 @@ class SweepWidget(TVForm):
             info = self.input.info()
         except LayerError:
             return
-        if info.spatial_ndim == 3:
+        if info.spatial_ndim == 3 and not _slice_only(info):
             self.request(beta, full=True)
 
     def _on_dims(self, _event=None) -> None:
@@ -301,17 +331,21 @@ class SweepWidget(TVForm):
         except (LayerError, ValueError, TypeError) as exc:
             notify_error(f"β sweep: {exc}")
             return None
-        plane = None
-        if info.spatial_ndim == 3 and not full:
+        plane = lazy_plane = None
+        if isinstance(sweep, PlaneSweep):  # the engine solves that one slice
+            lazy_plane = self._sweep_key[-1]
+        elif info.spatial_ndim == 3 and not full:
             plane = layer_index(self.viewer, info.layer, info.layer.ndim - 3)
         self._seq += 1
-        tag = {"seq": self._seq, "info": info, "t": t, "key": self._sweep_key, "kw": kw}
+        tag = {"seq": self._seq, "info": info, "t": t, "key": self._sweep_key, "kw": kw,
+               "lazy_plane": lazy_plane}  # fmt: skip
         self.latest.submit(sweep, beta, plane, tag)
         cancel = self.progress_row.cancel_button
         if not cancel.enabled:
             cancel.enabled = True
         if full:  # a live move changes nothing else on screen until its result (QUIET_FOR)
-            what = f"slice {plane}" if plane is not None else "whole image"
+            shown = plane if plane is not None else lazy_plane
+            what = f"slice {shown}" if shown is not None else "whole image"
             self.status.value = f"solving β = {beta:.4g} ({what})…"
         return self._seq
 
@@ -388,6 +422,9 @@ class SweepWidget(TVForm):
             "method": result.method,
         }
         out = self.viewer.layers[name] if name in self.viewer.layers else None
+        if payload.get("lazy_plane") is not None:
+            self._show_lazy_plane(payload, name, meta)
+            return
         if plane is None:
             if t is None:
                 data = result.u
@@ -410,9 +447,32 @@ class SweepWidget(TVForm):
         show_output(self.viewer, name, data, like=layer, metadata=meta, colormap=layer.colormap)
         self._after_show(beta, plane, result)
 
-    def _after_show(self, beta: float, plane: int | None, result) -> None:
+    def _show_lazy_plane(self, payload: dict, name: str, meta: dict) -> None:
+        """A lazy volume's slice preview: a layer of that one slice, placed at it (the rest of
+        the volume is never read nor allocated)."""
+        info: ImageInfo = payload["info"]
+        layer, result, t = info.layer, payload["result"], payload["t"]
+        plane = payload["lazy_plane"]
+        axis = layer.ndim - 3  # the slicing axis (after the time axis, if any)
+        index = (plane,) if t is None else (t, plane)
+        translate = list(layer.translate)
+        for a, i in zip(range(axis + 1 - len(index), axis + 1), index, strict=True):
+            translate[a] += i * float(layer.scale[a])
+        data = result.u.reshape((1,) * len(index) + result.u.shape)
+        meta["preview_plane"] = plane
+        meta["note"] = (
+            f"slice preview of a lazy volume: slice {plane} read and solved in 2D; TV denoise "
+            "(chunked) solves the volume"
+        )
+        show_output(self.viewer, name, data, like=layer, metadata=meta, translate=translate,
+                    colormap=layer.colormap)  # fmt: skip
+        self._after_show(payload["beta"], plane, result, lazy=True)
+
+    def _after_show(self, beta: float, plane: int | None, result, *, lazy: bool = False) -> None:
         self.plot.set_marker("beta", beta, "#ffffff")
         what = f"slice {plane} (preview)" if plane is not None else "whole image"
+        if lazy:
+            what = f"slice {plane} (slice preview of a lazy volume: only this slice is read)"
         text = f"β = {beta:.4g}: {what}"
         if not result.converged and result.method != "exact":
             text += (
@@ -516,3 +576,9 @@ class SweepWidget(TVForm):
     def _apply_suggested(self) -> None:
         if self._suggested is not None:
             self.set_value("beta", self._suggested)
+
+
+def _slice_only(info: ImageInfo) -> bool:
+    """A lazy (dask, zarr, multiscale) 3D layer: previewed one slice at a time, never read
+    whole."""
+    return info.lazy and info.spatial_ndim == 3
