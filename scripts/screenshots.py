@@ -4,8 +4,8 @@ Run under a virtual X server::
 
     xvfb-run -a .venv/bin/python scripts/screenshots.py
 
-Writes docs/images/{overview,denoise,gradient,levelsets,dichotomy,sweep}.png (``... screenshots.py
-overview`` makes only the first).  Every picture is the
+Writes docs/images/{overview,denoise,gradient,levelsets,dichotomy,sweep,chunked}.png
+(``... screenshots.py overview`` or ``... chunked`` makes only that one).  Every picture is the
 real napari window driven through the widgets' own controls on the plugin's sample data.
 """
 
@@ -68,6 +68,9 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     if sys.argv[1:] == ["overview"]:  # just the README picture
         overview()
+        return 0
+    if sys.argv[1:] == ["chunked"]:
+        chunked()
         return 0
     viewer = open_viewer(sample="2d", show=True, run=False)
     viewer.window._qt_window.resize(*SIZE)
@@ -142,7 +145,48 @@ def main() -> int:
 
     viewer.close()
     overview()
+    chunked()
     return 0
+
+
+def chunked() -> None:
+    """A volume as a lazy dask layer (the 3D sample, scaled to 64x256x256 and read from a
+    zarr store in 32x128x128 chunks): TV denoise runs chunked and the output layer is lazy."""
+    import tempfile
+
+    import dask.array as da
+    import numpy as np
+    import zarr
+    from scipy.ndimage import zoom
+
+    from napari_tv import SAMPLE_3D_SCALE, microscopy_3d
+    from napari_tv._widgets._launch import docked, open_viewer
+
+    noisy, _ = microscopy_3d()
+    big = zoom(noisy, 2, order=1).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = zarr.create_array(store=f"{tmp}/stack.zarr", shape=big.shape,
+                                  chunks=(32, 128, 128), dtype=big.dtype)  # fmt: skip
+        store[...] = big
+        viewer = open_viewer(da.from_zarr(store), show=True, run=False)
+        viewer.window._qt_window.resize(*SIZE)
+        name = "stack.zarr (dask)"
+        layer = viewer.layers["image"]
+        layer.name, layer.scale = name, tuple(s / 2 for s in SAMPLE_3D_SCALE)
+        denoise = docked(viewer)["TV denoise"]
+        front(denoise)
+        denoise.set_parameters(image=viewer.layers[name])
+        wait_until(lambda: denoise.suggested is not None)  # β from the data, in the background
+        denoise.run()
+        wait_until(lambda: not denoise.runner.running)
+        grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
+        grid.enabled = True
+        grid.shape = (1, 2)
+        only(viewer, f"{name} TV", name)
+        viewer.dims.set_current_step(0, big.shape[0] // 2)
+        viewer.reset_view()
+        shot(viewer, "chunked")
+        viewer.close()
 
 
 def overview() -> None:

@@ -3,6 +3,7 @@ certificate, lazy in and out, any scheduler, state in memory or on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -270,3 +271,35 @@ def test_every_iteration_per_round_and_chunking_small_grid():
         r = denoise_tv_chunked(da.from_array(v, chunks=c), 0.3, iterations_per_round=k,
                                tol=1e-5)  # fmt: skip
         np.testing.assert_allclose(r.u.compute(), ref, atol=1e-12, err_msg=f"chunks {c}, k {k}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state", ["memory", "disk"])
+def test_a_worker_lost_mid_run_is_survived(state):
+    """A ``dask.distributed`` worker killed between two rounds: its tasks run again elsewhere
+    (the state on disk, or recomputed from the persisted graph) and the result is the same."""
+    import os
+
+    distributed = pytest.importorskip("distributed")
+    v = _data((24, 32, 32), "l2", seed=13).astype(np.float32)
+    x = da.from_array(v, chunks=(12, 16, 16))
+    kw = dict(tol=0, max_num_iter=100, state=state)
+    ref = denoise_tv_chunked(x, 0.3, **kw)
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                 dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):  # fmt: skip
+        killed = []
+
+        def kill_one(info):
+            if info["iter"] >= 40 and not killed:
+                victim = sorted(client.scheduler_info()["workers"])[0]
+                killed.append(victim)
+                with contextlib.suppress(Exception):  # the worker dies before it answers
+                    client.run(os._exit, 1, workers=[victim])
+            return False
+
+        res = denoise_tv_chunked(x, 0.3, scheduler=client, callback=kill_one, **kw)
+        assert killed and res.n_iter == 100
+        np.testing.assert_array_equal(res.u.compute(), ref.u.compute())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import operator
 import os
 import shutil
@@ -74,6 +75,8 @@ class Problem:
     chunks: tuple
     fast: bool
     dtype: np.dtype
+    #: the threads of the local dask pool (threads scheduler; ``_concurrent_tasks``)
+    local_tasks: int = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,24 +166,36 @@ def overlap(x, depth: int, periodic: bool, lead: int, files: BlockFiles | None =
 # block tasks
 
 
+def _concurrent_tasks(prob: Problem) -> int:
+    """How many block tasks run side by side in this process: the threads of a
+    ``dask.distributed`` worker, else the local pool's (at most one per block)."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        return max(1, min(prob.local_tasks, math.prod(prob.numblocks)))
+
+
 @contextlib.contextmanager
-def _task_threads(size: int):
-    """Numba threads for one block task (``threads_for``; one with
-    ``NAPARI_TV_TASK_THREADS=1``, when dask's own threads already fill the cores)."""
+def _task_threads(size: int, prob: Problem):
+    """Numba threads for one block task: the cores shared among the tasks running side by
+    side (two tasks each on two threads of a 2-core machine slowed a round by 10-40 %), or
+    ``NAPARI_TV_TASK_THREADS``; small blocks on one (``threads_for``)."""
     import numba
 
     from napari_tv.solvers._stencils import threads_for
 
-    if os.environ.get("NAPARI_TV_TASK_THREADS") == "1":
-        old = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
+    wanted = os.environ.get("NAPARI_TV_TASK_THREADS")
+    n = int(wanted) if wanted else max(1, (os.cpu_count() or 1) // _concurrent_tasks(prob))
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    old = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        with threads_for(size):
             yield
-        finally:
-            numba.set_num_threads(old)
-        return
-    with threads_for(size):
-        yield
+    finally:
+        numba.set_num_threads(old)
 
 
 def _gap_sums(u, v, p, lo, hi, prob: Problem, c: float | None) -> np.ndarray:
@@ -214,7 +229,7 @@ def _step_task(s, v, loc, prob: Problem, n, tau, sigma, depth, gap, path):
     w = np.empty_like(u)
     steps = _fused_steps if prob.fast else _quick.primal_dual_steps
     mode = PROJECT if prob.isotropic else CLIP
-    with _task_threads(u.size):
+    with _task_threads(u.size, prob):
         steps(as_4d(p), as_3d(u), as_3d(ubar), as_3d(w), u.reshape(-1), ubar.reshape(-1),
               w.reshape(-1), v.reshape(-1), np.asarray(prob.ih), False, mode, prob.code,
               prob.beta, tau, sigma, prob.gamma, n)  # fmt: skip

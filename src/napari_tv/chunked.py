@@ -358,7 +358,7 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
             )
         K = min(K, min(x.shape) - 1)
     x = x.astype(dtype).rechunk(_fit_chunks(x.chunks, K + 1, periodic))
-    monitor = Monitor("primal_dual", max_num_iter, tol, callback)
+    monitor = Monitor("primal_dual", max_num_iter, tol, callback, progress="gap")
 
     # one pass over the data: range, finiteness, Poisson's sign and floor
     from dask import delayed
@@ -408,6 +408,7 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
         periodic=periodic, ih=tuple(float(h) for h in ih),
         gamma=GAMMA_L2 if fidelity == "l2" else 0.0, numblocks=x.numblocks, chunks=x.chunks,
         fast=ready("primal_dual", dtype) and ready("gap", dtype), dtype=dtype,
+        local_tasks=_local_pool_size(scheduler),
     )  # fmt: skip
     tau = TAU_SCALE[fidelity] * (hi - lo) / lip
     sigma = 1.0 / (tau * lip * lip)
@@ -425,6 +426,18 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     if not monitor.converged and not monitor.cancelled and tol > 0:
         extra["note"] = f"not converged: gap {g.rel:.3g} > tol {tol:g} after {n_iter} iterations"
     return finish(S[0], float(g.rel), n_iter, rounds, g.primal)
+
+
+def _local_pool_size(scheduler) -> int:
+    """Tasks the local dask scheduler runs side by side: 1 (synchronous), else its threads
+    or worker processes (``num_workers``, default the CPU count)."""
+    import dask
+    from dask.system import CPU_COUNT
+
+    name = scheduler if isinstance(scheduler, str) else dask.config.get("scheduler", None)
+    if name in ("synchronous", "sync", "single-threaded"):
+        return 1
+    return int(dask.config.get("num_workers", None) or CPU_COUNT)
 
 
 def _iterate(S, V, store, prob, monitor, K, tau, sigma, floor):

@@ -102,3 +102,26 @@ def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, err
         assert expected in viewer.layers
     assert not errors["error"]
     np.testing.assert_array_equal(viewer.layers["img"].data, data)
+
+
+def test_an_ome_zarr_and_a_dask_array_open_lazily(opened, tmp_path):
+    """``napari-tv view stack.ome.zarr``: a dask layer with the OME voxel size as its scale;
+    an array that is dask stays dask."""
+    import dask.array as da
+    import zarr
+
+    from napari_tv.cli import main
+
+    vol = np.random.default_rng(0).random((6, 20, 24)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vol)
+    # an OME-Zarr written by the command line (voxel size from --spacing)
+    assert main(["denoise", str(tmp_path / "v.npy"), str(tmp_path / "u.ome.zarr"), "--beta",
+                 "0.1", "--spacing", "2,0.5,0.5", "--chunks", "6,10,12", "-q"]) == 0  # fmt: skip
+    viewer = opened(str(tmp_path / "u.ome.zarr"))
+    layer = viewer.layers["u"]
+    assert isinstance(layer.data, da.Array) and layer.data.shape == vol.shape
+    assert tuple(layer.scale) == (2.0, 0.5, 0.5)
+    stored = zarr.open_group(str(tmp_path / "u.ome.zarr"), mode="r")["0"][...]
+    np.testing.assert_array_equal(np.asarray(layer.data), stored)
+    lazy = da.from_array(vol, chunks=(3, 10, 12))
+    assert isinstance(opened(lazy).layers["image"].data, da.Array)

@@ -117,6 +117,8 @@ def test_the_input_follows_the_viewer(make_napari_viewer):
     assert w.input.spacing.value == "0.3, 0.3"
     viewer.layers.remove(movie)
     assert combo.value is a and seen[-1] is a
+    a.scale = (4.0, 1.0)  # the chosen layer's scale set later: the spacing follows
+    assert w.input.spacing.value == "4, 1"
 
 
 def test_form_values_are_the_library_arguments(make_napari_viewer):

@@ -216,6 +216,7 @@ class ImageInput(Container):
             connect_while_alive(self.native, ev, self._on_layers)
         for layer in viewer.layers:
             connect_while_alive(self.native, layer.events.name, self._on_layers)
+            connect_while_alive(self.native, layer.events.scale, self._on_scale)
         self.image.changed.connect(self._on_layer)
         self.time_series.changed.connect(self._on_time)
         self.reset_choices()
@@ -235,6 +236,7 @@ class ImageInput(Container):
         value = getattr(event, "value", None)
         if getattr(event, "type", "") == "inserted" and value is not None:
             connect_while_alive(self.native, value.events.name, self._on_layers)
+            connect_while_alive(self.native, value.events.scale, self._on_scale)
         before = self.image.value
         self.reset_choices()
         if self.image.value is not before:  # the chosen layer went away
@@ -246,6 +248,12 @@ class ImageInput(Container):
                 self.time_series.value = has_time_label(layer)
         self._refresh_spacing()
         self.layer_changed.emit(layer)
+
+    def _on_scale(self, event=None) -> None:
+        """The chosen layer's scale changed (e.g. set after it was added): the spacing
+        follows it."""
+        if getattr(event, "source", None) is self.image.value:
+            self._refresh_spacing()
 
     def _on_time(self, _value) -> None:
         self._refresh_spacing()

@@ -15,10 +15,32 @@ WIDGETS = (
 )
 
 
-def _add_file(viewer, path: Path) -> None:
-    """Add a TIFF/.npy image with its voxel size as ``scale`` (axes from the file)."""
-    from napari_tv._io import metadata_spacing, read_image
+def _add_zarr(viewer, path: Path) -> None:
+    """Add a zarr array or OME-Zarr image lazily (a dask layer: napari reads the chunks it
+    shows), its voxel size as ``scale``."""
+    from napari_tv._zarr_io import read_zarr
 
+    img = read_zarr(path)
+    axes = img.axes if len(img.axes) == img.data.ndim else ""
+    kwargs: dict = {"name": path.name.split(".")[0]}
+    if img.scale is not None and len(img.scale) == img.data.ndim:
+        kwargs["scale"] = tuple(1.0 if a in "TC" else float(s)
+                                for a, s in zip(axes or "?" * img.data.ndim, img.scale,
+                                                strict=True))  # fmt: skip
+    if axes:
+        kwargs["axis_labels"] = tuple(a.lower() for a in axes)
+    viewer.add_image(img.data, **kwargs)
+
+
+def _add_file(viewer, path: Path) -> None:
+    """Add a TIFF/.npy image with its voxel size as ``scale`` (axes from the file); a zarr
+    store lazily (``_add_zarr``)."""
+    from napari_tv._io import metadata_spacing, read_image
+    from napari_tv._zarr_io import is_zarr
+
+    if is_zarr(path):
+        _add_zarr(viewer, path)
+        return
     img = read_image(path)
     data, axes = img.data, img.axes if len(img.axes) == img.data.ndim else ""
     kwargs: dict = {"name": path.name.split(".")[0]}
@@ -105,6 +127,8 @@ def open_viewer(
     """
     import napari
 
+    from napari_tv._validation import is_dask_array
+
     if sample not in ("2d", "3d"):
         raise ValueError(f"sample must be '2d' or '3d', got {sample!r}")
     viewer = napari.Viewer(title="napari-tv", show=show)
@@ -112,6 +136,8 @@ def open_viewer(
         _add_sample(viewer, sample)
     elif isinstance(path_or_array, str | Path):
         _add_file(viewer, Path(path_or_array))
+    elif is_dask_array(path_or_array):  # stays lazy
+        viewer.add_image(path_or_array, name="image")
     else:
         viewer.add_image(np.asarray(path_or_array), name="image")
     dock_widgets(viewer)
