@@ -13,29 +13,30 @@ Images are read and written (by :mod:`napari_tv._io`) as TIFF (``.tif``, ``.tiff
 and OME-TIFF voxel sizes are read, used as the default ``spacing`` and written back) or NumPy
 ``.npy``; ``denoise`` also reads and writes zarr arrays and OME-Zarr images (``.zarr``, by
 :mod:`napari_tv._zarr_io`), lazily and chunk by chunk, for volumes larger than memory
-(``--chunks``, ``--scheduler``).  Errors print one line (``napari-tv: error: ...``) and exit
-with status 2; Ctrl-C exits with status 130.  The output is written to a temporary file (or
-directory) beside it and renamed at the end, so it is never left half-written, and it is
-never overwritten without ``--force``.
+(``--chunks``, ``--scheduler``; that path is :mod:`napari_tv._cli_chunked`).  Errors print
+one line (``napari-tv: error: ...``) and exit with status 2; Ctrl-C exits with status 130.
+The output is written to a temporary file (or directory) beside it and renamed at the end,
+so it is never left half-written, and it is never overwritten without ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from napari_tv import _console
+from napari_tv._cli_chunked import _denoise_lazy, _scheduler_arg
+from napari_tv._cli_common import PROG, CLIError, _library_call, _method_options, _note, _Progress
 from napari_tv._io import (
     SUFFIXES,
     ImageFile,
@@ -60,18 +61,14 @@ from napari_tv._zarr_io import (
     parse_chunks,
     read_zarr,
     result_bytes,
-    spatial_spacing,
     store_blocks,
-    tiff_like,
     zarr_output,
 )
 
-PROG = "napari-tv"
 EXIT_ERROR = 2
 
-
-class CLIError(Exception):
-    """A user error: reported as one line on stderr, exit status 2, no output written."""
+#: seconds to wait for a ``--scheduler`` address to answer (handed to :func:`_denoise_lazy`)
+CONNECT_TIMEOUT = 10
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,65 +202,11 @@ def _option_arg(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _method_options(method: str, pairs) -> dict:
-    """``--option`` pairs as the method's options, each value parsed by its declared type
-    (bool, int, float or str; ``none`` for an option whose default is None).  An unknown name
-    is passed on as text: ``denoise_tv`` says which names the method has."""
-    from napari_tv.solvers.methods import get_method
-
-    declared = get_method(method).options
-    options = {}
-    for name, text in pairs or ():
-        option = declared.get(name)
-        if option is None or (text.lower() == "none" and option.default is None):
-            options[name] = None if option is not None else text
-        elif option.type is bool:
-            if text.lower() not in _BOOLS:
-                raise CLIError(f"--option {name}: expected true or false, got {text!r}")
-            options[name] = _BOOLS[text.lower()]
-        elif option.type in (int, float):
-            try:
-                options[name] = option.type(text)
-            except ValueError:
-                kind = "a whole number" if option.type is int else "a number"
-                raise CLIError(f"--option {name}: expected {kind}, got {text!r}") from None
-        else:
-            options[name] = text
-    return options
-
-
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
-          "false": False, "no": False, "off": False, "0": False}  # fmt: skip
-
-
 def _chunks_arg(text: str) -> tuple[int, ...]:
     try:
         return parse_chunks(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-SCHEDULERS = ("threads", "processes", "synchronous")
-
-
-def _scheduler_arg(text: str) -> str:
-    """``threads``, ``processes``, ``synchronous`` or a ``dask.distributed`` scheduler's
-    address (``tcp://host:port``; ``host:port`` means ``tcp://``)."""
-    value = text.strip()
-    if value.lower() in SCHEDULERS:
-        return value.lower()
-    scheme, sep, rest = value.partition("://")
-    if not sep:
-        scheme, rest = "tcp", value
-    host, colon, port = rest.rpartition(":")
-    if scheme.lower() not in ("tcp", "tls", "ws", "wss", "inproc") or not (
-        colon and host and port.isdigit()
-    ):
-        raise argparse.ArgumentTypeError(
-            f"expected threads, processes, synchronous or a scheduler address such as "
-            f"tcp://host:8786, got {text!r}"
-        )
-    return f"{scheme.lower()}://{rest}"
 
 
 def _positive_int(text: str) -> int:
@@ -274,113 +217,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
-
-
-# ---------------------------------------------------------------------------- progress
-
-
-class _Progress:
-    """The solver callback: a tqdm bar on stderr (shown after 0.5 s) fed by ``info["fraction"]``."""
-
-    def __init__(self, enabled: bool, desc: str, start_note: str = ""):
-        self.enabled, self.desc, self.bar, self.start_note = enabled, desc, None, start_note
-        self.stopped = False
-
-    def stop(self) -> None:
-        """Make the next callback ask the solver to stop (the run was interrupted)."""
-        self.stopped = True
-
-    def __call__(self, info: dict) -> bool:
-        if self.stopped:
-            return True
-        if not self.enabled:
-            return False
-        if self.bar is None:
-            from tqdm import tqdm
-
-            if self.start_note:  # the solver has accepted every parameter and is running
-                _note(self.start_note)
-
-            self.bar = tqdm(
-                total=1000,
-                desc=self.desc,
-                file=sys.stderr,
-                delay=0.5,
-                leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
-            )
-        frac = float(info.get("fraction", 0.0) or 0.0)
-        n = int(round(1000 * min(max(frac, 0.0), 1.0)))
-        if n > self.bar.n:
-            self.bar.update(n - self.bar.n)
-        energy = info.get("energy")
-        if energy is not None and np.isfinite(energy):
-            self.bar.set_postfix_str(f"iter {info.get('iter')}  energy {energy:.6g}", refresh=False)
-        return False
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _library_call(
-    fn: Callable, *args, stop: Callable[[], None] | None = None, drain: float = 0.0, **kwargs
-):
-    """Call the library in a worker thread; its ValueError/TypeError (bad data or parameter)
-    become CLIError.
-
-    The main thread only waits, so Ctrl-C and SIGTERM act within a few milliseconds even while
-    a compiled kernel (which releases the GIL) runs for seconds; ``stop`` is then called (it
-    makes the solver's callback ask for cancellation) and the interruption propagates.  The
-    console script ends the process at once; a caller of :func:`main` in the same process has
-    the worker end at the solver's next callback.  With ``drain`` (seconds) the interruption
-    first waits that long at most for the worker to end (it writes into a directory that is
-    removed next; a second Ctrl-C stops waiting)."""
-    from napari_tv import _compile
-
-    box: dict = {}
-    state = _compile.thread_state()
-    # the worker's own "done" (not Thread.join/is_alive: on Python < 3.13 a join that Ctrl-C
-    # interrupts marks a running thread as stopped, and draining would not wait for it)
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            with _compile.carried_from(state):
-                box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the main thread below
-            box["error"] = exc
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=work, name=f"{PROG}-{fn.__name__}", daemon=True)
-    worker.start()
-    try:
-        while not done.wait(0.05):
-            pass
-    except BaseException:
-        if stop is not None:
-            stop()
-        if drain > 0:
-            deadline = time.monotonic() + drain
-            try:
-                while not done.wait(0.05) and time.monotonic() < deadline:
-                    pass
-            except BaseException:  # noqa: S110 - a second signal: stop waiting
-                pass
-        raise
-    error = box.get("error")
-    if isinstance(error, (ValueError, TypeError)):
-        raise CLIError(str(error)) from None
-    if isinstance(error, MemoryError):  # the guard's message, or NumPy's
-        raise CLIError(str(error) or "out of memory") from None
-    if error is not None:
-        raise error
-    return box["value"]
-
-
-def _note(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -410,7 +246,7 @@ def _run_denoise(args) -> int:
             _note(f"{too_big}; solving it chunk by chunk (--chunks sets the chunks)")
             lazy = True
     if lazy:
-        return _denoise_lazy(args, img, out, channel_axis, tol)
+        return _denoise_lazy(args, img, out, channel_axis, tol, CONNECT_TIMEOUT)
     if is_zarr(out):
         check_writable(out, result_bytes(img.data.shape, float_dtype(img.data.dtype),
                                          pyramid=is_ome_name(out)))  # fmt: skip
@@ -508,22 +344,6 @@ def _in_memory_too_big(data, method: str, fidelity: str, channel_axis) -> str:
     )
 
 
-def _batch_axes(img, channel_axis) -> tuple[int, ...]:
-    """The axes solved one index at a time: the channel axis and, for zarr, a t axis."""
-    ndim = img.data.ndim
-    batch = set()
-    if channel_axis is not None:
-        if not -ndim <= channel_axis < ndim:
-            raise CLIError(
-                f"--channel-axis must be in [{-ndim}, {ndim}) for a {ndim}-D image, got "
-                f"{channel_axis}"
-            )
-        batch.add(channel_axis % ndim)
-    if isinstance(img, ZarrImage):
-        batch |= {i for i, a in enumerate(img.axes) if a == "T"}
-    return tuple(sorted(batch))
-
-
 def _write_zarr(out: Path, u: np.ndarray, like, args, channel_axis) -> None:
     """Write an in-memory result as a zarr store, chunk by chunk (interruptible)."""
     batch = (channel_axis,) if channel_axis is not None else ()
@@ -542,306 +362,6 @@ def _write_zarr(out: Path, u: np.ndarray, like, args, channel_axis) -> None:
             zout.write_pyramid(cancelled=stop.is_set)
 
         _library_call(work, stop=stop.set, drain=30.0)
-
-
-def _denoise_lazy(args, img, out: Path, channel_axis, tol: float) -> int:
-    """``denoise`` of a zarr input, with ``--chunks``, or of an image whose in-memory solve
-    would not fit: each batch index (channel, time point) solved by
-    :func:`napari_tv.chunked.denoise_tv_chunked` block by block into its slice of a zarr
-    store beside OUT (``--method exact``: in memory, one index at a time, under the memory
-    guard), which is published as OUT (zarr) or streamed into it (TIFF, ``.npy``)."""
-    data = img.data
-    shape, ndim = tuple(int(n) for n in data.shape), data.ndim
-    batch = _batch_axes(img, channel_axis)
-    spatial = [i for i in range(ndim) if i not in batch]
-    exact = args.method == "exact"
-    if not 1 <= len(spatial) <= 3:
-        axes = f", axes {img.axes}" if img.axes else ""
-        raise CLIError(
-            f"IN has {len(spatial)} spatial axes (shape {shape}{axes}); at most 3 are "
-            "denoised together: name the channel axis with --channel-axis"
-        )
-    if args.beta_rule is not None and args.beta != "auto":
-        raise CLIError("--beta-rule goes with --beta auto")
-    if args.beta_rule is not None and not exact:
-        raise CLIError(
-            "--beta-rule is not available when solving chunk by chunk (--beta auto uses the "
-            "fidelity's default rule on a central crop)"
-        )
-    if not exact and (args.option or args.connectivity is not None or args.levels is not None):
-        raise CLIError(
-            "--option, --connectivity and --levels are not available when solving chunk by "
-            "chunk (zarr input, --chunks, or an image too large for memory)"
-        )
-    try:
-        chunks = output_chunks(shape, batch, args.chunks,
-                               img.chunks if isinstance(img, ZarrImage) else None)  # fmt: skip
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    spacing = args.spacing if args.spacing is not None else spatial_spacing(img, batch)
-    dtype = float_dtype(data.dtype)
-    if not hasattr(data, "dask"):  # a TIFF or .npy read into memory
-        import dask.array as da
-
-        data = da.from_array(data, chunks=chunks)
-    zarr_out = is_zarr(out)
-    ome = zarr_out and (getattr(img, "ome", None) is not None or is_ome_name(out))
-    nbytes = result_bytes(shape, dtype, pyramid=ome)
-    if not zarr_out:  # the result is kept in a zarr store beside OUT, then streamed into it
-        check_writable(out, 2 * nbytes)
-
-    shape_text = "x".join(map(str, shape))
-    chunk_text = "x".join(str(chunks[i]) for i in spatial)
-    if args.beta == "auto":
-        where = "the data" if exact else "a central crop"
-        beta_text = f"auto (chosen from {where})"
-    else:
-        beta_text = f"{args.beta:g}"
-    how = "in memory" if exact else f"in chunks of {chunk_text}"
-    n_slices = math.prod(shape[i] for i in batch)
-    if n_slices > 1:
-        how += f", {n_slices} channels/time points one at a time"
-    sched = "" if args.scheduler == "threads" else f", scheduler {args.scheduler}"
-    method_text = args.method
-    if not exact and args.method != "primal_dual":
-        method_text += " (primal_dual within chunks)"
-    start = (
-        f"denoising {args.input} ({shape_text} {img.data.dtype}) with {method_text}, beta "
-        f"{beta_text}" + (f", spacing {spacing}" if spacing is not None else "")
-        + f", {how}{sched}"
-    )  # fmt: skip
-    progress = _Progress(not args.quiet, args.method, start)
-    options = {
-        "method": args.method,
-        "fidelity": args.fidelity,
-        "tv": args.tv,
-        "boundary": args.boundary,
-        "spacing": spacing,
-    }
-    if exact:
-        for name in ("connectivity", "levels"):
-            if getattr(args, name) is not None:
-                options[name] = getattr(args, name)
-        if args.option:
-            options["options"] = _method_options(args.method, args.option)
-        if args.beta_rule is not None:
-            options["beta_rule"] = args.beta_rule
-    else:
-        options["tol"] = tol
-        if args.max_iter is not None:
-            options["max_num_iter"] = args.max_iter
-
-    t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        root = stack.enter_context(zarr_output(out, nbytes, args.force, publish=zarr_out))
-        scheduler = stack.enter_context(_scheduler(args.scheduler))
-        zout = ZarrOutput(root, img, shape, dtype, chunks, ome=ome, spacing=args.spacing,
-                          batch=batch)  # fmt: skip
-        try:
-            total = _library_call(
-                _solve_slices, data, zout, batch, chunks, args.beta, options, progress,
-                scheduler, stop=progress.stop, drain=30.0,
-            )  # fmt: skip
-        except (CLIError, ImageFileError, OSError):
-            raise
-        except Exception as exc:  # a worker or scheduler failure: one line all the same
-            raise CLIError(f"the computation failed: {type(exc).__name__}: {exc}") from None
-        finally:
-            progress.close()
-        if not zarr_out:
-            write_image(out, zout.array, tiff_like(img), spacing=args.spacing,
-                        channel_axis=batch[0] if batch else None,
-                        replace=args.force)  # fmt: skip
-    elapsed = time.perf_counter() - t0
-    if not args.quiet:
-        if args.beta == "auto":
-            from napari_tv.beta_choice import RULE_NAMES, default_rule
-
-            rule = RULE_NAMES[args.beta_rule or default_rule(args.fidelity)]
-            betas = ", ".join(f"{b:.6g}" for b in total["betas"])
-            where = "" if exact else " on a central crop"
-            print(f"beta {betas} (chosen by {rule}{where})")
-        print(f"energy {total['energy']:.10g}")
-        if exact and total["converged"]:
-            print(f"exact: certified global minimum on {total['levels']} levels")
-        else:
-            state = "converged" if total["converged"] else "not converged"
-            rounds = f" in {total['rounds']} rounds" if total["rounds"] else ""
-            print(
-                f"gap {total['gap']:.3g} ({state} after {total['n_iter']} iterations{rounds}, "
-                f"tol {tol:g})"
-            )
-        print(f"time {elapsed:.3f} s")
-        print(f"wrote {out}")
-    return 0
-
-
-def _solve_slices(data, zout, batch, chunks, beta, options, progress, scheduler) -> dict:
-    """Solve every batch index of ``data`` into ``zout.array`` (in the worker thread), then
-    fill the pyramid; the summed energy and the worst gap, iterations and rounds."""
-    shape = data.shape
-    indices = list(np.ndindex(*[shape[i] for i in batch]))
-    spatial_chunks = tuple(c for i, c in enumerate(chunks) if i not in batch)
-    total = {"energy": 0.0, "gap": 0.0, "n_iter": 0, "rounds": 0, "converged": True,
-             "levels": 0, "betas": []}  # fmt: skip
-    for k, idx in enumerate(indices):
-        if progress.stopped:
-            break
-        where = [slice(None)] * data.ndim
-        for axis, i in zip(batch, idx, strict=True):
-            where[axis] = i
-        where = tuple(where)
-        part = data[where]
-
-        def report(info, k=k):
-            frac = float(info.get("fraction", 0.0) or 0.0)
-            return progress({**info, "fraction": (k + min(max(frac, 0.0), 1.0)) / len(indices)})
-
-        if options["method"] == "exact":
-            from napari_tv.solvers.api import denoise_tv
-
-            _guard_exact(part, options)  # before the slice is read into memory
-            u, res = denoise_tv(np.asarray(part), beta, callback=report, return_info=True,
-                                **options)  # fmt: skip
-            if res.cancelled:
-                break
-            zout.array[where] = u
-            del u
-            total["levels"] = max(total["levels"], len(res.extra.get("levels", ())))
-        else:
-            import dask.array as da
-
-            from napari_tv.chunked import denoise_tv_chunked
-
-            target = zout.array if not batch else None
-            # the state on disk (if it goes there) beside OUT, not in a RAM-backed /tmp
-            res = denoise_tv_chunked(part.rechunk(spatial_chunks), beta, out=target,
-                                     callback=report, scheduler=scheduler,
-                                     state_dir=zout.state_dir, **options)  # fmt: skip
-            if res.cancelled:
-                break
-            if target is None:  # a channel or time point: into its slice of OUT
-                slice_target = _SliceTarget(zout.array, where)
-                da.store(res.u.rechunk(spatial_chunks), slice_target, lock=False,
-                         scheduler=scheduler)  # fmt: skip
-            total["rounds"] = max(total["rounds"], int(getattr(res, "rounds", 0) or 0))
-        if beta == "auto":
-            total["betas"].append(float(res.extra.get("beta", math.nan)))
-        total["energy"] += float(res.energy)
-        gap = float(res.gap) if res.gap is not None else float("nan")
-        total["gap"] = max(total["gap"], gap) if np.isfinite(gap) else gap
-        total["n_iter"] = max(total["n_iter"], int(res.n_iter or 0))
-        total["converged"] = total["converged"] and bool(res.converged)
-    if not progress.stopped:
-        zout.write_pyramid(cancelled=lambda: progress.stopped)
-    return total
-
-
-class _SliceTarget:
-    """``target[where]`` (a channel's or time point's slice of a zarr array) as a
-    ``dask.array.store`` target: ``region`` of the slice -> the region of the whole array.
-    Picklable (for the processes and distributed schedulers)."""
-
-    def __init__(self, target, where: tuple):
-        self.target, self.where = target, where
-        self.spatial = [i for i, w in enumerate(where) if isinstance(w, slice)]
-        self.shape = tuple(target.shape[i] for i in self.spatial)
-        self.dtype = target.dtype
-
-    def __setitem__(self, region, value) -> None:
-        region = region if isinstance(region, tuple) else (region,)
-        full = list(self.where)
-        for axis, r in zip(self.spatial, region, strict=False):
-            full[axis] = r
-        self.target[tuple(full)] = value
-
-
-def _guard_exact(part, options: dict) -> None:
-    """The memory guard of an in-memory exact solve of ``part`` (a dask array, not read
-    yet): the solver's memory (:mod:`napari_tv._memory`) and the slice itself; the grey
-    levels are counted again by ``denoise_tv`` once the data is known."""
-    from napari_tv._memory import estimate_bytes, require
-
-    levels = options.get("levels")
-    n_levels = levels if isinstance(levels, int) else len(levels) if levels is not None else 0
-    dtype = float_dtype(part.dtype)
-    shape = "x".join(map(str, part.shape))
-    require(
-        estimate_bytes("exact", options.get("fidelity", "l2"), part.shape, dtype.itemsize,
-                       n_levels=n_levels) + part.size * dtype.itemsize,
-        f"method='exact' on a {shape} {dtype} image (read into memory)",
-        "the exact solver has no chunked path yet: use an iterative method such as --method "
-        "primal_dual, which runs chunk by chunk",
-    )  # fmt: skip
-
-
-#: seconds to wait for a ``--scheduler`` address to answer
-CONNECT_TIMEOUT = 10
-
-
-@contextlib.contextmanager
-def _process_pool():
-    """dask's ``processes`` scheduler with worker processes started once for the whole run
-    (each of the solve's rounds is a dask computation: a pool per computation would start and
-    import everything again every round); as dask's own: spawned, seeded, one per core.
-    Terminated at once on an error or an interruption, and collected (the console script
-    ends with ``os._exit``, which would leave the processes waiting, or their semaphores to
-    a warning)."""
-    import gc
-
-    import dask
-    from dask.multiprocessing import CPU_COUNT, get_context, initialize_worker_process
-
-    if os.environ.get("PYTHONHASHSEED") in (None, "0"):  # as dask does: consistent hashing
-        os.environ["PYTHONHASHSEED"] = "6640"
-    pool = get_context().Pool(CPU_COUNT, initializer=initialize_worker_process)
-    try:
-        with dask.config.set(scheduler="processes", pool=pool):
-            yield
-    except BaseException:
-        pool.terminate()
-        pool.join()
-        del pool
-        gc.collect()
-        raise
-    pool.close()
-    pool.join()
-
-
-@contextlib.contextmanager
-def _scheduler(spec: str):
-    """dask's scheduler for the run: a local one by name, or a ``dask.distributed`` client
-    connected to ``spec`` (an address) for the duration (a failing connection: one line)."""
-    import dask
-
-    if spec == "processes":  # one pool for the run (dask would start one per compute)
-        with _process_pool():
-            yield spec
-        return
-    if spec in SCHEDULERS:
-        with dask.config.set(scheduler=spec):
-            yield spec
-        return
-    import logging
-
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # its own retry and connection chatter: one line instead
-    try:
-        from distributed import Client
-
-        try:
-            client = Client(spec, timeout=CONNECT_TIMEOUT, set_as_default=True)
-        except Exception as exc:  # OSError, TimeoutError, a version mismatch, ...
-            detail = str(exc) or type(exc).__name__
-            raise CLIError(f"--scheduler {spec}: cannot connect ({detail})") from None
-        try:
-            yield client
-        finally:
-            with contextlib.suppress(Exception):
-                client.close(timeout=5)
-    finally:
-        quiet.setLevel(level)
 
 
 def _run_gradient(args) -> int:

@@ -17,10 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from napari_tv._dask_ops import as_float_dask_array, check_dask_array
 from napari_tv._validation import as_float_array
 from napari_tv.operators import (
-    as_float_dask_array,
-    check_dask_array,
     edge_slices,
     graph_tv,
     is_dask_array,
