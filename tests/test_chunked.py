@@ -44,7 +44,9 @@ def test_the_chunked_iterates_are_the_in_memory_ones(fidelity, tv, boundary, cas
     v = _data(shape, fidelity, seed=case)
     beta = 0.3 if fidelity == "l2" else 0.6
     kw = dict(fidelity=fidelity, tv=tv, boundary=boundary, tol=1e-4, max_num_iter=400)
-    res = denoise_tv_chunked(da.from_array(v, chunks=chunks), beta, iterations_per_round=7, **kw)
+    res = denoise_tv_chunked(da.from_array(v, chunks=chunks), beta, iterations_per_round=7,
+                             chunks=chunks, **kw)  # these blocks, not merged ones
+    assert res.chunks[-1] != (shape[-1],) or len(res.chunks[0]) > 1
     u, ref = denoise_tv(v, beta, method="primal_dual", return_info=True, **kw)
     assert res.n_iter == ref.n_iter
     np.testing.assert_allclose(res.u.compute(), u, rtol=0, atol=1e-12 * (1 + np.abs(v).max()))
@@ -126,8 +128,8 @@ def test_state_on_disk_and_out_zarr_equal_in_memory(tmp_path):
     zarr = pytest.importorskip("zarr")
     v = _data((14, 15, 16), "l2", seed=5).astype(np.float32)
     x = da.from_array(v, chunks=(7, 8, 8))
-    mem = denoise_tv_chunked(x, 0.3, state="memory")
-    disk = denoise_tv_chunked(x, 0.3, state="disk", out=tmp_path / "u.zarr")
+    mem = denoise_tv_chunked(x, 0.3, state="memory", chunks=x.chunks)
+    disk = denoise_tv_chunked(x, 0.3, state="disk", out=tmp_path / "u.zarr", chunks=x.chunks)
     assert disk.extra["state"] == "disk" and mem.extra["state"] == "memory"
     np.testing.assert_array_equal(disk.u.compute(), mem.u.compute())
     stored = zarr.open_array(str(tmp_path / "u.zarr"), mode="r")
@@ -138,13 +140,14 @@ def test_state_on_disk_and_out_zarr_equal_in_memory(tmp_path):
 def test_schedulers_give_the_same_result():
     v = _data((18, 20), "l2", seed=6)
     x = da.from_array(v, chunks=9)
-    kw = dict(tol=0, max_num_iter=30)  # three rounds: a process pool costs a second or two
+    kw = dict(tol=0, max_num_iter=30, chunks=9)  # 3 rounds: a process pool costs 1-2 s
     ref = denoise_tv_chunked(x, 0.3, **kw).u.compute()
     for scheduler in ("synchronous", "processes"):
         res = denoise_tv_chunked(x, 0.3, scheduler=scheduler, **kw)
         np.testing.assert_array_equal(res.u.compute(), ref)
-    with dask.config.set(scheduler="processes"):
-        np.testing.assert_array_equal(denoise_tv(x, 0.3, **kw).compute(), ref)
+    with dask.config.set(scheduler="processes"):  # its own (merged) blocks: same iterates
+        lazy = denoise_tv(x, 0.3, tol=0, max_num_iter=30)
+        np.testing.assert_allclose(lazy.compute(), ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.slow
@@ -152,13 +155,13 @@ def test_a_local_cluster_gives_the_threaded_result():
     distributed = pytest.importorskip("distributed")
     v = _data((12, 16, 18), "l2", seed=7).astype(np.float32)
     x = da.from_array(v, chunks=(6, 8, 9))
-    ref = denoise_tv_chunked(x, 0.3)
+    ref = denoise_tv_chunked(x, 0.3, chunks=x.chunks)
     with (
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                  dashboard_address=None) as cluster,
         distributed.Client(cluster) as client,
     ):  # fmt: skip
-        res = denoise_tv_chunked(x, 0.3, scheduler=client)
+        res = denoise_tv_chunked(x, 0.3, scheduler=client, chunks=x.chunks)
         np.testing.assert_array_equal(res.u.compute(), ref.u.compute())
         assert res.n_iter == ref.n_iter
         # the lazy array, computed on the cluster (the solve runs from a worker)
@@ -256,7 +259,7 @@ def test_channels_and_auto_beta_on_dask():
 def test_any_round_length_gives_the_same_iterates(rounds_k):
     v = _data((13, 14, 15), "l2", seed=11)
     base = denoise_tv_chunked(da.from_array(v, chunks=15), 0.3, iterations_per_round=50)
-    res = denoise_tv_chunked(da.from_array(v, chunks=(5, 7, 8)), 0.3,
+    res = denoise_tv_chunked(da.from_array(v, chunks=(5, 7, 8)), 0.3, chunks=(5, 7, 8),
                              iterations_per_round=rounds_k)  # fmt: skip
     np.testing.assert_allclose(res.u.compute(), base.u.compute(), atol=1e-12)
     assert all(min(c) >= min(rounds_k, n) or len(c) == 1
@@ -269,7 +272,7 @@ def test_every_iteration_per_round_and_chunking_small_grid():
     ref = denoise_tv(v, 0.3, method="primal_dual", tol=1e-5)
     for c, k in itertools.product((1, 2, 4), (1, 2, 3)):
         r = denoise_tv_chunked(da.from_array(v, chunks=c), 0.3, iterations_per_round=k,
-                               tol=1e-5)  # fmt: skip
+                               tol=1e-5, chunks=c)  # fmt: skip
         np.testing.assert_allclose(r.u.compute(), ref, atol=1e-12, err_msg=f"chunks {c}, k {k}")
 
 
@@ -283,7 +286,7 @@ def test_a_worker_lost_mid_run_is_survived(state):
     distributed = pytest.importorskip("distributed")
     v = _data((24, 32, 32), "l2", seed=13).astype(np.float32)
     x = da.from_array(v, chunks=(12, 16, 16))
-    kw = dict(tol=0, max_num_iter=100, state=state)
+    kw = dict(tol=0, max_num_iter=100, state=state, chunks=(12, 16, 16))
     ref = denoise_tv_chunked(x, 0.3, **kw)
     with (
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -303,3 +306,20 @@ def test_a_worker_lost_mid_run_is_survived(state):
         res = denoise_tv_chunked(x, 0.3, scheduler=client, callback=kill_one, **kw)
         assert killed and res.n_iter == 100
         np.testing.assert_array_equal(res.u.compute(), ref.u.compute())
+
+
+def test_default_blocks_merge_the_input_chunks():
+    """Without ``chunks`` the input's chunks are merged into blocks as big as the state's
+    place allows (fewer halos), one per parallel task at least; ``out`` keeps the input's."""
+    from napari_tv.chunked import solve_chunks
+
+    assert solve_chunks(((128, 128),) * 3, 2**22 * 2, 2) == ((128, 128), (256,), (256,))
+    assert solve_chunks(((64,) * 4,) * 3, 2**20, 1) == ((64,) * 4, (64,) * 4, (256,))
+    assert solve_chunks(((10, 10, 5),), 100, 4) == ((10, 10, 5),)  # never splits a chunk
+    v = _data((24, 24, 24), "l2", seed=2)
+    x = da.from_array(v, chunks=(12, 12, 12))
+    with dask.config.set(num_workers=2):
+        res = denoise_tv_chunked(x, 0.3, state="memory", scheduler="threads")
+    assert res.chunks == ((12, 12), (24,), (24,))
+    np.testing.assert_allclose(res.u.compute(), denoise_tv(v, 0.3, method="primal_dual"),
+                               atol=1e-12)  # fmt: skip

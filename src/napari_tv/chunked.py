@@ -59,6 +59,10 @@ __all__ = [
 #: iterations per round (the halo is as wide): fewer rounds against more halo work; see the
 #: table "rounds and halo against chunk size" in docs/benchmarks.md
 DEFAULT_ITERATIONS_PER_ROUND = 10
+#: the size of the blocks solved with the state on disk when no ``chunks`` are given: the
+#: memory of a task is about 17 words per voxel of its extended block (state, pieces, data,
+#: scratch), ~340 MB at float32, so two workers stay well below 1.5 GB
+DISK_BLOCK_VOXELS = 1 << 22
 #: ``beta="auto"`` is chosen on a central crop of at most this many voxels
 AUTO_BETA_VOXELS = 1 << 18
 
@@ -109,6 +113,28 @@ def _as_dask(image, chunks):
     if x.size == 0:
         raise ValueError(f"image must not be empty, got shape {x.shape}")
     return x
+
+
+def solve_chunks(chunks: tuple, target: int, min_blocks: int = 1) -> tuple:
+    """Blocks to solve on: the storage ``chunks`` merged, last axis first (long contiguous
+    lines), into blocks of at most ``target`` voxels (or a ``min_blocks``-th of the volume,
+    if smaller, so that every worker has one).  Each block is a union of whole chunks, so
+    reading one reads whole chunks.  The halo's share of the work falls as blocks grow
+    (``(c + 2K + 2) / c`` per split axis), so blocks are as big as memory lets them be."""
+    volume = math.prod(sum(c) for c in chunks)
+    target = max(1, min(target, volume // max(1, min_blocks)))
+    out = [list(c) for c in chunks]
+    for a in reversed(range(len(out))):
+        others = math.prod(max(out[b]) for b in range(len(out)) if b != a)
+        cap = max(1, target // others)  # the longest block this axis may have
+        merged: list[int] = []
+        for c in out[a]:
+            if merged and merged[-1] + c <= cap:
+                merged[-1] += c
+            else:
+                merged.append(c)
+        out[a] = merged
+    return tuple(tuple(c) for c in out)
 
 
 def _fit_chunks(chunks: tuple, depth: int, periodic: bool) -> tuple:
@@ -240,8 +266,12 @@ def denoise_tv_chunked(
     max_num_iter : int, optional
         Iteration cap (default: primal-dual's budget).
     chunks : optional
-        dask chunks to solve on (default: the input's; for a NumPy array dask's "auto").
-        Chunks shorter than the halo are merged with their neighbour.
+        The blocks to solve on (dask chunks).  Default: the input's chunks merged into
+        blocks as large as the state's place allows (:func:`solve_chunks`): one per
+        parallel task when the state is in memory, ``DISK_BLOCK_VOXELS`` voxels when it is
+        on disk; bigger blocks spend less of the work on halos.  Chunks shorter than the
+        halo are merged with their neighbour.  ``result.u`` has these chunks; ``out`` and
+        :func:`napari_tv.denoise_tv`'s lazy array keep the input's.
     iterations_per_round : int
         Iterations per round, and the halo's width (default 10).
     state : {"auto", "memory", "disk"}
@@ -357,6 +387,13 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
                 f"shape {x.shape}"
             )
         K = min(K, min(x.shape) - 1)
+    storage = x.chunks  # the input's: those of ``out``
+    # the state (2 + nd words) and the data's extended blocks (about 2 more)
+    mode = state_mode(state, 2 + x.ndim + 2, x.size, dtype.itemsize)
+    if chunks is None:  # blocks as big as the memory lets them be, one per worker at least
+        n_tasks = _parallel_tasks(scheduler)
+        target = -(-x.size // n_tasks) if mode == "memory" else DISK_BLOCK_VOXELS
+        x = x.rechunk(solve_chunks(x.chunks, target, n_tasks))
     x = x.astype(dtype).rechunk(_fit_chunks(x.chunks, K + 1, periodic))
     monitor = Monitor("primal_dual", max_num_iter, tol, callback, progress="gap")
 
@@ -375,7 +412,7 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     if auto:
         beta = _auto_beta(x, fidelity, tv, spacing, scheduler)
 
-    out_arr = _open_out(out, x.shape, dtype, x.chunks)
+    out_arr = _open_out(out, x.shape, dtype, storage)
     nd = x.ndim
     extra: dict[str, Any] = {"iterations_per_round": K, "beta": beta}
     store: State | None = None
@@ -412,8 +449,6 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     )  # fmt: skip
     tau = TAU_SCALE[fidelity] * (hi - lo) / lip
     sigma = 1.0 / (tau * lip * lip)
-    # the state (2 + nd words) and the data's extended blocks (about 2 more)
-    mode = state_mode(state, 2 + nd + 2, x.size, dtype.itemsize)
     extra["state"] = mode
     store = State(mode, scheduler, state_dir)
     try:
@@ -426,6 +461,18 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     if not monitor.converged and not monitor.cancelled and tol > 0:
         extra["note"] = f"not converged: gap {g.rel:.3g} > tol {tol:g} after {n_iter} iterations"
     return finish(S[0], float(g.rel), n_iter, rounds, g.primal)
+
+
+def _parallel_tasks(scheduler) -> int:
+    """Tasks that run side by side: a ``dask.distributed`` client's threads, else the local
+    pool's."""
+    nthreads = getattr(scheduler, "nthreads", None)
+    if callable(nthreads):
+        try:
+            return max(1, sum(nthreads().values()))
+        except Exception:  # noqa: BLE001 - a client that cannot answer: assume one
+            return 1
+    return _local_pool_size(scheduler)
 
 
 def _local_pool_size(scheduler) -> int:
