@@ -73,6 +73,34 @@ def test_npy_and_array(opened, tmp_path):
     assert len(_titles(viewer2)) == 4
 
 
+def test_an_ome_zarr_opens_lazily(opened, tmp_path):
+    """``napari-tv view stack.ome.zarr``: a dask layer with the OME voxel size as its
+    scale."""
+    import dask.array as da
+    import zarr
+
+    from napari_tv.cli import main
+
+    vol = np.random.default_rng(0).random((6, 20, 24)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vol)
+    # an OME-Zarr written by the command line (voxel size from --spacing)
+    assert main(["denoise", str(tmp_path / "v.npy"), str(tmp_path / "u.ome.zarr"), "--beta",
+                 "0.1", "--spacing", "2,0.5,0.5", "--chunks", "6,10,12", "-q"]) == 0  # fmt: skip
+    viewer = opened(str(tmp_path / "u.ome.zarr"))
+    layer = viewer.layers["u"]
+    assert isinstance(layer.data, da.Array) and layer.data.shape == vol.shape
+    assert tuple(layer.scale) == (2.0, 0.5, 0.5)
+    stored = zarr.open_group(str(tmp_path / "u.ome.zarr"), mode="r")["0"][...]
+    np.testing.assert_array_equal(np.asarray(layer.data), stored)
+
+
+def test_a_dask_array_stays_lazy(opened):
+    import dask.array as da
+
+    lazy = da.from_array(np.zeros((4, 8, 8), np.float32), chunks=(2, 4, 4))
+    assert isinstance(opened(lazy).layers["image"].data, da.Array)
+
+
 @pytest.mark.parametrize("title", ["TV denoise", "TV gradient", "Level sets", "β sweep"])
 def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, errors, title):
     """What *Plugins ▸ napari-tv ▸ <title>* does: npe2 builds the widget with (a proxy of)
@@ -103,25 +131,3 @@ def test_plugin_menu_opens_each_widget(make_napari_viewer, qtbot, wait_done, err
     assert not errors["error"]
     np.testing.assert_array_equal(viewer.layers["img"].data, data)
 
-
-def test_an_ome_zarr_and_a_dask_array_open_lazily(opened, tmp_path):
-    """``napari-tv view stack.ome.zarr``: a dask layer with the OME voxel size as its scale;
-    an array that is dask stays dask."""
-    import dask.array as da
-    import zarr
-
-    from napari_tv.cli import main
-
-    vol = np.random.default_rng(0).random((6, 20, 24)).astype(np.float32)
-    np.save(tmp_path / "v.npy", vol)
-    # an OME-Zarr written by the command line (voxel size from --spacing)
-    assert main(["denoise", str(tmp_path / "v.npy"), str(tmp_path / "u.ome.zarr"), "--beta",
-                 "0.1", "--spacing", "2,0.5,0.5", "--chunks", "6,10,12", "-q"]) == 0  # fmt: skip
-    viewer = opened(str(tmp_path / "u.ome.zarr"))
-    layer = viewer.layers["u"]
-    assert isinstance(layer.data, da.Array) and layer.data.shape == vol.shape
-    assert tuple(layer.scale) == (2.0, 0.5, 0.5)
-    stored = zarr.open_group(str(tmp_path / "u.ome.zarr"), mode="r")["0"][...]
-    np.testing.assert_array_equal(np.asarray(layer.data), stored)
-    lazy = da.from_array(vol, chunks=(3, 10, 12))
-    assert isinstance(opened(lazy).layers["image"].data, da.Array)
