@@ -11,7 +11,9 @@ Sections (each prints a table; ``all`` runs them in turn):
 ``memory``   peak resident memory of a chunked solve with its state on disk, reading a zarr
              volume and writing a zarr result, against the volume's size (fresh process per
              size, 2 rounds + a gap: the peak is reached in the first round).
-``rounds``   rounds and time to tol=1e-4 against chunk size and iterations per round.
+``rounds``   rounds and time to tol=1e-4 against chunk size and iterations per round (a
+             round never runs past a gap evaluation: every 10 iterations for the first 200,
+             so more than 10 per round only helps long runs).
 
 Run: ``python benchmarks/bench_chunked.py [speed|workers|memory|rounds|all]`` (all: ~10 min;
 ``memory`` writes up to 1.3 GB of zarr to a temporary directory).
@@ -61,23 +63,30 @@ def speed(n: int = 256, beta: float = 0.15, repeat: int = 3) -> None:
     _, ref = denoise_tv(v, beta, method="primal_dual", return_info=True)
     print(f"\n## Chunked vs in-memory, {n}³ float32, β={beta}, threads "
           f"(in memory: {ref.n_iter} iterations, gap {ref.gap:.2g})\n")  # fmt: skip
-    print("| chunks | iterations per round | rounds | in-memory s | chunked s | ratio | max |Δu| |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for chunks in ((n // 4, n, n), (n // 2, n // 2, n // 2), (n // 2, n, n)):
-        for k in (10, 20):
-            x = da.from_array(v, chunks=chunks)
-            mem, chk = [], []
-            res = None
-            for _ in range(repeat):
-                mem += _timed(lambda: denoise_tv(v, beta, method="primal_dual"), 1)
-                t = time.perf_counter()
-                res = denoise_tv_chunked(x, beta, iterations_per_round=k, state="memory")
-                res.u.compute()
-                chk.append(time.perf_counter() - t)
-            du = float(np.abs(res.u.compute() - denoise_tv(v, beta, method="primal_dual")).max())
-            m, c = statistics.median(mem), statistics.median(chk)
-            print(f"| {'x'.join(map(str, chunks))} | {k} | {res.rounds} | {m:.2f} | {c:.2f} | "
-                  f"{c / m:.2f} | {du:.1g} |")  # fmt: skip
+    print("| input chunks | solved on | state | iterations per round | rounds | in-memory s | "
+          "chunked s | ratio | max abs Δu |")  # fmt: skip
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    half = (n // 2,) * 3
+    cases = [  # (input chunks, chunks to solve on: None = the default blocks, state, K)
+        (half, None, "memory", 10), (half, None, "memory", 20), (half, None, "disk", 10),
+        (half, half, "memory", 10), ((n // 4, n, n), (n // 4, n, n), "memory", 10),
+    ]
+    for in_chunks, solve, state, k in cases:
+        x = da.from_array(v, chunks=in_chunks)
+        mem, chk = [], []
+        res = None
+        for _ in range(repeat):
+            mem += _timed(lambda: denoise_tv(v, beta, method="primal_dual"), 1)
+            t = time.perf_counter()
+            res = denoise_tv_chunked(x, beta, iterations_per_round=k, state=state, chunks=solve)
+            res.u.compute()
+            chk.append(time.perf_counter() - t)
+        du = float(np.abs(res.u.compute() - denoise_tv(v, beta, method="primal_dual")).max())
+        m, c = statistics.median(mem), statistics.median(chk)
+        blocks = "x".join(map(str, (max(c_) for c_ in res.chunks)))
+        count = int(np.prod([len(c_) for c_ in res.chunks]))
+        print(f"| {'x'.join(map(str, in_chunks))} | {blocks} ({count}) | {state} | {k} | "
+              f"{res.rounds} | {m:.2f} | {c:.2f} | {c / m:.2f} | {du:.1g} |")  # fmt: skip
 
 
 def workers(n: int = 192, beta: float = 0.15) -> None:
@@ -181,18 +190,20 @@ def rounds(n: int = 192, beta: float = 0.15) -> None:
     print("| chunks | iterations per round | blocks | rounds | iterations | halo work | s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for c in (48, 64, 96, 192):
-        for k in (5, 10, 20):
+        for k in (5, 10):
             x = da.from_array(v, chunks=c)
             t = time.perf_counter()
-            res = denoise_tv_chunked(x, beta, iterations_per_round=k, state="memory")
+            res = denoise_tv_chunked(x, beta, iterations_per_round=k, state="memory",
+                                     chunks=x.chunks)  # fmt: skip
             res.u.compute()
             dt = time.perf_counter() - t
             nb = int(np.prod(x.numblocks))
             # voxels each round iterates on (blocks with their halos) over the volume
-            ext = 1.0
-            for cs in res.chunks:
-                ext *= sum(c_ + (k + 1) * ((i > 0) + (i < len(cs) - 1))
-                           for i, c_ in enumerate(cs)) / sum(cs)  # fmt: skip
+            ext = 0  # voxels iterated per round (blocks with their halos) over the volume
+            for loc in np.ndindex(*[len(cs) for cs in res.chunks]):
+                ext += np.prod([cs[i] + (k + 1) * ((i > 0) + (i < len(cs) - 1))
+                                for cs, i in zip(res.chunks, loc, strict=True)])  # fmt: skip
+            ext /= v.size
             print(f"| {c}³ | {k} | {nb} | {res.rounds} | {res.n_iter} | {ext:.2f}x | {dt:.2f} |")
 
 

@@ -323,3 +323,24 @@ def test_default_blocks_merge_the_input_chunks():
     assert res.chunks == ((12, 12), (24,), (24,))
     np.testing.assert_allclose(res.u.compute(), denoise_tv(v, 0.3, method="primal_dual"),
                                atol=1e-12)  # fmt: skip
+
+
+@pytest.mark.parametrize("fidelity", ["l2", "l1", "poisson"])
+@pytest.mark.parametrize("tv", ["isotropic", "anisotropic"])
+@pytest.mark.parametrize("boundary", ["neumann", "periodic"])
+def test_both_kinds_of_rounds_give_the_in_memory_iterates(fidelity, tv, boundary):
+    """The state in place (threads, memory) and rebuilt from the neighbours each round (state
+    on disk: the path of worker processes and clusters): the same iterates."""
+    shape, chunks = CASES[1]
+    v = _data(shape, fidelity, seed=21)
+    kw = dict(fidelity=fidelity, tv=tv, boundary=boundary, tol=0, max_num_iter=37,
+              iterations_per_round=5, chunks=chunks)  # fmt: skip
+    x = da.from_array(v, chunks=chunks)
+    a = denoise_tv_chunked(x, 0.4, state="memory", **kw)
+    b = denoise_tv_chunked(x, 0.4, state="disk", **kw)
+    assert a.extra["rounds"] == "InPlaceRounds" and b.extra["rounds"] == "DaskRounds"
+    u = denoise_tv(v, 0.4, method="primal_dual", fidelity=fidelity, tv=tv, boundary=boundary,
+                   tol=0, max_num_iter=37)  # fmt: skip
+    for res in (a, b):
+        np.testing.assert_allclose(res.u.compute(), u, rtol=0, atol=1e-12)
+    assert a.gap == pytest.approx(b.gap, rel=1e-9)

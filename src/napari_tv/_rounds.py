@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Problem", "State", "global_gap", "run_round", "state_mode", "temp_dir"]
+__all__ = ["DaskRounds", "Problem", "State", "global_gap", "run_round", "state_mode", "temp_dir"]
 
 #: ``state="auto"`` keeps the state in memory when it takes at most this share of the
 #: available memory
@@ -429,31 +429,55 @@ def run_round(S, V, store: State, prob: Problem, n: int, tau, sigma, K: int, gap
     return S_new, list(compute(*sums, scheduler=store.scheduler))
 
 
-def global_gap(S, V, store: State, prob: Problem, floor: float, sums=None):
-    """The global :class:`~napari_tv.solvers._gap.Gap` of the state ``S``: the sum of the
-    blocks' sums (``sums`` from the round when it had them, else computed here)."""
+def block_terms(S, V, store: State, prob: Problem):
+    """``terms(c)``: every block's gap sums for the dual scale ``c`` (None: the slope
+    maxima), from the state ``S`` extended by one voxel."""
     from dask import delayed
 
+    def terms(c):
+        s_ext = overlap(S, 1, prob.periodic, 1, store.files_of(S)).to_delayed().reshape(-1)
+        v_ext = store.data_blocks(V, 1, prob.periodic)
+        tasks = [delayed(_terms_task)(s_ext[i], v_ext[i], loc, prob, c)
+                 for i, loc in enumerate(np.ndindex(*prob.numblocks))]  # fmt: skip
+        return list(compute(*tasks, scheduler=store.scheduler))
+
+    return terms
+
+
+def global_gap(prob: Problem, floor: float, sums, terms):
+    """The global :class:`~napari_tv.solvers._gap.Gap`: the sum of the blocks' sums
+    (``sums``, from the round when it had them; for L1 and Poisson the slope maxima, which
+    fix the dual scale before ``terms(c)`` sums the terms)."""
     from napari_tv.solvers._gap import Gap, scale_from_slopes
 
     c = 1.0
     if prob.code != 0 or sums is None:
-        s_ext = overlap(S, 1, prob.periodic, 1, store.files_of(S)).to_delayed().reshape(-1)
-        v_ext = store.data_blocks(V, 1, prob.periodic)
-        locs = list(np.ndindex(*prob.numblocks))
         if prob.code != 0:
-            if sums is None:  # the slopes first
-                tasks = [delayed(_terms_task)(s_ext[i], v_ext[i], loc, prob, None)
-                         for i, loc in enumerate(locs)]  # fmt: skip
-                sums = compute(*tasks, scheduler=store.scheduler)
-            slopes = np.asarray(sums)
+            slopes = np.asarray(terms(None) if sums is None else sums)
             c = scale_from_slopes(float(slopes[:, 0].max()), float(slopes[:, 1].max()),
                                   prob.code)  # fmt: skip
-        tasks = [delayed(_terms_task)(s_ext[i], v_ext[i], loc, prob, c)
-                 for i, loc in enumerate(locs)]  # fmt: skip
-        sums = compute(*tasks, scheduler=store.scheduler)
+        sums = terms(c)
     fid, tv, fy, tg = np.sum(np.asarray(sums), axis=0)
     primal = float(fid + prob.beta * tv)
     gap_abs = float(max(fy + prob.beta * tg, 0.0))
     rel = 0.0 if gap_abs == 0.0 else gap_abs / max(primal - floor, 1e-300)
     return Gap(float(rel), gap_abs, primal, primal - gap_abs, c)
+
+
+class DaskRounds:
+    """The general rounds: the state a dask array (persisted, or files on disk), every
+    block's extension rebuilt from its neighbours each round (:func:`run_round`)."""
+
+    def __init__(self, S, V, store: State, prob: Problem, K: int):
+        self.S, self.V, self.store, self.prob, self.K = S, V, store, prob, K
+
+    def round(self, n: int, tau: float, sigma: float, gap: bool):
+        self.S, sums = run_round(self.S, self.V, self.store, self.prob, n, tau, sigma, self.K,
+                                 gap)  # fmt: skip
+        return sums
+
+    def terms(self, c):
+        return block_terms(self.S, self.V, self.store, self.prob)(c)
+
+    def u(self, chunks):
+        return self.S[0]

@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from napari_tv._inplace import InPlaceRounds, shares_memory
 from napari_tv._rounds import (
+    DaskRounds,
     Problem,
     State,
     compute,
     global_gap,
-    run_round,
     state_mode,
     temp_dir,
 )
@@ -452,15 +453,20 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
     extra["state"] = mode
     store = State(mode, scheduler, state_dir)
     try:
-        zeros = da.zeros((nd,) + x.shape, dtype=dtype, chunks=((nd,),) + x.chunks)
-        S = store.keep(da.concatenate([x[None], x[None], zeros], axis=0).rechunk({0: 2 + nd}))
-        S, g, n_iter, rounds = _iterate(S, x, store, prob, monitor, K, tau, sigma, floor)
+        if mode == "memory" and shares_memory(scheduler):
+            engine = InPlaceRounds(x, prob, K, scheduler)  # the state in place: fastest
+        else:
+            zeros = da.zeros((nd,) + x.shape, dtype=dtype, chunks=((nd,),) + x.chunks)
+            S0 = da.concatenate([x[None], x[None], zeros], axis=0).rechunk({0: 2 + nd})
+            engine = DaskRounds(store.keep(S0), x, store, prob, K)
+        extra["rounds"] = type(engine).__name__
+        g, n_iter, rounds = _iterate(engine, prob, monitor, K, tau, sigma, floor)
     except BaseException:  # an error, Ctrl-C: no state left behind
         store.close()
         raise
     if not monitor.converged and not monitor.cancelled and tol > 0:
         extra["note"] = f"not converged: gap {g.rel:.3g} > tol {tol:g} after {n_iter} iterations"
-    return finish(S[0], float(g.rel), n_iter, rounds, g.primal)
+    return finish(engine.u(x.chunks), float(g.rel), n_iter, rounds, g.primal)
 
 
 def _parallel_tasks(scheduler) -> int:
@@ -487,8 +493,8 @@ def _local_pool_size(scheduler) -> int:
     return int(dask.config.get("num_workers", None) or CPU_COUNT)
 
 
-def _iterate(S, V, store, prob, monitor, K, tau, sigma, floor):
-    """Rounds until the monitor stops them; ``(state, gap, iterations, rounds)``."""
+def _iterate(engine, prob, monitor, K, tau, sigma, floor):
+    """Rounds until the monitor stops them; ``(gap, iterations, rounds)``."""
     from napari_tv.solvers._blockwise import schedule
 
     n_iter = rounds = 0
@@ -500,7 +506,7 @@ def _iterate(S, V, store, prob, monitor, K, tau, sigma, floor):
         while done < run:
             n = min(K, run - done)
             last = done + n == run and monitor.wants_gap(n_iter + run)
-            S, sums = run_round(S, V, store, prob, n, tau, sigma, K, last)
+            sums = engine.round(n, tau, sigma, last)
             tau, sigma = schedule(tau, sigma, prob.gamma, n)
             done += n
             rounds += 1
@@ -512,12 +518,12 @@ def _iterate(S, V, store, prob, monitor, K, tau, sigma, floor):
         if monitor.cancelled:
             break
         if monitor.wants_gap(n_iter):
-            g = global_gap(S, V, store, prob, floor, sums)
+            g = global_gap(prob, floor, sums, engine.terms)
             if monitor.check(n_iter, g, extra={"round": rounds}):
                 break
     if g is None:
-        g = global_gap(S, V, store, prob, floor)
-    return S, g, n_iter, rounds
+        g = global_gap(prob, floor, None, engine.terms)
+    return g, n_iter, rounds
 
 
 def _round_info(monitor, n_iter, g, rounds) -> dict:
