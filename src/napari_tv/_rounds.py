@@ -77,6 +77,8 @@ class Problem:
     dtype: np.dtype
     #: the threads of the local dask pool (threads scheduler; ``_concurrent_tasks``)
     local_tasks: int = 1
+    #: a ``dask.distributed`` cluster's worker threads per host, ``((host, n), ...)``
+    host_tasks: tuple = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,9 +174,12 @@ def _concurrent_tasks(prob: Problem) -> int:
     try:
         from distributed import get_worker
 
-        return max(1, int(get_worker().state.nthreads))
-    except (ImportError, ValueError, AttributeError):
+        worker = get_worker()
+    except (ImportError, ValueError):
         return max(1, min(prob.local_tasks, math.prod(prob.numblocks)))
+    # every worker thread on this machine (several worker processes may share it)
+    host = worker.address.rsplit("://", 1)[-1].rsplit(":", 1)[0]
+    return max(1, dict(prob.host_tasks).get(host, int(worker.state.nthreads)))
 
 
 @contextlib.contextmanager

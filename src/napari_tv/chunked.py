@@ -446,7 +446,7 @@ def _run_chunked(image, beta, *, method, fidelity, tv, spacing, boundary, max_nu
         periodic=periodic, ih=tuple(float(h) for h in ih),
         gamma=GAMMA_L2 if fidelity == "l2" else 0.0, numblocks=x.numblocks, chunks=x.chunks,
         fast=ready("primal_dual", dtype) and ready("gap", dtype), dtype=dtype,
-        local_tasks=_local_pool_size(scheduler),
+        local_tasks=_local_pool_size(scheduler), host_tasks=_host_tasks(scheduler),
     )  # fmt: skip
     tau = TAU_SCALE[fidelity] * (hi - lo) / lip
     sigma = 1.0 / (tau * lip * lip)
@@ -479,6 +479,22 @@ def _parallel_tasks(scheduler) -> int:
         except Exception:  # noqa: BLE001 - a client that cannot answer: assume one
             return 1
     return _local_pool_size(scheduler)
+
+
+def _host_tasks(scheduler) -> tuple:
+    """A ``dask.distributed`` client's worker threads per host (empty otherwise)."""
+    info = getattr(scheduler, "scheduler_info", None)
+    if not callable(info):
+        return ()
+    try:
+        workers = info()["workers"]
+    except Exception:  # noqa: BLE001 - no answer: the tasks count their worker's threads
+        return ()
+    hosts: dict[str, int] = {}
+    for address, w in workers.items():
+        host = address.rsplit("://", 1)[-1].rsplit(":", 1)[0]
+        hosts[host] = hosts.get(host, 0) + int(w.get("nthreads", 1))
+    return tuple(sorted(hosts.items()))
 
 
 def _local_pool_size(scheduler) -> int:
