@@ -150,29 +150,28 @@ def main() -> int:
 
 
 def chunked() -> None:
-    """A volume as a lazy dask layer (the 3D sample, scaled to 64x256x256 and read from a
-    zarr store in 32x128x128 chunks): TV denoise runs chunked and the output layer is lazy."""
+    """``napari-tv view stack.ome.zarr``: the 3D sample stored as an OME-Zarr image in
+    16x64x64 chunks opens as a lazy (dask) layer with its voxel size; TV denoise runs chunked
+    and its output layer is lazy too."""
     import tempfile
 
-    import dask.array as da
-    import numpy as np
     import zarr
-    from scipy.ndimage import zoom
 
     from napari_tv import SAMPLE_3D_SCALE, microscopy_3d
     from napari_tv._widgets._launch import docked, open_viewer
 
     noisy, _ = microscopy_3d()
-    big = zoom(noisy, 2, order=1).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        store = zarr.create_array(store=f"{tmp}/stack.zarr", shape=big.shape,
-                                  chunks=(32, 128, 128), dtype=big.dtype)  # fmt: skip
-        store[...] = big
-        viewer = open_viewer(da.from_zarr(store), show=True, run=False)
+        path = f"{tmp}/stack.ome.zarr"
+        group = zarr.open_group(path, mode="w", zarr_format=3)
+        group.create_array("0", data=noisy, chunks=(16, 64, 64))
+        axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+        scale = [{"type": "scale", "scale": list(SAMPLE_3D_SCALE)}]
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [
+            {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}]}
+        viewer = open_viewer(path, show=True, run=False)
         viewer.window._qt_window.resize(*SIZE)
-        name = "stack.zarr (dask)"
-        layer = viewer.layers["image"]
-        layer.name, layer.scale = name, tuple(s / 2 for s in SAMPLE_3D_SCALE)
+        name = "stack"
         denoise = docked(viewer)["TV denoise"]
         front(denoise)
         denoise.set_parameters(image=viewer.layers[name])
@@ -183,7 +182,7 @@ def chunked() -> None:
         grid.enabled = True
         grid.shape = (1, 2)
         only(viewer, f"{name} TV", name)
-        viewer.dims.set_current_step(0, big.shape[0] // 2)
+        viewer.dims.set_current_step(0, noisy.shape[0] // 2)
         viewer.reset_view()
         shot(viewer, "chunked")
         viewer.close()

@@ -209,9 +209,11 @@ def show_output(
         layer = None
     if layer is None:
         if layer_type == "image" and "contrast_limits" not in kwargs:
-            # lazy data (dask, multiscale) is not computed whole: the coarsest level, if any
+            # lazy data (dask, multiscale) is not computed whole: the coarsest level, if any,
+            # else a central plane (a few chunks)
             limits = robust_limits(data[-1]) if multiscale else (
-                None if lazy else robust_limits(data)
+                robust_limits(np.asarray(_central_sample(data))) if lazy
+                else robust_limits(data)
             )  # fmt: skip
             if limits is not None:
                 kwargs["contrast_limits"] = limits
@@ -277,6 +279,16 @@ def robust_limits(data) -> tuple[float, float] | None:
     if not hi > lo:
         lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
     return (lo, hi) if hi > lo else None
+
+
+def _central_sample(data, limit: int = 1 << 20):
+    """A central part of a lazy array to take contrast limits from: the middle plane of the
+    leading axes, cropped to about ``limit`` voxels."""
+    while data.ndim > 2:
+        data = data[data.shape[0] // 2]
+    side = int(limit ** (1 / max(data.ndim, 1)))
+    return data[tuple(slice(max(0, n // 2 - side // 2), n // 2 - side // 2 + side)
+                      for n in data.shape)]  # fmt: skip
 
 
 def keep_or_reset_contrast(layer) -> None:

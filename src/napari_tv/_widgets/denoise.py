@@ -497,11 +497,14 @@ class DenoiseWidget(TVForm):
             meta["time_points"] = [int(t) for t in frames]
             meta["energy_per_time_point"] = [float(r.energy) for r in results]
         old = self.viewer.layers[name] if name in self.viewer.layers else None
-        limits = (old if old is not None else layer).contrast_limits
+        # an output shown before keeps its limits (the user may have tuned them); a new one
+        # takes them from a central plane of the result (``show_output``), like an in-memory
+        # one: the input's would leave the denoised volume grey
+        extra = {} if old is None else {
+            "contrast_limits": tuple(float(c) for c in old.contrast_limits)}  # fmt: skip
         show_output(
             self.viewer, name, data, like=layer, metadata=meta, translate=translate,
-            colormap=layer.colormap, blending=layer.blending,
-            contrast_limits=tuple(float(c) for c in limits),
+            colormap=layer.colormap, blending=layer.blending, **extra,
         )  # fmt: skip
         # the layer reads the new stores; the ones it read before go
         remove_stores(self._chunked_results.pop(name, None))
