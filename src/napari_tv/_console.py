@@ -10,9 +10,22 @@ has removed its partial output.
 
 from __future__ import annotations
 
+import _signal  # the C module, at once: ``signal`` itself imports enum (~7 ms of start-up)
 import os
-import signal
-import sys
+
+
+def _before_start(signum, frame):
+    """Ctrl-C or SIGTERM before the command has started: nothing to clean up, one line."""
+    what = "terminated" if signum == _signal.SIGTERM else "interrupted"
+    os.write(2, f"napari-tv: {what}; no output written\n".encode())
+    os._exit(128 + signum)
+
+
+for _sig in (_signal.SIGINT, _signal.SIGTERM):
+    _signal.signal(_sig, _before_start)
+
+import signal  # noqa: E402
+import sys  # noqa: E402
 
 #: exit statuses of an interrupted run: Ctrl-C (128 + SIGINT) and SIGTERM (128 + SIGTERM)
 EXIT_INTERRUPTED = 128 + signal.SIGINT
