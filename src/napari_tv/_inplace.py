@@ -18,7 +18,7 @@ import itertools
 
 import numpy as np
 
-from napari_tv._rounds import Problem, _gap_sums, _task_threads, compute, depths, overlap
+from napari_tv._rounds import Problem, _gap_sums, compute, depths, iterate_block, overlap
 
 __all__ = ["InPlaceRounds", "shares_memory"]
 
@@ -33,24 +33,6 @@ def shares_memory(scheduler) -> bool:
     get = get_scheduler(scheduler=scheduler)
     # None: nothing configured, a dask array's default (threads)
     return get is None or get in (dask.threaded.get, dask.local.get_sync)
-
-
-def _step_inplace(s, v, lo, hi, prob: Problem, n, tau, sigma, gap):
-    from napari_tv.solvers import _quick
-    from napari_tv.solvers._stencils import CLIP, PROJECT, as_3d, as_4d
-    from napari_tv.solvers.primal_dual import _fused_steps
-
-    u, ubar, p = s[0], s[1], s[2:]
-    w = np.empty_like(u)
-    steps = _fused_steps if prob.fast else _quick.primal_dual_steps
-    mode = PROJECT if prob.isotropic else CLIP
-    with _task_threads(u.size, prob):
-        steps(as_4d(p), as_3d(u), as_3d(ubar), as_3d(w), u.reshape(-1), ubar.reshape(-1),
-              w.reshape(-1), v.reshape(-1), np.asarray(prob.ih), False, mode, prob.code,
-              prob.beta, tau, sigma, prob.gamma, n)  # fmt: skip
-        if gap:
-            return _gap_sums(u, v, p, lo, hi, prob, 1.0 if prob.code == 0 else None)
-    return None
 
 
 def _terms(s, v, lo, hi, prob: Problem, c):
@@ -132,7 +114,7 @@ class InPlaceRounds:
         for i, dst, piece in pieces:
             self.s[i][dst] = piece
         tasks = [
-            delayed(_step_inplace, pure=False)(self.s[i], self.v[i], *self.box[i], self.prob,
+            delayed(iterate_block, pure=False)(self.s[i], self.v[i], *self.box[i], self.prob,
                                                n, tau, sigma, gap)
             for i in range(len(self.locs))
         ]  # fmt: skip

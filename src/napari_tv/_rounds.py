@@ -218,18 +218,14 @@ def _gap_sums(u, v, p, lo, hi, prob: Problem, c: float | None) -> np.ndarray:
     return box_gap_terms(as_3d(u), v3, p4, lo, hi, ih, prob.isotropic, prob.beta, c, prob.code)
 
 
-def _step_task(s, v, loc, prob: Problem, n, tau, sigma, depth, gap, path):
-    """``n`` primal-dual iterations on the extended block ``s = (u, ū, p)`` (``_assemble``'s
-    own array: iterated in place) with its data ``v``.  Returns ``(own, sums)``: the block's
-    own voxels of the new state (or None when written to ``path``), and with ``gap`` the
-    block's gap sums (L2) or dual-slope maxima (L1, Poisson)."""
+def iterate_block(s, v, lo, hi, prob: Problem, n, tau, sigma, gap):
+    """``n`` primal-dual iterations in place on the extended block ``s = (u, ū, p)`` with
+    its data ``v``; with ``gap``, the gap sums (L2) or slope maxima (L1, Poisson) of the
+    owned box ``[lo, hi)``."""
     from napari_tv.solvers import _quick
     from napari_tv.solvers._stencils import CLIP, PROJECT, as_3d, as_4d
     from napari_tv.solvers.primal_dual import _fused_steps
 
-    dep = depths(prob.numblocks, depth, prob.periodic)
-    lo, hi = owned(loc, prob.numblocks, v.shape, dep, prob.periodic)
-    v = np.ascontiguousarray(v)
     u, ubar, p = s[0], s[1], s[2:]
     w = np.empty_like(u)
     steps = _fused_steps if prob.fast else _quick.primal_dual_steps
@@ -238,9 +234,19 @@ def _step_task(s, v, loc, prob: Problem, n, tau, sigma, depth, gap, path):
         steps(as_4d(p), as_3d(u), as_3d(ubar), as_3d(w), u.reshape(-1), ubar.reshape(-1),
               w.reshape(-1), v.reshape(-1), np.asarray(prob.ih), False, mode, prob.code,
               prob.beta, tau, sigma, prob.gamma, n)  # fmt: skip
-        sums = None
         if gap:
-            sums = _gap_sums(u, v, p, lo, hi, prob, 1.0 if prob.code == 0 else None)
+            return _gap_sums(u, v, p, lo, hi, prob, 1.0 if prob.code == 0 else None)
+    return None
+
+
+def _step_task(s, v, loc, prob: Problem, n, tau, sigma, depth, gap, path):
+    """``n`` primal-dual iterations on the extended block ``s = (u, ū, p)`` (``_assemble``'s
+    own array: iterated in place) with its data ``v``.  Returns ``(own, sums)``: the block's
+    own voxels of the new state (or None when written to ``path``), and with ``gap`` the
+    block's gap sums (L2) or dual-slope maxima (L1, Poisson)."""
+    dep = depths(prob.numblocks, depth, prob.periodic)
+    lo, hi = owned(loc, prob.numblocks, v.shape, dep, prob.periodic)
+    sums = iterate_block(s, np.ascontiguousarray(v), lo, hi, prob, n, tau, sigma, gap)
     own = np.ascontiguousarray(s[(slice(None),) + tuple(map(slice, lo, hi))])
     if path is None:
         return own, sums
