@@ -238,6 +238,9 @@ def denoise_tv_chunked(
     out=None,
     callback=None,
     scheduler=None,
+    connectivity: int = 1,
+    weights=None,
+    levels=None,
 ) -> ChunkedResult:
     r"""TV-denoise a volume chunk by chunk on dask; certified by the global duality gap.
 
@@ -261,7 +264,9 @@ def denoise_tv_chunked(
         chunking (Chambolle's and gradient descent's would need a halo per iteration too;
         Bregman's Gauss–Seidel sweeps depend on the order of the voxels).  The energy, and so
         the certificate, is the same for every method; ``result.method`` says
-        ``"primal_dual"``.  ``"exact"`` raises ValueError (see :func:`napari_tv.denoise_tv`).
+        ``"primal_dual"``.  ``"exact"`` runs the exact solver block by block
+        (:func:`napari_tv._exact_chunked.solve_exact_chunked`, certified voxel by voxel): its
+        result *is* the in-memory exact minimiser, or says it is not (``converged`` False).
     fidelity, tv, spacing, boundary, tol
         As in :func:`napari_tv.denoise_tv`.
     max_num_iter : int, optional
@@ -297,6 +302,9 @@ def denoise_tv_chunked(
     scheduler : optional
         The dask scheduler for every computation: ``"threads"``, ``"processes"``,
         ``"synchronous"``, a ``distributed.Client``; default: dask's current one.
+    connectivity, weights, levels
+        The graph TV and the grid of levels of ``method="exact"`` (as in
+        :func:`napari_tv.denoise_tv`); only for that method.
 
     Returns
     -------
@@ -320,12 +328,39 @@ def denoise_tv_chunked(
     >>> res.converged, res.gap < 1e-4, res.u.chunks
     (True, True, ((16, 16), (16, 16)))
     """
+    if method == "exact":
+        return _exact_chunked(image, beta, fidelity=fidelity, spacing=spacing, chunks=chunks,
+                              state=state, state_dir=state_dir, out=out, callback=callback,
+                              scheduler=scheduler, connectivity=connectivity, weights=weights,
+                              levels=levels)  # fmt: skip
+    if connectivity != 1 or weights is not None or levels is not None:
+        raise ValueError(
+            f"connectivity, weights and levels belong to method='exact'; method={method!r} "
+            "minimises the TV of `tv`"
+        )
     args = dict(method=method, fidelity=fidelity, tv=tv, spacing=spacing, boundary=boundary,
                 max_num_iter=max_num_iter, tol=tol, chunks=chunks,
                 iterations_per_round=iterations_per_round, state=state, state_dir=state_dir,
                 out=out, callback=callback)  # fmt: skip
     with _process_pool(scheduler):
         return _run_chunked(image, beta, scheduler=scheduler, **args)
+
+
+def _exact_chunked(image, beta, *, scheduler, **kwargs) -> ChunkedResult:
+    """``method="exact"``: :func:`~napari_tv._exact_chunked.solve_exact_chunked`, with
+    ``beta="auto"`` chosen as for the iterative methods (anisotropic TV)."""
+    from napari_tv._exact_chunked import solve_exact_chunked
+
+    if isinstance(beta, str):
+        if beta != "auto":
+            raise ValueError(f"beta must be a number >= 0 or 'auto', got {beta!r}")
+        x = _as_dask(image, None)
+        beta = _auto_beta(x.astype(float_dtype(x.dtype)), kwargs["fidelity"], "anisotropic",
+                          kwargs["spacing"], scheduler)  # fmt: skip
+    with _process_pool(scheduler):
+        res = solve_exact_chunked(image, beta, scheduler=scheduler, **kwargs)
+    res.extra["beta"] = beta
+    return res
 
 
 @contextlib.contextmanager
@@ -592,6 +627,11 @@ def _solve_root(spec: _Opaque, token: str) -> str:
                 res = denoise_tv_chunked(image, beta, out=path, scheduler=client, **kwargs)
         else:
             res = denoise_tv_chunked(image, beta, out=path, scheduler="threads", **kwargs)
+        if kwargs.get("method") == "exact" and not res.converged:
+            raise RuntimeError(
+                f"napari-tv: the chunked exact solve is not certified: {res.extra['note']} "
+                "(napari_tv.denoise_tv_chunked returns the bounds it reached)"
+            )
         if not (res.converged or kwargs.get("tol", 1e-4) == 0):
             warnings.warn(
                 f"napari-tv: chunked solve {res.extra.get('note', 'not converged')}",
@@ -607,40 +647,35 @@ def _read_block(path: str, index: tuple) -> np.ndarray:
     return zarr.open_array(path, mode="r")[index]
 
 
-def _exact_in_memory(block, beta, solve, kwargs):
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("method", "in_memory")}
-    return solve(np.asarray(block), beta, method="exact", **kwargs)
-
-
 def lazy_denoise_tv(image, beta, **kwargs):
     """The lazy dask array :func:`napari_tv.denoise_tv` returns for a dask ``image``: same
     shape and chunks, nothing computed at the call.  Computing it runs
     :func:`denoise_tv_chunked` once per process (the result is stored in a temporary zarr
     array and read chunk by chunk; a second compute reads it again), warning if the solve
-    stopped before ``tol``.  ``method="exact"``: the volume is computed and solved in memory
-    (the memory guard of :mod:`napari_tv._memory` is checked at the call)."""
+    stopped before ``tol``; ``method="exact"`` raises if its solve is not certified."""
     import dask.array as da
-    from dask import delayed
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
     x = image
     dtype = float_dtype(x.dtype)
-    if kwargs.get("method") == "exact":
-        solve = kwargs.pop("in_memory")
-        result = delayed(_exact_in_memory)(x, beta, solve, kwargs)
-        return da.from_delayed(result, x.shape, dtype=dtype).rechunk(x.chunks)
     _as_dask(x, None)  # shape and dtype errors now, at the call
     check_spacing(kwargs.get("spacing"), x.ndim)
     if not isinstance(beta, str):
         check_real("beta", beta, minimum=0.0)
     if kwargs.get("fidelity", "l2") not in FIDELITIES:
         raise ValueError(f"fidelity must be one of {FIDELITIES}, got {kwargs['fidelity']!r}")
-    _check_method(
-        kwargs.get("method", "primal_dual"), kwargs.get("fidelity", "l2"),
-        kwargs.get("tv", "isotropic"), kwargs.get("boundary", "neumann"),
-        kwargs.get("max_num_iter"), kwargs.get("tol", 1e-4), kwargs.get("callback"),
-    )  # fmt: skip
+    if kwargs.get("method") == "exact":
+        from napari_tv.operators import resolve_weights
+
+        resolve_weights(x.ndim, kwargs.get("connectivity", 1), kwargs.get("weights"),
+                        kwargs.get("spacing"))  # fmt: skip
+    else:
+        _check_method(
+            kwargs.get("method", "primal_dual"), kwargs.get("fidelity", "l2"),
+            kwargs.get("tv", "isotropic"), kwargs.get("boundary", "neumann"),
+            kwargs.get("max_num_iter"), kwargs.get("tol", 1e-4), kwargs.get("callback"),
+        )  # fmt: skip
     token = tokenize(x.name, beta, sorted((k, repr(v)) for k, v in kwargs.items()))
     root = "napari-tv-solve-" + token
     name = "napari-tv-denoise-" + token
@@ -656,10 +691,8 @@ def lazy_denoise_tv(image, beta, **kwargs):
 
 
 def denoise_dask(image, beta, *, method, return_info, channel_axis, init, options, beta_rule,
-                 connectivity, weights, levels, in_memory, **kwargs):  # fmt: skip
-    """:func:`napari_tv.denoise_tv` for a dask ``image`` (see its "dask arrays" note);
-    ``in_memory`` is ``denoise_tv`` itself, which ``method="exact"`` runs on the computed
-    volume."""
+                 connectivity, weights, levels, **kwargs):  # fmt: skip
+    """:func:`napari_tv.denoise_tv` for a dask ``image`` (see its "dask arrays" note)."""
     import dask.array as da
 
     if init is not None:
@@ -669,8 +702,10 @@ def denoise_dask(image, beta, *, method, return_info, channel_axis, init, option
         raise ValueError("beta_rule is not supported for a dask image (beta='auto' uses the "
                          "default rule on a central crop)")  # fmt: skip
     if method == "exact":
-        kwargs.update(connectivity=connectivity, weights=weights, levels=levels,
-                      options=options, in_memory=in_memory)  # fmt: skip
+        if options:
+            raise ValueError(f"options are not supported by the chunked exact solve, got "
+                             f"{options!r}")  # fmt: skip
+        kwargs.update(connectivity=connectivity, weights=weights, levels=levels)
         kwargs.pop("tol"), kwargs.pop("max_num_iter"), kwargs.pop("tv"), kwargs.pop("boundary")
     elif options:
         raise ValueError(
@@ -694,35 +729,8 @@ def denoise_dask(image, beta, *, method, return_info, channel_axis, init, option
 
 
 def denoise_dask_one(image, beta, kwargs, return_info):
-    if method_is_exact := kwargs.get("method") == "exact":
-        _guard_exact(image, kwargs)
-    if return_info and not method_is_exact:
+    if return_info:
         kw = {k: v for k, v in kwargs.items() if k != "channel_axis"}
         res = denoise_tv_chunked(image, beta, **kw)
         return res.u.rechunk(image.chunks), res
-    if return_info:
-        raise ValueError("return_info is not supported with method='exact' on a dask image")
     return lazy_denoise_tv(image, beta, **kwargs)
-
-
-def _guard_exact(image, kwargs):
-    """The memory guard of an in-memory exact solve, from the shape alone (integer data
-    without ``levels``: as many levels as the dtype has values, up to 16 bits)."""
-    from napari_tv._memory import estimate_bytes, require
-
-    levels = kwargs.get("levels")
-    if levels is None:
-        kind, size = np.dtype(image.dtype).kind, np.dtype(image.dtype).itemsize
-        n_levels = 2 ** (8 * size) if kind in "biu" and size <= 2 else 256
-    elif isinstance(levels, int | np.integer):
-        n_levels = int(levels)
-    else:
-        n_levels = len(levels)
-    dtype = float_dtype(image.dtype)
-    require(
-        estimate_bytes("exact", kwargs.get("fidelity", "l2"), image.shape, dtype.itemsize,
-                       n_levels=n_levels) + image.size * dtype.itemsize,
-        f"method='exact' on a dask image of {image.size} voxels (computed in memory)",
-        "the exact solver has no chunked path yet: use an iterative method such as "
-        "method='primal_dual', which runs chunked on dask",
-    )  # fmt: skip

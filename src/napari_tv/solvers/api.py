@@ -148,9 +148,10 @@ def denoise_tv(
         rounds of block solves, stopped on the *global* duality gap, so the result has the
         in-memory certificate) and reads the result chunk by chunk; with ``return_info`` the
         solve runs at the call and the :class:`~napari_tv.chunked.ChunkedResult` says how it
-        went.  ``method="exact"`` computes the volume and solves it in memory (the memory
-        guard is checked at the call); ``init``, ``options`` and ``beta_rule`` are not
-        supported for dask input.
+        went.  ``method="exact"`` runs the exact solver block by block
+        (:mod:`napari_tv._exact_chunked`): the result is certified to be the in-memory exact
+        minimiser, and computing it raises if the certificate was not reached.  ``init``,
+        ``options`` and ``beta_rule`` are not supported for dask input.
     beta : float or "auto"
         ``"auto"``: chosen from the data by :func:`napari_tv.beta_choice.suggest_beta` with
         ``beta_rule`` (default: J-invariance for L2 and L1, PURE for Poisson; recorded
@@ -279,7 +280,6 @@ def denoise_tv(
             boundary=boundary, max_num_iter=max_num_iter, tol=tol, init=init, callback=callback,
             return_info=return_info, channel_axis=channel_axis, connectivity=connectivity,
             weights=weights, levels=levels, beta_rule=beta_rule, options=options,
-            in_memory=denoise_tv,
         )  # fmt: skip
     auto = isinstance(beta, str)
     if auto:

@@ -91,6 +91,19 @@ one of these constraints costs at least :math:`C > T \ge` the value of every cut
 them, so the minimum cuts — and the smallest one — are unchanged.  One ``C`` for all rounds
 keeps the reparametrisation above exact.
 
+*Boxes.*  :func:`solve_indices` can restrict each voxel to grid indices
+:math:`a_s \le k \le b_s` (the chunked exact solve, :mod:`napari_tv._exact_chunked`, fixes a
+block's frame this way and bounds its inside).  That adds the indicator of
+:math:`[\lambda_{a_s}, \lambda_{b_s}]` to :math:`f_s`, still convex and separable: its secant
+slopes are :math:`-\infty` for :math:`k < a_s` ("must go up") and :math:`+\infty` for
+:math:`k \ge b_s`.  They are stood in for by :math:`\min(c_s(k), -C_{\rm box})` and
+:math:`\max(c_s(k), C_{\rm box})`, which keeps the slopes increasing in ``k`` (so the
+nesting holds), with :math:`C_{\rm box} = 2\beta\sum_d w_d + 1`: in any round, flipping a voxel
+that violates its box back into it removes at least :math:`C_{\rm box}` from its unary and
+changes its pairwise and neighbour terms by at most :math:`\beta\sum_d w_d`, so no minimum
+cut violates a box.  This bound is local, so it does not grow with the volume as the Poisson
+one does.
+
 *Memory* per (padded) voxel: the max-flow's ``16K + 43`` bytes (:mod:`.maxflow`) plus the data
 ``v`` and current slope (8 + 8), the interval ``lo``, ``hi`` (4 + 4), the two threads' node lists
 (8 + 8), the second thread's queues (8 + 8) and the last cut's source side (1): 132 B per pixel
@@ -174,7 +187,19 @@ def _clamped_slope(v, x0, x1, code, big):
 
 
 @jit
-def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes):
+def _boxed_slope(c, i, m, blo, bhi, cbox):
+    """The slope of level ``m`` under the box ``blo[i] <= u_i <= bhi[i]`` (grid indices):
+    at least ``cbox`` towards the box outside it, unchanged inside (module Notes, *Boxes*)."""
+    if m < blo[i]:
+        return min(c, -cbox)  # u > grid[m] is forced
+    if m >= bhi[i]:
+        return max(c, cbox)  # u <= grid[m] is forced
+    return c
+
+
+@jit
+def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes, blo, bhi,
+                       boxed, cbox):  # fmt: skip
     """Capacities of a fresh level graph: every pixel cut at its interval's midpoint.
 
     Lists the undecided voxels in ``nodes``; returns their number."""
@@ -189,6 +214,8 @@ def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes
         n += 1
         m = (lo[i] + hi[i]) // 2
         slope[i] = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
+        if boxed:
+            slope[i] = _boxed_slope(slope[i], i, m, blo, bhi, cbox)
         a = slope[i]
         for d in range(nbr.shape[0]):
             j = i + nbr[d]
@@ -205,7 +232,8 @@ def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes
 
 
 @jit
-def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, last, nodes):
+def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, last, nodes,
+                   blo, bhi, boxed, cbox):  # fmt: skip
     """Turn the previous round's residual graph into the next round's (module Notes), for the
     undecided voxels whose interval starts in ``[first, last]``.
 
@@ -219,6 +247,8 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, l
         n += 1
         m = (lo[i] + hi[i]) // 2
         c = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
+        if boxed:
+            c = _boxed_slope(c, i, m, blo, bhi, cbox)
         tr[i] -= c - slope[i]
         slope[i] = c
         for d in range(nbr.shape[0]):
@@ -300,7 +330,8 @@ def _deal_groups(counts: np.ndarray, k: int) -> list[tuple[int, int]]:
 class _Dichotomy:
     """Padded work arrays shared by the rounds of one solve."""
 
-    def __init__(self, image, beta, fidelity, connectivity, weights, spacing, grid):
+    def __init__(self, image, beta, fidelity, connectivity, weights, spacing, grid,
+                 bounds=None):  # fmt: skip
         shape = image.shape
         off = neighbour_offsets(image.ndim, connectivity)
         w = resolve_weights(image.ndim, connectivity, weights, spacing)
@@ -320,6 +351,16 @@ class _Dichotomy:
         self.big = _infinity_stand_in(np.asarray(image, dtype=np.float64).ravel(), grid,
                                       self.code, self.bw)  # fmt: skip
         self.counts = np.zeros(len(grid), dtype=np.int64)
+        #: grid-index box per voxel (module Notes, *Boxes*), forced by slopes of at least cbox
+        self.boxed = bounds is not None
+        self.cbox = 2.0 * float(np.sum(self.bw)) + 1.0
+        if self.boxed:
+            self.blo = np.zeros(n, dtype=np.int32)
+            self.bhi = np.zeros(n, dtype=np.int32)
+            self.blo.reshape(self.pshape)[self.inner] = bounds[0]
+            self.bhi.reshape(self.pshape)[self.inner] = bounds[1]
+        else:
+            self.blo = self.bhi = np.zeros(1, dtype=np.int32)
         size = int(np.prod(shape))
         #: per thread: node list and the max-flow's queues
         self.work = [(np.empty(size, np.int64), st.queues),
@@ -337,7 +378,8 @@ class _Dichotomy:
         st = self.flow
         nodes, queues = self.work[worker]
         n = _reparametrise(self.v, self.lo, self.hi, self.grid, self.code, self.big, self.nbr,
-                           self.rev, st.rc, st.tr, self.slope, first, last, nodes)  # fmt: skip
+                           self.rev, st.rc, st.tr, self.slope, first, last, nodes,
+                           self.blo, self.bhi, self.boxed, self.cbox)  # fmt: skip
         if n:
             st.maxflow(nodes[:n], queues)  # resumed from the previous round's residual graph
 
@@ -359,7 +401,8 @@ class _Dichotomy:
         if self.fresh:
             nodes = self.work[0][0]
             n = _build_first_round(self.v, self.lo, self.hi, self.grid, self.code, self.big,
-                                   self.bw, self.nbr, st.rc, st.tr, self.slope, nodes)  # fmt: skip
+                                   self.bw, self.nbr, st.rc, st.tr, self.slope, nodes,
+                                   self.blo, self.bhi, self.boxed, self.cbox)  # fmt: skip
             self.fresh = False
             if n:
                 st.maxflow(nodes[:n])
@@ -417,6 +460,33 @@ def _run_rounds(dic, n_rounds, extra, history, callback, t0, pool) -> bool:
             if callback(info):
                 return True
     return False
+
+
+def solve_indices(arr, beta, grid, *, fidelity="l2", connectivity=1, weights=None,
+                  spacing=None, bounds=None, callback=None, extra=None, history=None, t0=None,
+                  threads=None):  # fmt: skip
+    """The dichotomy on checked input (:func:`solve_exact`): the grid index of the minimiser
+    with the smallest upper level sets, and whether ``callback`` cancelled.
+
+    ``bounds = (lower, upper)``, int arrays of ``arr``'s shape, restricts voxel ``s`` to the
+    grid indices ``lower[s] .. upper[s]`` (module Notes, *Boxes*; ``lower == upper`` fixes
+    it).  ``threads`` defaults to :data:`THREADS`."""
+    extra = {"rounds": 0, "cuts": 0, "groups": 0, "round_times": []} if extra is None else extra
+    history = [] if history is None else history
+    t0 = time.perf_counter() if t0 is None else t0
+    threads = THREADS if threads is None else threads
+    n_levels = len(grid)
+    if n_levels == 1:
+        return np.zeros(arr.shape, dtype=np.int32), False
+    n_rounds = math.ceil(math.log2(n_levels))
+    dic = _Dichotomy(arr, beta, fidelity, connectivity, weights, spacing, grid, bounds)
+    dic.set_interval(0, n_levels - 1)
+    if threads > 1 and arr.size >= MIN_PARALLEL_VOXELS:
+        with ThreadPoolExecutor(max_workers=threads - 1) as pool:
+            cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, pool)
+    else:
+        cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, None)
+    return dic.interval()[0], cancelled
 
 
 def solve_exact(
@@ -500,18 +570,9 @@ def solve_exact(
     if trace:
         extra["trace"] = []
     history: list[dict] = []
-    cancelled = False
-    if n_levels == 1:
-        lo = np.zeros(arr.shape, dtype=np.int32)
-    else:
-        dic = _Dichotomy(arr, beta, fidelity, connectivity, weights, spacing, grid)
-        dic.set_interval(0, n_levels - 1)
-        if THREADS > 1 and arr.size >= MIN_PARALLEL_VOXELS:
-            with ThreadPoolExecutor(max_workers=THREADS - 1) as pool:
-                cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, pool)
-        else:
-            cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, None)
-        lo = dic.interval()[0]
+    lo, cancelled = solve_indices(arr, beta, grid, fidelity=fidelity, connectivity=connectivity,
+                                  weights=weights, spacing=spacing, callback=callback,
+                                  extra=extra, history=history, t0=t0)  # fmt: skip
     u = grid[lo].astype(out_dtype)
     energy = tv_energy(u, arr, beta, fidelity=fidelity, connectivity=connectivity,
                        weights=weights, spacing=spacing)  # fmt: skip
