@@ -243,18 +243,39 @@ def test_beta_auto_is_chosen_on_a_central_crop(capsys, tmp_path, volume):
     assert float(line.split()[1]) > 0
 
 
-def test_exact_on_zarr_is_solved_in_memory(capsys, tmp_path, volume):
+def test_exact_on_zarr_is_solved_in_chunks_and_certified(capsys, tmp_path, volume):
     from napari_tv import denoise_tv
+    from napari_tv.operators import tv_energy
 
     small = np.round(volume[:8, :16, :16]).astype(np.int16)
     src = plain_zarr(tmp_path / "in.zarr", small, 3, chunks=(4, 8, 8))
     rc, stdout, err = call(capsys, "denoise", src, tmp_path / "o.zarr", "--beta", "2",
-                           "--method", "exact")  # fmt: skip
+                           "--method", "exact", "--connectivity", "2")  # fmt: skip
     assert rc == 0, err
-    assert "exact: certified global minimum" in stdout
+    assert "in chunks of 4x8x8" in err
+    assert "exact: certified global minimum on" in stdout and "passes over the blocks" in stdout
     got = zarr.open(str(tmp_path / "o.zarr"), mode="r")
-    np.testing.assert_array_equal(got[...], denoise_tv(small, 2.0, method="exact"))
+    ref = denoise_tv(small, 2.0, method="exact", connectivity=2)
+    v = small.astype(np.float32)
+    assert tv_energy(got[...], v, 2.0, connectivity=2) == pytest.approx(
+        tv_energy(ref, v, 2.0, connectivity=2), rel=1e-9)
     assert got.chunks == (4, 8, 8)
+
+
+def test_exact_not_certified_is_an_error_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    """A plateau larger than the blocks, no memory to solve it at once: refused."""
+    from napari_tv import _exact_chunked
+
+    v = np.random.default_rng(4).normal(size=(36, 36)).astype(np.float32)
+    v[4:32, 4:32] += 6.0
+    src = plain_zarr(tmp_path / "in.zarr", v, 2, chunks=(9, 9))
+    monkeypatch.setattr(_exact_chunked, "DEFAULT_OVERLAP", 1)
+    monkeypatch.setattr(_exact_chunked, "available_bytes", lambda: 0)
+    rc, _, err = call(capsys, "denoise", src, tmp_path / "o.zarr", "--beta", "3",
+                      "--method", "exact", "--levels", "48", "--quiet")  # fmt: skip
+    one_line_error(rc, err, "the exact solve is not certified: ")
+    assert "voxels undecided" in err
+    assert not (tmp_path / "o.zarr").exists() and leftovers(tmp_path) == []
 
 
 def test_an_image_too_large_for_memory_is_solved_in_chunks(capsys, tmp_path, volume, monkeypatch):
@@ -269,11 +290,12 @@ def test_an_image_too_large_for_memory_is_solved_in_chunks(capsys, tmp_path, vol
     assert "the in-memory solve would need about" in err and "chunk by chunk" in err
     assert "rounds" in stdout
     np.testing.assert_allclose(tifffile.imread(tmp_path / "o.tif"), expected, atol=1e-4)
-    # exact has no chunked solve: the guard's error
-    rc, _, err = call(capsys, "denoise", tmp_path / "in.npy", tmp_path / "e.zarr", "--beta",
-                      BETA, "--method", "exact")  # fmt: skip
-    one_line_error(rc, err, "method='exact'")
-    assert not (tmp_path / "e.zarr").exists() and leftovers(tmp_path) == []
+    # exact too: solved chunk by chunk, certified
+    rc, stdout, err = call(capsys, "denoise", tmp_path / "in.npy", tmp_path / "e.zarr",
+                           "--beta", BETA, "--method", "exact", "--levels", "64")  # fmt: skip
+    assert rc == 0, err
+    assert "chunk by chunk" in err and "exact: certified global minimum on 64 levels" in stdout
+    assert leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------- promises
@@ -357,7 +379,7 @@ def test_other_zarr_errors_are_one_line(capsys, tmp_path, volume, monkeypatch):
         (["denoise", src, tmp_path / "o.zarr", "--beta", "auto", "--beta-rule", "sure"],
          "--beta-rule is not available when solving chunk by chunk"),
         (["denoise", src, tmp_path / "o.zarr", "--option", "rho=2"],
-         "--option, --connectivity and --levels are not available"),
+         "--option is not available when solving chunk by chunk"),
         (["denoise", src, tmp_path / "o.zarr", "--scheduler", "nonsense"],
          "argument --scheduler: expected threads, processes, synchronous"),
         (["denoise", src, tmp_path / "o.zarr", "--scheduler", "127.0.0.1:9"],

@@ -2,8 +2,8 @@
 in-memory solve would not fit (:func:`_denoise_lazy`, called by :mod:`napari_tv.cli`).
 
 Each batch index (channel, time point) is solved by :func:`napari_tv.chunked.denoise_tv_chunked`
-block by block into its slice of a zarr store beside OUT (``--method exact``: in memory, one
-index at a time, under the memory guard), which is published as OUT or streamed into it.  Also
+block by block into its slice of a zarr store beside OUT (``--method exact``: the chunked
+exact solve, :mod:`napari_tv._exact_chunked`), which is published as OUT or streamed into it.  Also
 here: the ``--scheduler`` argument and the dask scheduler it names for the run (a local one, one
 process pool for the whole run, or a ``dask.distributed`` client).  dask is imported only when
 this path runs.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tv._cli_common import CLIError, _library_call, _method_options, _Progress
+from napari_tv._cli_common import CLIError, _library_call, _Progress
 from napari_tv._io import ImageFileError, check_writable, write_image
 from napari_tv._validation import float_dtype
 from napari_tv._zarr_io import (
@@ -78,8 +78,8 @@ def _denoise_lazy(args, img, out: Path, channel_axis, tol: float, connect_timeou
     """``denoise`` of a zarr input, with ``--chunks``, or of an image whose in-memory solve
     would not fit: each batch index (channel, time point) solved by
     :func:`napari_tv.chunked.denoise_tv_chunked` block by block into its slice of a zarr
-    store beside OUT (``--method exact``: in memory, one index at a time, under the memory
-    guard), which is published as OUT (zarr) or streamed into it (TIFF, ``.npy``).
+    store beside OUT (``--method exact`` too, certified or refused), which is published as OUT
+    (zarr) or streamed into it (TIFF, ``.npy``).
     ``connect_timeout``: seconds to wait for a ``--scheduler`` address to answer."""
     data = img.data
     shape, ndim = tuple(int(n) for n in data.shape), data.ndim
@@ -94,15 +94,17 @@ def _denoise_lazy(args, img, out: Path, channel_axis, tol: float, connect_timeou
         )
     if args.beta_rule is not None and args.beta != "auto":
         raise CLIError("--beta-rule goes with --beta auto")
-    if args.beta_rule is not None and not exact:
+    if args.beta_rule is not None:
         raise CLIError(
             "--beta-rule is not available when solving chunk by chunk (--beta auto uses the "
             "fidelity's default rule on a central crop)"
         )
-    if not exact and (args.option or args.connectivity is not None or args.levels is not None):
+    if args.option or (not exact and (args.connectivity is not None
+                                      or args.levels is not None)):  # fmt: skip
         raise CLIError(
-            "--option, --connectivity and --levels are not available when solving chunk by "
-            "chunk (zarr input, --chunks, or an image too large for memory)"
+            "--option is not available when solving chunk by chunk (zarr input, --chunks, or "
+            "an image too large for memory), nor --connectivity and --levels with an "
+            "iterative method"
         )
     try:
         chunks = output_chunks(shape, batch, args.chunks,
@@ -124,11 +126,10 @@ def _denoise_lazy(args, img, out: Path, channel_axis, tol: float, connect_timeou
     shape_text = "x".join(map(str, shape))
     chunk_text = "x".join(str(chunks[i]) for i in spatial)
     if args.beta == "auto":
-        where = "the data" if exact else "a central crop"
-        beta_text = f"auto (chosen from {where})"
+        beta_text = "auto (chosen from a central crop)"
     else:
         beta_text = f"{args.beta:g}"
-    how = "in memory" if exact else f"in chunks of {chunk_text}"
+    how = f"in chunks of {chunk_text}"
     n_slices = math.prod(shape[i] for i in batch)
     if n_slices > 1:
         how += f", {n_slices} channels/time points one at a time"
@@ -142,23 +143,13 @@ def _denoise_lazy(args, img, out: Path, channel_axis, tol: float, connect_timeou
         + f", {how}{sched}"
     )  # fmt: skip
     progress = _Progress(not args.quiet, args.method, start)
-    options = {
-        "method": args.method,
-        "fidelity": args.fidelity,
-        "tv": args.tv,
-        "boundary": args.boundary,
-        "spacing": spacing,
-    }
+    options = {"method": args.method, "fidelity": args.fidelity, "spacing": spacing}
     if exact:
         for name in ("connectivity", "levels"):
             if getattr(args, name) is not None:
                 options[name] = getattr(args, name)
-        if args.option:
-            options["options"] = _method_options(args.method, args.option)
-        if args.beta_rule is not None:
-            options["beta_rule"] = args.beta_rule
     else:
-        options["tol"] = tol
+        options.update(tv=args.tv, boundary=args.boundary, tol=tol)
         if args.max_iter is not None:
             options["max_num_iter"] = args.max_iter
 
@@ -190,11 +181,11 @@ def _denoise_lazy(args, img, out: Path, channel_axis, tol: float, connect_timeou
 
             rule = RULE_NAMES[args.beta_rule or default_rule(args.fidelity)]
             betas = ", ".join(f"{b:.6g}" for b in total["betas"])
-            where = "" if exact else " on a central crop"
-            print(f"beta {betas} (chosen by {rule}{where})")
+            print(f"beta {betas} (chosen by {rule} on a central crop)")
         print(f"energy {total['energy']:.10g}")
-        if exact and total["converged"]:
-            print(f"exact: certified global minimum on {total['levels']} levels")
+        if exact:
+            print(f"exact: certified global minimum on {total['levels']} levels "
+                  f"({total['rounds']} passes over the blocks)")  # fmt: skip
         else:
             state = "converged" if total["converged"] else "not converged"
             rounds = f" in {total['rounds']} rounds" if total["rounds"] else ""
@@ -228,34 +219,26 @@ def _solve_slices(data, zout, batch, chunks, beta, options, progress, scheduler)
             frac = float(info.get("fraction", 0.0) or 0.0)
             return progress({**info, "fraction": (k + min(max(frac, 0.0), 1.0)) / len(indices)})
 
-        if options["method"] == "exact":
-            from napari_tv.solvers.api import denoise_tv
+        import dask.array as da
 
-            _guard_exact(part, options)  # before the slice is read into memory
-            u, res = denoise_tv(np.asarray(part), beta, callback=report, return_info=True,
-                                **options)  # fmt: skip
-            if res.cancelled:
-                break
-            zout.array[where] = u
-            del u
-            total["levels"] = max(total["levels"], len(res.extra.get("levels", ())))
-        else:
-            import dask.array as da
+        from napari_tv.chunked import denoise_tv_chunked
 
-            from napari_tv.chunked import denoise_tv_chunked
-
-            target = zout.array if not batch else None
-            # the state on disk (if it goes there) beside OUT, not in a RAM-backed /tmp
-            res = denoise_tv_chunked(part.rechunk(spatial_chunks), beta, out=target,
-                                     callback=report, scheduler=scheduler,
-                                     state_dir=zout.state_dir, **options)  # fmt: skip
-            if res.cancelled:
-                break
-            if target is None:  # a channel or time point: into its slice of OUT
-                slice_target = _SliceTarget(zout.array, where)
-                da.store(res.u.rechunk(spatial_chunks), slice_target, lock=False,
-                         scheduler=scheduler)  # fmt: skip
-            total["rounds"] = max(total["rounds"], int(getattr(res, "rounds", 0) or 0))
+        target = zout.array if not batch else None
+        # the state on disk (if it goes there) beside OUT, not in a RAM-backed /tmp
+        res = denoise_tv_chunked(part.rechunk(spatial_chunks), beta, out=target,
+                                 callback=report, scheduler=scheduler,
+                                 state_dir=zout.state_dir, **options)  # fmt: skip
+        if res.cancelled:
+            break
+        if res.method == "exact" and not res.converged:  # never a silent approximation
+            raise CLIError(f"the exact solve is not certified: {res.extra['note']}")
+        if res.method == "exact":
+            total["levels"] = max(total["levels"], len(res.extra["levels"]))
+        if target is None:  # a channel or time point: into its slice of OUT
+            slice_target = _SliceTarget(zout.array, where)
+            da.store(res.u.rechunk(spatial_chunks), slice_target, lock=False,
+                     scheduler=scheduler)  # fmt: skip
+        total["rounds"] = max(total["rounds"], int(getattr(res, "rounds", 0) or 0))
         if beta == "auto":
             total["betas"].append(float(res.extra.get("beta", math.nan)))
         total["energy"] += float(res.energy)
@@ -285,25 +268,6 @@ class _SliceTarget:
         for axis, r in zip(self.spatial, region, strict=False):
             full[axis] = r
         self.target[tuple(full)] = value
-
-
-def _guard_exact(part, options: dict) -> None:
-    """The memory guard of an in-memory exact solve of ``part`` (a dask array, not read
-    yet): the solver's memory (:mod:`napari_tv._memory`) and the slice itself; the grey
-    levels are counted again by ``denoise_tv`` once the data is known."""
-    from napari_tv._memory import estimate_bytes, require
-
-    levels = options.get("levels")
-    n_levels = levels if isinstance(levels, int) else len(levels) if levels is not None else 0
-    dtype = float_dtype(part.dtype)
-    shape = "x".join(map(str, part.shape))
-    require(
-        estimate_bytes("exact", options.get("fidelity", "l2"), part.shape, dtype.itemsize,
-                       n_levels=n_levels) + part.size * dtype.itemsize,
-        f"method='exact' on a {shape} {dtype} image (read into memory)",
-        "the exact solver has no chunked path yet: use an iterative method such as --method "
-        "primal_dual, which runs chunk by chunk",
-    )  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_tv._memory import HEADROOM, available_bytes, estimate_bytes, human_bytes
 from napari_tv._rounds import BlockFiles, compute, depths, owned, persist, temp_dir
 from napari_tv._rounds import overlap as extend
 from napari_tv._validation import check_real, check_spacing, float_dtype
@@ -158,6 +159,13 @@ def _patch_block(b, *, region, values, block_info=None):
     return b
 
 
+def _mark(d, b, *, at):
+    """``d`` (the pass that decided each voxel, 0: not yet) with the voxels ``b`` decides
+    now marked ``at``."""
+    lo, hi = unpack(b)
+    return np.where((d == 0) & (lo == hi), np.uint8(min(at, 255)), d).astype(np.uint8)
+
+
 def _levels_of(b, *, grid, out_dtype):
     return grid[unpack(b)[0]].astype(out_dtype)
 
@@ -224,6 +232,7 @@ def solve_exact_chunked(
     out=None,
     callback=None,
     scheduler=None,
+    record: bool = False,
 ):
     r"""The exact minimiser of :func:`napari_tv.solvers.exact.solve_exact`, block by block.
 
@@ -248,6 +257,10 @@ def solve_exact_chunked(
         As in :func:`napari_tv.chunked.denoise_tv_chunked`; the callback gets ``method,
         iter, max_iter, fraction, elapsed, undecided, energy (nan), gap (nan)`` after every
         pass and may return True to stop.
+    record : bool
+        Also return ``extra["decided_at"]``: a uint8 dask array, the pass that decided each
+        voxel (``passes + 1``: solved at once with the rest; 0: undecided), 1 byte per voxel
+        kept like the bounds.
 
     Returns
     -------
@@ -261,7 +274,6 @@ def solve_exact_chunked(
     import dask.array as da
 
     from napari_tv._dask_ops import as_float_dask_array
-    from napari_tv._memory import HEADROOM, available_bytes, estimate_bytes
     from napari_tv._rounds import state_mode
     from napari_tv.chunked import (
         ChunkedResult,
@@ -293,8 +305,13 @@ def solve_exact_chunked(
     n_levels = len(grid)
     depth = int(overlap) + 1
     tasks = _parallel_tasks(scheduler)
-    if chunks is None:
-        blocks = solve_chunks(x.chunks, EXACT_BLOCK_VOXELS, min_blocks=tasks)
+    if chunks is None:  # as big as the memory lets ``tasks`` solves at once be
+        target = EXACT_BLOCK_VOXELS
+        avail = available_bytes()
+        if avail is not None:
+            per_voxel = estimate_bytes("exact", fidelity, (1,), 8)
+            target = max(4096, min(target, int(HEADROOM * avail) // (2 * tasks * per_voxel)))
+        blocks = solve_chunks(x.chunks, target, min_blocks=tasks)
     else:
         blocks = da.core.normalize_chunks(chunks, x.shape, dtype=x.dtype)
     blocks = _fit_chunks(blocks, depth, False)
@@ -313,10 +330,15 @@ def solve_exact_chunked(
         Vx = persist(extend(V, depth, False, 0), scheduler=scheduler)[0]
     meta = np.empty((0,) * nd, np.uint32)
 
-    def keep(arr, turn):
+    marks = [BlockFiles(root / "da", 0), BlockFiles(root / "db", 0)] if mode == "disk" else []
+
+    def keep(arr, turn, pair=None):
+        pair = turns if pair is None else pair
         if mode == "disk":
-            return turns[turn % 2].write(arr, scheduler), turns[turn % 2]
+            return pair[turn % 2].write(arr, scheduler), pair[turn % 2]
         return persist(arr, scheduler=scheduler)[0], None
+
+    D = da.zeros(V.shape, chunks=V.chunks, dtype=np.uint8) if record else None
 
     B = da.full(V.shape, pack(0, n_levels - 1), chunks=V.chunks, dtype=np.uint32)
     files = None
@@ -332,6 +354,8 @@ def solve_exact_chunked(
         )  # fmt: skip
         B, files = keep(new, passes)
         passes += 1
+        if record:
+            D = keep(da.map_blocks(_mark, D, B, at=passes, dtype=np.uint8), passes, marks)[0]
         undecided, new_width = _width(B, scheduler)
         elapsed = time.perf_counter() - t0
         history.append({"round": passes, "undecided": undecided, "elapsed": elapsed})
@@ -364,10 +388,15 @@ def solve_exact_chunked(
             remainder_voxels, undecided = undecided, 0
         else:
             note = (f"{undecided} voxels undecided after {passes} passes; solving them at "
-                    f"once needs about {need / 2**30:.2f} GiB (box {shape}), more than "
-                    f"{budget / 2**30:.2f} GiB: larger chunks or overlap decide more per pass")
+                    f"once needs about {human_bytes(need)} (box {shape}), more than the "
+                    f"{human_bytes(budget)} allowed: larger chunks or overlap decide more per "
+                    "pass")  # fmt: skip
     converged = undecided == 0 and not cancelled
-    U = B.map_blocks(_levels_of, grid=grid, out_dtype=dtype, dtype=dtype, meta=np.empty((0,) * nd, dtype))
+    if record:
+        D = keep(da.map_blocks(_mark, D, B, at=passes + 1, dtype=np.uint8), passes + 1,
+                 marks)[0]  # fmt: skip
+    U = B.map_blocks(_levels_of, grid=grid, out_dtype=dtype, dtype=dtype,
+                     meta=np.empty((0,) * nd, dtype))
     out_arr = _open_out(out, V.shape, dtype, V.chunks)
     if out_arr is not None and not cancelled:
         kw = {} if scheduler is None else {"scheduler": scheduler}
@@ -385,6 +414,7 @@ def solve_exact_chunked(
         elapsed=time.perf_counter() - t0, method="exact", cancelled=cancelled,
         extra={"levels": grid, "passes": passes, "undecided": undecided,
                "remainder_voxels": remainder_voxels, "remainder_box": box,
-               "overlap": int(overlap), "note": note},
+               "overlap": int(overlap), "note": note,
+               **({"decided_at": D} if record else {})},
         rounds=passes, chunks=V.chunks,
     )  # fmt: skip

@@ -240,7 +240,7 @@ def _run_denoise(args) -> int:
         args.tol = args.max_iter = None
     tol = 1e-4 if args.tol is None else args.tol
     lazy = isinstance(img, ZarrImage) or args.chunks is not None
-    if not lazy and args.method != "exact":
+    if not lazy:
         too_big = _in_memory_too_big(img.data, args.method, args.fidelity, channel_axis)
         if too_big:
             _note(f"{too_big}; solving it chunk by chunk (--chunks sets the chunks)")

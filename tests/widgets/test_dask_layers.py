@@ -344,3 +344,62 @@ def test_dask_time_series_one_time_point_or_all(make_napari_viewer, wait_done, e
     np.testing.assert_allclose(
         np.asarray(out.data[2]), denoise_tv(movie[2], BETA, tol=1e-4), atol=2e-2
     )
+
+
+def _plateau_volume():
+    """A bright box larger than the blocks: the chunked exact solve needs its final step."""
+    rng = np.random.default_rng(3)
+    v = (0.3 * rng.standard_normal((12, 40, 40))).astype(np.float32)
+    v[2:10, 4:36, 4:36] += 5.0
+    return v
+
+
+def test_level_sets_dichotomy_on_a_dask_layer_is_the_chunked_exact_solve(
+    make_napari_viewer, wait_done, errors
+):
+    from napari_tv._widgets.levelsets import LevelSetsWidget
+    from napari_tv.solvers.exact import solve_exact
+
+    v = _plateau_volume()
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(da.from_array(v, chunks=(6, 20, 20)), name="img", scale=SPACING)
+    w = LevelSetsWidget(viewer)
+    w.set_parameters(levels=32, connectivity=1, beta=2.0)
+    w.run_dichotomy()
+    wait_done(w.runner)
+    assert not errors["error"], errors
+    out, labels = viewer.layers["img exact"], viewer.layers["img dichotomy"]
+    assert isinstance(out.data, da.Array) and isinstance(labels.data, da.Array)
+    assert tuple(out.scale) == SPACING
+    ref = solve_exact(v, 2.0, levels=32, spacing=SPACING)
+    w_sp = (1 / 2.0, 1.0, 1.0)
+    got = np.asarray(out.data)
+    assert tv_energy(got, v, 2.0, connectivity=1, weights=w_sp) == pytest.approx(
+        ref.energy, rel=1e-9)
+    passes = out.metadata["passes"]
+    decided = np.asarray(labels.data)
+    assert decided.min() >= 1 and decided.max() <= passes + 1
+    assert "certified voxel by voxel" in w.status.value
+    assert not w.depth_slider.enabled and "chunked" in w.depth_label.value
+    np.testing.assert_array_equal(np.asarray(layer.data), v)
+
+
+def test_denoise_widget_exact_on_a_dask_layer_runs_chunked(make_napari_viewer, wait_done,
+                                                           errors):  # fmt: skip
+    from napari_tv.solvers.exact import solve_exact
+
+    v = _plateau_volume()
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(v, chunks=(6, 20, 20)), name="img")
+    w = _denoise_widget(viewer)
+    assert w.chunked.value
+    w.set_parameters(method="exact", beta=2.0, levels=32)
+    w.run()
+    wait_done(w.runner)
+    assert not errors["error"], errors
+    out = viewer.layers["img TV"]
+    assert isinstance(out.data, da.Array)
+    assert "certified voxel by voxel" in out.metadata["certificate"]
+    ref = solve_exact(v, 2.0, levels=32)
+    assert tv_energy(np.asarray(out.data), v, 2.0, connectivity=1) == pytest.approx(
+        ref.energy, rel=1e-9)

@@ -189,6 +189,9 @@ def denoise_chunked(info: ImageInfo, frames: list[int] | None, params: dict[str,
             result = denoise_tv_chunked(image, params["beta"], callback=solving, **kwargs)
             if result.cancelled:
                 raise Cancelled
+            if result.method == "exact" and not result.converged:
+                raise LayerError("the chunked exact solve is not certified: "
+                                 f"{result.extra['note']}")  # fmt: skip
             folder = result_dir()
             made.append(folder)
             u = result.u
@@ -212,6 +215,64 @@ def denoise_chunked(info: ImageInfo, frames: list[int] | None, params: dict[str,
     return results
 
 
+def _store(u, name: str, folder: Path, callback=None):
+    """``u`` written to ``folder/name`` (zarr, chunked like ``u``); the dask array reading it."""
+    import dask.array as da
+    import zarr
+
+    target = zarr.create_array(store=str(folder / name), shape=u.shape, dtype=u.dtype,
+                               chunks=tuple(max(c) for c in u.chunks))  # fmt: skip
+    write_blocks(u, target, callback)
+    return da.from_zarr(target, chunks=u.chunks)
+
+
+def exact_chunked(info: ImageInfo, t: int | None, params: dict[str, Any], callback=None):
+    """The chunked exact solve of the layer's data (the time point ``t`` of a series) for the
+    Level sets widget (worker thread): ``napari_tv._exact_chunked.solve_exact_chunked`` with
+    the pass that decided each voxel recorded; both written to a zarr store of their own.
+
+    Returns the result, with ``u`` and ``extra["decided_at"]`` lazy arrays reading the store
+    (``extra["store"]``).  Cancel raises :class:`~._tasks.Cancelled`, a solve that is not
+    certified :class:`LayerError` (with its reason); then no store is left.
+    """
+    import dataclasses
+
+    from napari_tv._exact_chunked import solve_exact_chunked
+
+    data = as_dask(info.data)
+    image = data if t is None else data[t]
+
+    def solving(info_):
+        if callback is None:
+            return False
+        return bool(callback({**info_, "fraction": SOLVE_SHARE * float(info_["fraction"])}))
+
+    result = solve_exact_chunked(image, params["beta"], fidelity=params["fidelity"],
+                                 connectivity=params["connectivity"], levels=params["levels"],
+                                 spacing=params["spacing"], callback=solving,
+                                 record=True)  # fmt: skip
+    if result.cancelled:
+        raise Cancelled
+    if not result.converged:
+        raise LayerError(f"the chunked exact solve is not certified: {result.extra['note']}")
+    folder = result_dir()
+    try:
+        def writing(fraction, share):
+            if callback is None:
+                return False
+            done = SOLVE_SHARE + (1.0 - SOLVE_SHARE) * (share + fraction) / 2
+            return bool(callback({"fraction": done, "stage": "writing the result"}))
+
+        u = _store(result.u, "u.zarr", folder, lambda f: writing(f, 0.0))
+        decided = _store(result.extra["decided_at"], "decided.zarr", folder,
+                         lambda f: writing(f, 1.0))  # fmt: skip
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    extra = {**result.extra, "decided_at": decided, "store": str(folder)}
+    return dataclasses.replace(result, u=u, extra=extra)
+
+
 def remove_stores(results) -> None:
     """Remove the stores of results of :func:`denoise_chunked` (a layer no longer reads)."""
     for result in results or ():
@@ -222,8 +283,16 @@ def remove_stores(results) -> None:
 
 def certificate(result) -> str:
     """The chunked result's certificate line: its relative duality gap (over the whole
-    volume), iterations and rounds over the blocks."""
+    volume), iterations and rounds over the blocks; for the exact solver, how it was
+    certified."""
     rounds = getattr(result, "rounds", None)
+    if result.method == "exact":
+        extra = result.extra
+        text = (f"exact minimiser on a {len(extra['levels'])}-level grid, certified voxel by "
+                f"voxel in {rounds} pass{'es' if rounds != 1 else ''} over the blocks")
+        if extra.get("remainder_voxels"):
+            text += f" and {extra['remainder_voxels']} voxels solved at once"
+        return text + " (chunked)"
     text = f"relative duality gap {result.gap:.3g} after {result.n_iter} iterations"
     if rounds is not None:
         text += f" in {rounds} round{'s' if rounds != 1 else ''} over the blocks"

@@ -126,6 +126,7 @@ class LevelSetsWidget(TVForm):
         self.runner.busy_widgets += (self.dichotomy_button.native,)
         self._levels: dict[str, Any] | None = None  # info, image, summary of the last compute
         self._dichotomy: dict[str, Any] | None = None
+        self._stores: dict[str, Any] = {}  # chunked exact results whose stores layers read
         self._beta_layer = None  # the layer β's range was set for
         self.lambda_slider.changed.connect(self._show_level)
         self.stack_button.changed.connect(lambda *_: self.add_stack())
@@ -306,6 +307,9 @@ class LevelSetsWidget(TVForm):
         the layers (and the last dichotomy shown) as they were.  Returns the worker.
         """
         try:
+            info = self.input.info()
+            if info.lazy:
+                return self._run_chunked_exact(info)
             info, image, params = self._input()
         except LayerError as exc:
             notify_error(f"Level sets: {exc}")
@@ -322,6 +326,66 @@ class LevelSetsWidget(TVForm):
             on_result=lambda out: self._show_dichotomy(info, params, out),
             description=f"exact dichotomy of {info.name!r} at β = {params['beta']:.3g}…",
         )
+
+    def _run_chunked_exact(self, info: ImageInfo):
+        """A lazy layer (dask, zarr, multiscale): the chunked exact solve, block by block
+        (``napari_tv._exact_chunked``), with progress and Cancel; shows the minimiser and
+        which pass over the blocks decided each voxel."""
+        from ._chunked import exact_chunked
+
+        values = self.asdict()
+        params = {
+            "levels": None if values["levels"] <= 1 else values["levels"],
+            "connectivity": min(values["connectivity"], info.spatial_ndim),
+            "spacing": self.input.spacing_for(info),
+            "beta": float(self.beta_slider.value()),
+            "fidelity": self.fidelity.value,
+        }
+        t = self.input.current_time(info) if info.time_axis is not None else None
+        return self.runner.start(
+            exact_chunked, info, t, params,
+            on_result=lambda result: self._show_chunked_exact(info, params, result),
+            description=f"exact solve of {info.name!r} at β = {params['beta']:.3g}, chunked "
+                        "(dask)…",
+        )  # fmt: skip
+
+    def _show_chunked_exact(self, info: ImageInfo, params, result) -> None:
+        from ._chunked import certificate, remove_stores
+
+        layer = info.layer
+        if layer not in self.viewer.layers:
+            notify_error(f"Level sets: layer {layer.name!r} was removed during the run")
+            remove_stores([result])
+            return
+        spatial = info.spatial_ndim
+        extra = result.extra
+        meta = {"source": layer.name, "beta": params["beta"], "fidelity": params["fidelity"],
+                "connectivity": params["connectivity"], "energy": float(result.energy),
+                "certificate": certificate(result), "passes": int(result.rounds),
+                "remainder_voxels": int(extra["remainder_voxels"])}  # fmt: skip
+        for name in (f"{layer.name} exact", f"{layer.name} dichotomy"):
+            old = self._stores.pop(name, None)
+            if old is not None:
+                remove_stores([old])
+        place = {"scale": tuple(layer.scale)[-spatial:],
+                 "translate": tuple(layer.translate)[-spatial:]}  # fmt: skip
+        show_output(self.viewer, f"{layer.name} exact", result.u, **place,
+                    metadata={"napari_tv": "exact (chunked)", **meta},
+                    colormap=layer.colormap)  # fmt: skip
+        show_output(self.viewer, f"{layer.name} dichotomy", extra["decided_at"],
+                    layer_type="labels", **place,
+                    metadata={"napari_tv": "dichotomy (chunked)", **meta,
+                              "labels": "the pass over the blocks that decided each voxel; "
+                                        f"{result.rounds + 1}: solved at once with the rest"},
+                    opacity=0.5)  # fmt: skip
+        self._stores[f"{layer.name} exact"] = result
+        self._dichotomy = None
+        self.depth_slider.enabled = False
+        self.depth_label.value = (
+            f"chunked: labels 1-{result.rounds} = the pass over the blocks that decided a "
+            f"voxel, {result.rounds + 1} = solved at once"
+        )
+        self.status.value = f"{meta['certificate']}; energy {result.energy:.6g}"
 
     def _show_dichotomy(self, info, params, out) -> None:
         self._dichotomy = {"info": info, "params": params, **out}
