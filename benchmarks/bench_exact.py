@@ -6,7 +6,13 @@ groups) and ``add_grid_tedges`` (the level cost plus β·w per neighbour already
 above/below), the per-round arrays computed with vectorised NumPy.  Both produce exact
 minimisers; the energies are printed to show they agree.
 
-Run: ``python benchmarks/bench_exact.py [--quick]`` (or through ``benchmarks/bench.py``).
+Ours runs with one thread and with two (``exact.THREADS``), alternating with PyMaxflow (one
+thread), so that neither ratio is all parallelism.  Then: the peak memory of one solve per voxel
+(160³ uint8, a fresh process, as ``bench_memory.py``), and the chunked exact solve
+(:mod:`napari_tv._exact_chunked`) on the 128³ volume against the in-memory one.
+
+Run: ``python benchmarks/bench_exact.py [--quick]`` (or through ``benchmarks/bench.py``);
+``--quick`` skips the 128³ rows and the chunked solve.
 """
 
 from __future__ import annotations
@@ -82,11 +88,11 @@ def pymaxflow_dichotomy(image, beta, *, fidelity="l2", connectivity=1, weights=N
     return grid[lo], rounds
 
 
-def _best_of_interleaved(fa, fb, repeat):
-    """Best-of-``repeat`` seconds of two functions timed alternately (fair under shared load)."""
-    best, out = [np.inf, np.inf], [None, None]
+def _best_of_interleaved(fns, repeat):
+    """Best-of-``repeat`` seconds of several functions timed alternately (fair under load)."""
+    best, out = [np.inf] * len(fns), [None] * len(fns)
     for _ in range(repeat):
-        for k, fn in enumerate((fa, fb)):
+        for k, fn in enumerate(fns):
             t0 = time.perf_counter()
             out[k] = fn()
             best[k] = min(best[k], time.perf_counter() - t0)
@@ -107,9 +113,67 @@ def _cases(include_3d: bool):
     yield "camera 256² L2 β=20", cam256, 20.0, {"fidelity": "l2", "levels": 256}, 5, None
     yield "camera 256² L2 β=20 conn 2", cam256, 20.0, {"fidelity": "l2", "connectivity": 2,
                                                       "levels": 256}, 5, None  # fmt: skip
+    vol64 = microscopy_3d(shape=(64, 64, 64), seed=0)[0]
+    for conn in (1, 2):
+        yield (f"microscopy 64³ L2 β=2 conn {conn}", vol64, 2.0,
+               {"fidelity": "l2", "levels": 256, "connectivity": conn}, 3, None)  # fmt: skip
     if include_3d:
         vol = microscopy_3d(shape=(128, 128, 128), seed=0)[0]
-        yield "microscopy 128³ L2 β=2", vol, 2.0, {"fidelity": "l2", "levels": 256}, 1, None
+        for conn in (1, 2):
+            yield (f"microscopy 128³ L2 β=2 conn {conn}", vol, 2.0,
+                   {"fidelity": "l2", "levels": 256, "connectivity": conn}, 1, None)  # fmt: skip
+
+
+def _threads(n, fn):
+    """``fn`` with the exact solver on ``n`` threads."""
+    from napari_tv.solvers import exact
+
+    def run():
+        saved, exact.THREADS = exact.THREADS, n
+        try:
+            return fn()
+        finally:
+            exact.THREADS = saved
+
+    return run
+
+
+def bytes_per_voxel(shape="160x160x160", dtype="uint8") -> float:
+    """Peak RSS growth of one exact solve per voxel, in a fresh process (``bench_memory``)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_memory import CHILD
+
+    out = subprocess.run([sys.executable, "-c", CHILD, "exact", "l2", dtype, shape],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])["measured"]
+
+
+def chunked_row() -> None:
+    """The chunked exact solve of the 128³ volume (default blocks, threads) vs in memory."""
+    import dask.array as da
+
+    from napari_tv._exact_chunked import solve_exact_chunked
+    from napari_tv._sample_data import microscopy_3d
+
+    vol = microscopy_3d(shape=(128, 128, 128), seed=0)[0]
+    t0 = time.perf_counter()
+    ref = solve_exact(vol, 2.0, fidelity="l2", levels=256)
+    t_mem = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = solve_exact_chunked(da.from_array(vol, chunks=64), 2.0, fidelity="l2", levels=256)
+    t_ch = time.perf_counter() - t0
+    blocks = "x".join(str(max(c)) for c in res.chunks)
+    undecided = " → ".join(str(h["undecided"]) for h in res.history)
+    print(f"chunked exact, microscopy 128³ L2 β=2, blocks {blocks}, overlap "
+          f"{res.extra['overlap']}: {res.rounds} passes (undecided after each: {undecided}), "
+          f"{res.extra['remainder_voxels']} voxels solved at once; {t_ch:.2f} s vs {t_mem:.2f} s "
+          f"in memory ({t_ch / t_mem:.2f}x); energy {res.energy:.10g} / {ref.energy:.10g}; "
+          f"certified {res.converged}")  # fmt: skip
 
 
 def main(include_3d: bool = True) -> list:
@@ -118,25 +182,32 @@ def main(include_3d: bool = True) -> list:
     ``include_3d=False`` (``--quick``) skips the 128³ volume (minutes with PyMaxflow)."""
     solve_exact(np.arange(12.0).reshape(3, 4), 1.0, levels=4)  # compile / load the cache
     rows = []
-    header = (f"{'case':32s} {'L':>4s} {'rounds':>6s} {'napari-tv':>10s} {'PyMaxflow':>10s} "
-              f"{'ratio':>6s} {'D-S 2005':>8s}  energies (ours / PyMaxflow)")  # fmt: skip
+    header = (f"{'case':32s} {'L':>4s} {'rounds':>6s} {'1 thread':>9s} {'2 threads':>9s} "
+              f"{'PyMaxflow':>10s} {'ratio 1t':>8s} {'ratio 2t':>8s} {'D-S 2005':>8s}  "
+              "energies (ours / PyMaxflow)")  # fmt: skip
     print(header)
     print("-" * len(header))
     for name, img, beta, kw, repeat, ds in _cases(include_3d):
-        (t_ours, t_pmf), (res, (u_pmf, _)) = _best_of_interleaved(
-            lambda img=img, beta=beta, kw=kw: solve_exact(img, beta, **kw),
-            lambda img=img, beta=beta, kw=kw: pymaxflow_dichotomy(img, beta, **kw),
+        def ours(img=img, beta=beta, kw=kw):
+            return solve_exact(img, beta, **kw)
+
+        (t1, t2, t_pmf), (res, _, (u_pmf, _)) = _best_of_interleaved(
+            [_threads(1, ours), _threads(2, ours),
+             lambda img=img, beta=beta, kw=kw: pymaxflow_dichotomy(img, beta, **kw)],
             repeat,
-        )
+        )  # fmt: skip
         e_pmf = tv_energy(u_pmf, np.asarray(img, dtype=np.float64), beta,
                           fidelity=kw["fidelity"], connectivity=kw.get("connectivity", 1),
                           weights=kw.get("weights"))  # fmt: skip
-        ratio = t_pmf / t_ours
         ds_txt = f"{ds:8.2f}" if ds else f"{'':8s}"
-        print(f"{name:32s} {len(res.extra['levels']):4d} {res.n_iter:6d} {t_ours:10.3f} "
-              f"{t_pmf:10.3f} {ratio:6.2f} {ds_txt}  {res.energy:.10g} / {e_pmf:.10g}",
-              flush=True)  # fmt: skip
-        rows.append((name, t_ours, t_pmf, ratio))
+        print(f"{name:32s} {len(res.extra['levels']):4d} {res.n_iter:6d} {t1:9.3f} {t2:9.3f} "
+              f"{t_pmf:10.3f} {t_pmf / t1:8.2f} {t_pmf / t2:8.2f} {ds_txt}  "
+              f"{res.energy:.10g} / {e_pmf:.10g}", flush=True)  # fmt: skip
+        rows.append((name, t1, t2, t_pmf))
+    print(f"\nmemory: {bytes_per_voxel():.1f} B per voxel (peak RSS growth of one solve, 160³ "
+          "uint8, L2, levels = the 50 integer values)", flush=True)  # fmt: skip
+    if include_3d:
+        chunked_row()
     return rows
 
 
