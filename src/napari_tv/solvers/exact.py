@@ -141,7 +141,7 @@ from napari_tv._validation import as_float_array, check_real, check_spacing
 from napari_tv.fidelity import FIDELITY_CODE, check_fidelity_data
 from napari_tv.operators import level_grid, neighbour_offsets, resolve_weights, tv_energy
 from napari_tv.solvers._result import TVResult
-from napari_tv.solvers.maxflow import FlowQueues, GridFlowState
+from napari_tv.solvers.maxflow import FREE, GridFlowState
 
 __all__ = ["solve_exact", "solve_level"]
 
@@ -260,15 +260,16 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, l
 
 
 @jit
-def _split_intervals(lo, hi, above, counts):
-    """The source side (``above`` the midpoint) keeps the upper half, the rest the lower half.
+def _split_intervals(lo, hi, parent, is_sink, counts):
+    """The source side of the cut (the source search tree: above the midpoint) keeps the upper
+    half, the rest the lower half.
 
     ``counts[k]`` becomes the number of still undecided voxels whose interval starts at k."""
     counts[:] = 0
     for i in range(lo.shape[0]):
         if lo[i] >= 0 and lo[i] < hi[i]:
             m = (lo[i] + hi[i]) // 2
-            if above[i]:
+            if parent[i] != FREE and not is_sink[i]:
                 lo[i] = m + 1
             else:
                 hi[i] = m
@@ -336,11 +337,10 @@ class _Dichotomy:
         off = neighbour_offsets(image.ndim, connectivity)
         w = resolve_weights(image.ndim, connectivity, weights, spacing)
         self.shape = shape
-        self.flow = st = GridFlowState(shape, off)
+        self.flow = st = GridFlowState(shape, off, queue_size=int(np.prod(shape)))
         self.pshape, self.inner, self.nbr, self.rev = st.pshape, st.inner, st.nbr, st.rev
         self.bw = beta * np.concatenate([w, w])
         n = int(np.prod(self.pshape))
-        self.above = np.zeros(n, dtype=np.bool_)  # the source side of the last cut
         self.v = np.zeros(n)
         self.v.reshape(self.pshape)[self.inner] = image
         self.lo = np.full(n, -1, dtype=np.int32)
@@ -362,9 +362,8 @@ class _Dichotomy:
         else:
             self.blo = self.bhi = np.zeros(1, dtype=np.int32)
         size = int(np.prod(shape))
-        #: per thread: node list and the max-flow's queues
-        self.work = [(np.empty(size, np.int64), st.queues),
-                     (np.empty(size, np.int64), FlowQueues(size))]  # fmt: skip
+        #: one node list and one pair of queues; threads take disjoint segments of them
+        self.nodes = np.empty(size, dtype=st.queues.active.dtype)
         self.fresh = True
 
     def set_interval(self, lo: int, hi: int) -> None:
@@ -373,23 +372,27 @@ class _Dichotomy:
         _group_sizes(self.lo, self.hi, self.counts)
         self.fresh = True
 
-    def _solve_chunk(self, first: int, last: int, worker: int) -> None:
-        """Prepare and solve the groups whose interval starts in ``[first, last]``."""
+    def _solve_chunk(self, first: int, last: int) -> None:
+        """Prepare and solve the groups whose interval starts in ``[first, last]``, in the
+        segment of the node list and queues that their voxels' count gives them (groups are
+        listed in order of their interval: a run of them owns a run of the list)."""
         st = self.flow
-        nodes, queues = self.work[worker]
+        start = int(self.counts[:first].sum())
+        stop = start + int(self.counts[first : last + 1].sum())
+        nodes = self.nodes[start:stop]
         n = _reparametrise(self.v, self.lo, self.hi, self.grid, self.code, self.big, self.nbr,
                            self.rev, st.rc, st.tr, self.slope, first, last, nodes,
                            self.blo, self.bhi, self.boxed, self.cbox)  # fmt: skip
-        if n:
-            st.maxflow(nodes[:n], queues)  # resumed from the previous round's residual graph
+        if n:  # resumed from the previous round's residual graph
+            st.maxflow(nodes[:n], st.queues.part(start, stop))
 
-    def _solve_chunks(self, chunks: list, worker: int, lock: threading.Lock) -> None:
+    def _solve_chunks(self, chunks: list, lock: threading.Lock) -> None:
         while True:
             with lock:
                 if not chunks:
                     return
                 first, last = chunks.pop()
-            self._solve_chunk(first, last, worker)
+            self._solve_chunk(first, last)
 
     def round(self, pool=None) -> int:
         """Cut every undecided interval at its midpoint; returns the number of groups cut.
@@ -399,7 +402,7 @@ class _Dichotomy:
         st = self.flow
         groups = int(np.count_nonzero(self.counts))
         if self.fresh:
-            nodes = self.work[0][0]
+            nodes = self.nodes
             n = _build_first_round(self.v, self.lo, self.hi, self.grid, self.code, self.big,
                                    self.bw, self.nbr, st.rc, st.tr, self.slope, nodes,
                                    self.blo, self.bhi, self.boxed, self.cbox)  # fmt: skip
@@ -410,12 +413,12 @@ class _Dichotomy:
             if pool is not None and groups >= 2 and self.counts.sum() >= MIN_PARALLEL_VOXELS:
                 chunks = _deal_groups(self.counts, CHUNKS)
                 lock = threading.Lock()
-                fut = pool.submit(self._solve_chunks, chunks, 1, lock)
-                self._solve_chunks(chunks, 0, lock)
+                fut = pool.submit(self._solve_chunks, chunks, lock)
+                self._solve_chunks(chunks, lock)
                 fut.result()
             else:
-                self._solve_chunk(0, len(self.grid) - 1, 0)
-        _split_intervals(self.lo, self.hi, st.source_side(self.above), self.counts)
+                self._solve_chunk(0, len(self.grid) - 1)
+        _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.counts)
         return groups
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,12 @@ array           bytes      meaning
 ``parent``      1          direction to the parent in the search tree, or free / terminal / orphan
 ``is_sink``     1          which search tree the voxel belongs to
 ``ts``, dist    4 + 4      Kolmogorov's time stamp and distance-to-terminal heuristic
-queues          8 + 8 + 1  FIFO of active voxels, deque of orphans, "is active" flag
+queues          4 + 4 + 1  FIFO of active voxels, deque of orphans, "is active" flag
 ==============  =========  =====================================================
 
-i.e. ``16K + 43`` bytes: 75 B per pixel in 2-D (connectivity 1), 139 B per voxel in 3-D
-(connectivity 1).
+i.e. ``16K + 27`` bytes: 59 B per pixel in 2-D (connectivity 1), 75 B per voxel in 3-D
+(connectivity 1).  The queues hold int32 indices below 2**31 voxels (:func:`index_dtype`),
+int64 above.
 
 The algorithm is that of Boykov & Kolmogorov [1]_ (two search trees grown from the terminals,
 augmentation along the found path, adoption of orphans with the time-stamp / distance
@@ -72,17 +73,32 @@ def interior(shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(slice(1, n + 1) for n in shape)
 
 
+def index_dtype(n: int) -> np.dtype:
+    """The dtype of flat indices into ``n`` voxels: int32 below 2**31 voxels (half the memory
+    of int64 for node lists and queues), else int64."""
+    return np.dtype(np.int32) if n < 2**31 else np.dtype(np.int64)
+
+
 class FlowQueues:
     """The queues of one max-flow search over at most ``size`` nodes: the FIFO of active
     nodes, the deque of orphans and their heads and counts (``state``).  One per thread that
-    runs a flow at the same time as another (:meth:`GridFlowState.maxflow`)."""
+    runs a flow at the same time as another (:meth:`GridFlowState.maxflow`); :meth:`part`
+    gives a thread its own segment of one pair of arrays."""
 
     __slots__ = ("active", "orphans", "state")
 
-    def __init__(self, size: int):
-        self.active = np.empty(size, dtype=np.int64)
-        self.orphans = np.empty(size, dtype=np.int64)
+    def __init__(self, size: int, dtype=np.int64):
+        self.active = np.empty(size, dtype=dtype)
+        self.orphans = np.empty(size, dtype=dtype)
         self.state = np.zeros(4, dtype=np.int64)  # active head, count; orphan head, count
+
+    def part(self, start: int, stop: int) -> FlowQueues:
+        """Queues over ``active[start:stop]`` and ``orphans[start:stop]`` (views), with a state
+        of their own: threads given disjoint segments never touch each other's entries."""
+        out = FlowQueues.__new__(FlowQueues)
+        out.active, out.orphans = self.active[start:stop], self.orphans[start:stop]
+        out.state = np.zeros(4, dtype=np.int64)
+        return out
 
 
 class GridFlowState:
@@ -98,6 +114,9 @@ class GridFlowState:
         The grid (1-, 2- or 3-D), padded by one voxel on every side.
     offsets : ndarray of int, shape (K, ndim)
         The neighbour offsets (``operators.neighbour_offsets``).
+    queue_size : int, optional
+        Entries of :attr:`queues` (default: every padded voxel); at least the number of nodes
+        any :meth:`maxflow` call searches.
 
     Attributes
     ----------
@@ -116,7 +135,7 @@ class GridFlowState:
     trees are this class's own (:meth:`source_side` reads them).
     """
 
-    def __init__(self, shape: tuple[int, ...], offsets: np.ndarray):
+    def __init__(self, shape: tuple[int, ...], offsets: np.ndarray, queue_size: int | None = None):
         self.pshape, self.nbr, self.rev = padded_geometry(tuple(shape), np.asarray(offsets))
         self.inner = interior(tuple(shape))
         n = int(np.prod(self.pshape))
@@ -127,7 +146,7 @@ class GridFlowState:
         self.ts = np.zeros(n, dtype=np.int32)
         self.dist = np.zeros(n, dtype=np.int32)
         self.in_active = np.zeros(n, dtype=np.bool_)
-        self.queues = FlowQueues(n)
+        self.queues = FlowQueues(n if queue_size is None else queue_size, index_dtype(n))
 
     def maxflow(self, nodes: np.ndarray | None = None, queues: FlowQueues | None = None) -> float:
         """Push flow from the current residual graph (``rc``, ``tr``) until no augmenting path
@@ -139,7 +158,7 @@ class GridFlowState:
         threads at once, each with its own ``queues`` (at least ``len(nodes)`` entries;
         default: :attr:`queues`).  The search trees stay in place for :meth:`source_side`."""
         if nodes is None:
-            nodes = np.arange(len(self.tr), dtype=np.int64)
+            nodes = np.arange(len(self.tr), dtype=self.queues.active.dtype)
         q = self.queues if queues is None else queues
         return _bk_maxflow(
             nodes, self.rc, self.tr, self.nbr, self.rev, self.parent, self.is_sink, self.ts,
