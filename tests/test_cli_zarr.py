@@ -243,17 +243,20 @@ def test_beta_auto_is_chosen_on_a_central_crop(capsys, tmp_path, volume):
     assert float(line.split()[1]) > 0
 
 
-def test_exact_on_zarr_is_solved_in_chunks_and_certified(capsys, tmp_path, volume):
-    from napari_tv import denoise_tv
+@pytest.mark.parametrize("share", [1.0, 0.0])  # fits and is solved at once / passes
+def test_exact_on_zarr_is_certified(capsys, tmp_path, volume, monkeypatch, share):
+    from napari_tv import _exact_chunked, denoise_tv
     from napari_tv.operators import tv_energy
 
+    monkeypatch.setattr(_exact_chunked, "IN_MEMORY_SHARE", share)
     small = np.round(volume[:8, :16, :16]).astype(np.int16)
     src = plain_zarr(tmp_path / "in.zarr", small, 3, chunks=(4, 8, 8))
     rc, stdout, err = call(capsys, "denoise", src, tmp_path / "o.zarr", "--beta", "2",
                            "--method", "exact", "--connectivity", "2")  # fmt: skip
     assert rc == 0, err
-    assert "in chunks of 4x8x8" in err
-    assert "exact: certified global minimum on" in stdout and "passes over the blocks" in stdout
+    assert "exact: certified global minimum on" in stdout
+    how = "solved at once: it fits in memory" if share else "passes over the blocks"
+    assert how in stdout
     got = zarr.open(str(tmp_path / "o.zarr"), mode="r")
     ref = denoise_tv(small, 2.0, method="exact", connectivity=2)
     v = small.astype(np.float32)

@@ -333,3 +333,22 @@ def test_iterative_methods_refuse_exact_only_arguments():
     x = da.from_array(np.zeros((8, 8)), chunks=4)
     with pytest.raises(ValueError, match="belong to method='exact'"):
         denoise_tv_chunked(x, 0.5, connectivity=2)
+
+
+def test_a_volume_that_fits_is_solved_at_once_unless_chunks_are_given(monkeypatch):
+    from napari_tv import _exact_chunked
+
+    v = _plateau((24, 30))
+    x = da.from_array(v, chunks=8)
+    ref = solve_exact(v, 2.0, levels=32)
+    direct = solve_exact_chunked(x, 2.0, levels=32)
+    assert direct.extra["in_memory"] and direct.rounds == 0 and direct.converged
+    np.testing.assert_array_equal(direct.u.compute(), ref.u)
+    # too big for the share of the memory it may take at once: the passes
+    monkeypatch.setattr(_exact_chunked, "IN_MEMORY_SHARE", 0.0)
+    chunked = solve_exact_chunked(x, 2.0, levels=32)
+    assert not chunked.extra["in_memory"] and chunked.rounds >= 1 and chunked.converged
+    assert chunked.energy == pytest.approx(ref.energy, rel=1e-10)
+    # chunks given: the passes, whatever the memory
+    monkeypatch.undo()
+    assert not solve_exact_chunked(x, 2.0, levels=32, chunks=12).extra["in_memory"]

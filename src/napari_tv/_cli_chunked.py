@@ -184,8 +184,9 @@ def _denoise_lazy(args, img, out: Path, channel_axis, tol: float, connect_timeou
             print(f"beta {betas} (chosen by {rule} on a central crop)")
         print(f"energy {total['energy']:.10g}")
         if exact:
-            print(f"exact: certified global minimum on {total['levels']} levels "
-                  f"({total['rounds']} passes over the blocks)")  # fmt: skip
+            how = ("solved at once: it fits in memory" if total.get("in_memory")
+                   else f"{total['rounds']} passes over the blocks")  # fmt: skip
+            print(f"exact: certified global minimum on {total['levels']} levels ({how})")
         else:
             state = "converged" if total["converged"] else "not converged"
             rounds = f" in {total['rounds']} rounds" if total["rounds"] else ""
@@ -234,6 +235,7 @@ def _solve_slices(data, zout, batch, chunks, beta, options, progress, scheduler)
             raise CLIError(f"the exact solve is not certified: {res.extra['note']}")
         if res.method == "exact":
             total["levels"] = max(total["levels"], len(res.extra["levels"]))
+            total["in_memory"] = total.get("in_memory", True) and res.extra["in_memory"]
         if target is None:  # a channel or time point: into its slice of OUT
             slice_target = _SliceTarget(zout.array, where)
             da.store(res.u.rechunk(spatial_chunks), slice_target, lock=False,

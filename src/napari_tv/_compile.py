@@ -85,6 +85,7 @@ FAMILIES = {
     "operators": "napari_tv.operators:warm",
     "exact": "napari_tv.solvers.exact:warm",
     "primal_dual": "napari_tv.solvers.primal_dual:warm",
+    "chunked": "napari_tv.chunked:warm",
     "chambolle": "napari_tv.solvers.chambolle:warm",
     "bregman": "napari_tv.solvers.bregman:warm",
     "gradient_descent": "napari_tv.solvers.gradient_descent:warm",

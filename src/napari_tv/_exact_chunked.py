@@ -64,6 +64,11 @@ DEFAULT_OVERLAP = 8
 EXACT_BLOCK_VOXELS = 1 << 21
 #: passes before the rest is solved at once
 DEFAULT_MAX_PASSES = 6
+#: the whole volume is solved at once (no passes) when that takes at most this share of the
+#: memory allowed (and no ``chunks`` are given)
+IN_MEMORY_SHARE = 1.0
+#: a pass deciding less than this share of the undecided voxels is the last one
+MIN_PASS_GAIN = 0.01
 
 
 def pack(lo, hi) -> np.ndarray:
@@ -233,6 +238,7 @@ def solve_exact_chunked(
     callback=None,
     scheduler=None,
     record: bool = False,
+    in_memory: bool | None = None,
 ):
     r"""The exact minimiser of :func:`napari_tv.solvers.exact.solve_exact`, block by block.
 
@@ -257,6 +263,11 @@ def solve_exact_chunked(
         As in :func:`napari_tv.chunked.denoise_tv_chunked`; the callback gets ``method,
         iter, max_iter, fraction, elapsed, undecided, energy (nan), gap (nan)`` after every
         pass and may return True to stop.
+    in_memory : bool, optional
+        Solve the whole volume at once, in memory (True), or in passes over the blocks
+        (False).  Default: in memory when ``chunks`` is not given, the scheduler is not a
+        ``dask.distributed`` cluster and the solve fits ``max_bytes`` -- the passes cost two to
+        four in-memory solves, so they are for volumes that do not fit.  Certified either way.
     record : bool
         Also return ``extra["decided_at"]``: a uint8 dask array, the pass that decided each
         voxel (``passes + 1``: solved at once with the rest; 0: undecided), 1 byte per voxel
@@ -268,8 +279,9 @@ def solve_exact_chunked(
         ``u`` (dask, the solve's chunks), ``energy`` (of ``u``), ``n_iter`` = ``rounds`` =
         passes, ``converged`` (every voxel decided: ``u`` *is* the in-memory optimum),
         ``gap`` 0.0 (nan if not converged), ``extra = {"levels", "passes", "undecided",
-        "remainder_voxels", "remainder_box", "overlap", "note"}``.  Not converged: ``u`` is
-        the lower bound and ``extra["undecided"]`` counts the voxels whose level is not known.
+        "remainder_voxels", "remainder_box", "overlap", "note", "in_memory"}``.  Not
+        converged: ``u`` is the lower bound and ``extra["undecided"]`` counts the voxels whose
+        level is not known.
     """
     import dask.array as da
 
@@ -320,13 +332,28 @@ def solve_exact_chunked(
     threads = 1 if tasks > 1 and V.npartitions > 1 else None
     kwargs = {"fidelity": fidelity, "connectivity": connectivity, "weights": weights,
               "spacing": spacing}  # fmt: skip
-    mode = state_mode(state, 1, V.size, 4)
+    # the bounds (4 B), the extended blocks of the data (about twice it), the record (1 B)
+    mode = state_mode(state, 1, V.size, 4 + 2 * dtype.itemsize + int(record))
+    budget = max_bytes
+    if budget is None:
+        avail = available_bytes()
+        budget = None if avail is None else int(HEADROOM * avail)
+    whole = estimate_bytes("exact", fidelity, V.shape, 8, n_levels=n_levels)
+    if in_memory is None:  # the chunked passes cost 2-4x a solve: only when it does not fit
+        on_cluster = callable(getattr(scheduler, "nthreads", None))
+        in_memory = chunks is None and not on_cluster and (
+            budget is None or whole <= IN_MEMORY_SHARE * budget)
+    root = None
     if mode == "disk":
         root = temp_dir("exact-") if state_dir is None else Path(state_dir)
         turns = [BlockFiles(root / "a", 0), BlockFiles(root / "b", 0)]
-        Vx = BlockFiles(root / "v", 0).write(extend(V, depth, False, 0), scheduler)
     else:
         turns = []
+    if in_memory or not n_levels > 1:
+        Vx = None
+    elif mode == "disk":
+        Vx = BlockFiles(root / "v", 0).write(extend(V, depth, False, 0), scheduler)
+    else:
         Vx = persist(extend(V, depth, False, 0), scheduler=scheduler)[0]
     meta = np.empty((0,) * nd, np.uint32)
 
@@ -346,7 +373,7 @@ def solve_exact_chunked(
     width = undecided * (n_levels - 1)
     history: list[dict] = []
     passes, cancelled = 0, False
-    while undecided and passes < max_passes:
+    while undecided and passes < max_passes and not in_memory:
         Bx = extend(B, depth, False, 0, files=files)
         new = da.map_blocks(
             squeeze_block, Vx, Bx, chunks=V.chunks, dtype=np.uint32, meta=meta, depth=depth,
@@ -356,6 +383,7 @@ def solve_exact_chunked(
         passes += 1
         if record:
             D = keep(da.map_blocks(_mark, D, B, at=passes, dtype=np.uint8), passes, marks)[0]
+        before = undecided
         undecided, new_width = _width(B, scheduler)
         elapsed = time.perf_counter() - t0
         history.append({"round": passes, "undecided": undecided, "elapsed": elapsed})
@@ -366,19 +394,16 @@ def solve_exact_chunked(
         }):  # fmt: skip
             cancelled = True
             break
-        if new_width == width:
-            break  # a fixed point: more passes would decide nothing more
+        if new_width == width or undecided > (1.0 - MIN_PASS_GAIN) * before:
+            break  # (nearly) a fixed point: what is left spans more than a block
         width = new_width
     remainder_voxels, box, note = 0, None, ""
     if undecided and not cancelled:
-        box = _undecided_box(B, scheduler)
+        box = (tuple(slice(0, n) for n in V.shape) if in_memory
+               else _undecided_box(B, scheduler))  # fmt: skip
         shape = tuple(s.stop - s.start for s in box)
         need = estimate_bytes("exact", fidelity, shape, 8, n_levels=n_levels)
-        budget = max_bytes
-        if budget is None:
-            avail = available_bytes()
-            budget = None if avail is None else int(HEADROOM * avail)
-        if budget is None or need <= budget:
+        if in_memory or budget is None or need <= budget:
             v_r = np.asarray(compute(V[box], scheduler=scheduler)[0])
             lo_r, hi_r = unpack(compute(B[box], scheduler=scheduler)[0])
             k = solve_in_range(v_r, beta, grid, lo_r, hi_r, **kwargs)
@@ -414,7 +439,7 @@ def solve_exact_chunked(
         elapsed=time.perf_counter() - t0, method="exact", cancelled=cancelled,
         extra={"levels": grid, "passes": passes, "undecided": undecided,
                "remainder_voxels": remainder_voxels, "remainder_box": box,
-               "overlap": int(overlap), "note": note,
+               "overlap": int(overlap), "note": note, "in_memory": bool(in_memory),
                **({"decided_at": D} if record else {})},
         rounds=passes, chunks=V.chunks,
     )  # fmt: skip

@@ -734,3 +734,14 @@ def denoise_dask_one(image, beta, kwargs, return_info):
         res = denoise_tv_chunked(image, beta, **kw)
         return res.u.rechunk(image.chunks), res
     return lazy_denoise_tv(image, beta, **kwargs)
+
+
+def warm(dtype) -> None:
+    """Run the chunked solve (the block kernels of :mod:`napari_tv.solvers._blockwise`, every
+    fidelity) on a tiny volume of ``dtype`` in two blocks (``napari_tv._compile``)."""
+    import dask.array as da
+
+    v = np.linspace(0.5, 3.0, 6 * 5 * 8).reshape(6, 5, 8).astype(dtype)
+    for fidelity in FIDELITIES:
+        denoise_tv_chunked(da.from_array(v, chunks=(6, 5, 4)), 0.5, fidelity=fidelity,
+                           max_num_iter=6, iterations_per_round=3, scheduler="synchronous")

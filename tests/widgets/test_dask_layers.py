@@ -355,10 +355,13 @@ def _plateau_volume():
 
 
 def test_level_sets_dichotomy_on_a_dask_layer_is_the_chunked_exact_solve(
-    make_napari_viewer, wait_done, errors
+    make_napari_viewer, wait_done, errors, monkeypatch
 ):
+    from napari_tv import _exact_chunked
     from napari_tv._widgets.levelsets import LevelSetsWidget
     from napari_tv.solvers.exact import solve_exact
+
+    monkeypatch.setattr(_exact_chunked, "IN_MEMORY_SHARE", 0.0)  # as if it did not fit
 
     v = _plateau_volume()
     viewer = make_napari_viewer()
@@ -399,7 +402,7 @@ def test_denoise_widget_exact_on_a_dask_layer_runs_chunked(make_napari_viewer, w
     assert not errors["error"], errors
     out = viewer.layers["img TV"]
     assert isinstance(out.data, da.Array)
-    assert "certified voxel by voxel" in out.metadata["certificate"]
+    assert "(solved at once: it fits in memory)" in out.metadata["certificate"]
     ref = solve_exact(v, 2.0, levels=32)
     assert tv_energy(np.asarray(out.data), v, 2.0, connectivity=1) == pytest.approx(
         ref.energy, rel=1e-9)

@@ -288,6 +288,9 @@ def certificate(result) -> str:
     rounds = getattr(result, "rounds", None)
     if result.method == "exact":
         extra = result.extra
+        if extra.get("in_memory"):
+            return (f"exact minimiser on a {len(extra['levels'])}-level grid (solved at once: "
+                    "it fits in memory)")  # fmt: skip
         text = (f"exact minimiser on a {len(extra['levels'])}-level grid, certified voxel by "
                 f"voxel in {rounds} pass{'es' if rounds != 1 else ''} over the blocks")
         if extra.get("remainder_voxels"):
