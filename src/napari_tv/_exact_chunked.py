@@ -285,16 +285,16 @@ def solve_exact_chunked(
     """
     import dask.array as da
 
-    from napari_tv._dask_ops import as_float_dask_array
-    from napari_tv._rounds import state_mode
-    from napari_tv.chunked import (
+    from napari_tv._chunks import (
         ChunkedResult,
         _as_dask,
         _fit_chunks,
         _open_out,
-        _parallel_tasks,  # fmt: skip
+        _parallel_tasks,
         solve_chunks,
     )
+    from napari_tv._dask_ops import as_float_dask_array
+    from napari_tv._rounds import state_mode
     t0 = time.perf_counter()
     x = _as_dask(image, None)
     beta = _check_args(beta, overlap, max_passes, max_bytes)
