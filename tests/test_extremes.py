@@ -289,9 +289,9 @@ def test_a_dask_array_larger_than_memory_is_solved_chunked_with_its_state_on_dis
     assert out.shape == lazy.shape and out.chunks == lazy.chunks
     assert state_mode("auto", 6, lazy.size, 4) == "disk"
     assert state_mode("auto", 6, 64**3, 4) == "memory"
-    # the exact solver computes a dask image in memory: refused at the call when it cannot
-    with pytest.raises(MemoryError, match="method='exact' on a dask image"):
-        denoise_tv(lazy, 0.5, method="exact")
+    # the exact solver too: lazy, nothing computed at the call (its passes run at compute)
+    exact = denoise_tv(lazy, 0.5, method="exact")
+    assert exact.shape == lazy.shape and exact.chunks == lazy.chunks
 
 
 def test_the_memory_budget(monkeypatch):
