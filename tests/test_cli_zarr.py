@@ -381,6 +381,8 @@ def test_other_zarr_errors_are_one_line(capsys, tmp_path, volume, monkeypatch):
         (["denoise", not_zarr, tmp_path / "o.zarr"], "not a zarr array or group"),
         (["denoise", src, tmp_path / "o.zarr", "--beta", "auto", "--beta-rule", "sure"],
          "--beta-rule is not available when solving chunk by chunk"),
+        (["denoise", src, tmp_path / "o.zarr", "--method", "exact", "--boundary", "periodic"],
+         "method='exact' does not support boundary='periodic'"),
         (["denoise", src, tmp_path / "o.zarr", "--option", "rho=2"],
          "--option is not available when solving chunk by chunk"),
         (["denoise", src, tmp_path / "o.zarr", "--scheduler", "nonsense"],

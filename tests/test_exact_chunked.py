@@ -352,3 +352,41 @@ def test_a_volume_that_fits_is_solved_at_once_unless_chunks_are_given(monkeypatc
     # chunks given: the passes, whatever the memory
     monkeypatch.undo()
     assert not solve_exact_chunked(x, 2.0, levels=32, chunks=12).extra["in_memory"]
+
+
+def test_l1_ties_on_integer_data_give_the_optimal_energy():
+    """Exact ties broken differently by rounding in two solves of a block: no error, the
+    optimal energy (the case that crossed the bounds)."""
+    v = np.random.default_rng(3).integers(0, 40, (64, 64)).astype(np.uint8)
+    ref = solve_exact(v, 0.6, fidelity="l1")
+    res = solve_exact_chunked(da.from_array(v, chunks=32), 0.6, fidelity="l1", chunks=32)
+    assert res.converged
+    got = tv_energy(res.u.compute(), v.astype(np.float32), 0.6, fidelity="l1", connectivity=1)
+    assert got == pytest.approx(ref.energy, rel=1e-9)
+
+
+def test_two_solves_with_one_state_dir_keep_their_own_files(tmp_path):
+    rng = np.random.default_rng(12)
+    x1 = da.from_array(rng.normal(size=(24, 24)), chunks=12)
+    x2 = da.from_array(rng.normal(size=(24, 24)) + 5, chunks=12)
+    r1 = solve_exact_chunked(x1, 1.0, levels=16, state="disk", state_dir=tmp_path, chunks=12)
+    u1 = r1.u.compute()
+    r2 = solve_exact_chunked(x2, 1.0, levels=16, state="disk", state_dir=tmp_path, chunks=12)
+    np.testing.assert_array_equal(r1.u.compute(), u1)
+    assert r1.extra["state_dir"] != r2.extra["state_dir"]
+    # with out=, the state is removed at the end
+    r3 = solve_exact_chunked(x1, 1.0, levels=16, state="disk", state_dir=tmp_path, chunks=12,
+                             out=tmp_path / "u.zarr")  # fmt: skip
+    assert r3.extra["state_dir"] is None
+    np.testing.assert_array_equal(r3.u.compute(), u1)
+    assert len(list(tmp_path.iterdir())) == 3  # r1's and r2's states, and u.zarr
+
+
+def test_exact_refuses_state_typos_and_periodic_boundaries():
+    x = da.from_array(np.zeros((8, 8)), chunks=4)
+    with pytest.raises(ValueError, match="state must be 'auto', 'memory' or 'disk', got 'disc'"):
+        solve_exact_chunked(x, 1.0, state="disc")
+    with pytest.raises(ValueError, match="does not support boundary='periodic'"):
+        denoise_tv_chunked(x, 1.0, method="exact", boundary="periodic")
+    with pytest.raises(ValueError, match="does not support boundary='periodic'"):
+        denoise_tv(x, 1.0, method="exact", boundary="periodic")

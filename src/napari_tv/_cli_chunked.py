@@ -99,6 +99,9 @@ def _denoise_lazy(args, img, out: Path, channel_axis, tol: float, connect_timeou
             "--beta-rule is not available when solving chunk by chunk (--beta auto uses the "
             "fidelity's default rule on a central crop)"
         )
+    if exact and args.boundary != "neumann":
+        raise CLIError(f"method='exact' does not support boundary={args.boundary!r}; it "
+                       "supports boundary 'neumann' only")  # fmt: skip
     if args.option or (not exact and (args.connectivity is not None
                                       or args.levels is not None)):  # fmt: skip
         raise CLIError(

@@ -33,6 +33,12 @@ the same argument — if it fits ``max_bytes``; otherwise the result says how ma
 undecided and is *not* converged (``u`` is then the lower bound, never a silent
 approximation).
 
+Ties.  The argument needs each solve's *smallest* minimiser.  Where the energy has exact ties
+(L1 on integer data, typically), the max-flow's floating-point residuals can break a tie the
+other way, as the in-memory solver's own flow reuse can (:mod:`napari_tv.solvers.exact`): the
+two solves of a block may then cross.  Crossed voxels keep their bounds and go to the final
+solve; the result is a minimiser up to that rounding (tests compare energies to 1e-9).
+
 The bounds are packed two 16-bit grid indices per voxel (``lo | hi << 16``, 4 bytes), kept
 between passes in memory (dask ``persist``) or on disk (one ``.npy`` per block), like the
 iterative chunked solve's state (:mod:`napari_tv._rounds`).
@@ -40,6 +46,9 @@ iterative chunked solve's state (:mod:`napari_tv._rounds`).
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -129,8 +138,13 @@ def squeeze_block(v, b, *, depth, nblocks, beta, grid, kwargs, threads, block_in
                            **kwargs)  # fmt: skip
     new_lo = np.maximum(lo, below)[core]
     new_hi = np.minimum(hi, above)[core]
-    if (new_lo > new_hi).any():  # the argument says never; a bug must not pass silently
-        raise RuntimeError("napari-tv: the chunked exact solve's bounds crossed; please report")
+    # Exact ties (L1 on integer data, typically) broken differently by floating-point
+    # rounding in the two solves can cross the bounds: such voxels keep the bounds they had
+    # and are left to the final solve (module docstring, "Ties").
+    crossed = new_lo > new_hi
+    if crossed.any():
+        new_lo = np.where(crossed, lo[core], new_lo)
+        new_hi = np.where(crossed, hi[core], new_hi)
     return pack(new_lo, new_hi)
 
 
@@ -149,19 +163,15 @@ def _width(B, scheduler) -> tuple[int, int]:
     return int(totals[0]), int(totals[1])
 
 
-def _patch_block(b, *, region, values, block_info=None):
-    """``b`` with its part of ``region`` replaced by the matching part of ``values``."""
-    loc = block_info[0]["array-location"]
-    src, dst = [], []
-    for (b0, b1), r in zip(loc, region, strict=True):
-        a, e = max(b0, r.start), min(b1, r.stop)
-        if a >= e:
-            return b
-        src.append(slice(a - r.start, e - r.start))
-        dst.append(slice(a - b0, e - b0))
-    b = b.copy()
-    b[tuple(dst)] = values[tuple(src)]
-    return b
+def _aligned(chunks, box) -> tuple:
+    """The chunks of ``box`` (slices) cut where ``chunks`` cut the whole array."""
+    out = []
+    for c, sl in zip(chunks, box, strict=True):
+        edges = np.concatenate([[0], np.cumsum(c)])
+        cuts = [e for e in edges if sl.start < e < sl.stop]
+        bounds = [sl.start, *cuts, sl.stop]
+        out.append(tuple(int(b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)))
+    return tuple(out)
 
 
 def _mark(d, b, *, at):
@@ -260,7 +270,9 @@ def solve_exact_chunked(
         Memory allowed for that rest (default: the memory guard of :mod:`napari_tv._memory`).
         If it needs more, the result is not converged and says how many voxels are left.
     state, state_dir, out, callback, scheduler
-        As in :func:`napari_tv.chunked.denoise_tv_chunked`; the callback gets ``method,
+        As in :func:`napari_tv.chunked.denoise_tv_chunked` (the state on disk: a new
+        directory, inside ``state_dir`` if given, removed when the solve ends if ``out`` is
+        given, else at exit; ``extra["state_dir"]``); the callback gets ``method,
         iter, max_iter, fraction, elapsed, undecided, energy (nan), gap (nan)`` after every
         pass and may return True to stop.
     in_memory : bool, optional
@@ -296,6 +308,8 @@ def solve_exact_chunked(
     from napari_tv._dask_ops import as_float_dask_array
     from napari_tv._rounds import state_mode
     t0 = time.perf_counter()
+    if state not in ("auto", "memory", "disk"):
+        raise ValueError(f"state must be 'auto', 'memory' or 'disk', got {state!r}")
     x = _as_dask(image, None)
     beta = _check_args(beta, overlap, max_passes, max_bytes)
     check_spacing(spacing, x.ndim)
@@ -345,7 +359,12 @@ def solve_exact_chunked(
             budget is None or whole <= IN_MEMORY_SHARE * budget)
     root = None
     if mode == "disk":
-        root = temp_dir("exact-") if state_dir is None else Path(state_dir)
+        if state_dir is None:
+            root = temp_dir("exact-")
+        else:  # a new directory inside it: two solves never share their files
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            root = Path(tempfile.mkdtemp(prefix="napari-tv-exact-", dir=state_dir))
+            atexit.register(shutil.rmtree, root, True)
         turns = [BlockFiles(root / "a", 0), BlockFiles(root / "b", 0)]
     else:
         turns = []
@@ -407,8 +426,8 @@ def solve_exact_chunked(
             v_r = np.asarray(compute(V[box], scheduler=scheduler)[0])
             lo_r, hi_r = unpack(compute(B[box], scheduler=scheduler)[0])
             k = solve_in_range(v_r, beta, grid, lo_r, hi_r, **kwargs)
-            patched = da.map_blocks(_patch_block, B, region=box, values=pack(k, k),
-                                    dtype=np.uint32, meta=meta)  # fmt: skip
+            patched = B.copy()  # each block's task gets only its part of the values
+            patched[box] = da.from_array(pack(k, k), chunks=_aligned(B.chunks, box))
             B, files = keep(patched, passes)
             remainder_voxels, undecided = undecided, 0
         else:
@@ -428,6 +447,9 @@ def solve_exact_chunked(
         da.store(U.rechunk(out_arr.chunks), out_arr, lock=False, **kw)
         U = da.from_zarr(out_arr, chunks=V.chunks)
     energy = _energy(U, V, beta, fidelity, offsets, w, scheduler)
+    if root is not None and (out_arr is not None or cancelled) and not record:
+        shutil.rmtree(root, ignore_errors=True)  # nothing reads the state any more
+        root = None
     if callback is not None and not cancelled:
         callback({"method": "exact", "iter": passes, "max_iter": max_passes, "round": passes,
                   "fraction": 1.0, "elapsed": time.perf_counter() - t0,
@@ -440,6 +462,7 @@ def solve_exact_chunked(
         extra={"levels": grid, "passes": passes, "undecided": undecided,
                "remainder_voxels": remainder_voxels, "remainder_box": box,
                "overlap": int(overlap), "note": note, "in_memory": bool(in_memory),
+               "state_dir": None if root is None else str(root),
                **({"decided_at": D} if record else {})},
         rounds=passes, chunks=V.chunks,
     )  # fmt: skip

@@ -234,6 +234,7 @@ def denoise_tv_chunked(
     (True, True, ((16, 16), (16, 16)))
     """
     if method == "exact":
+        _check_exact_boundary(boundary)
         return _exact_chunked(image, beta, fidelity=fidelity, spacing=spacing, chunks=chunks,
                               state=state, state_dir=state_dir, out=out, callback=callback,
                               scheduler=scheduler, connectivity=connectivity, weights=weights,
@@ -249,6 +250,12 @@ def denoise_tv_chunked(
                 out=out, callback=callback)  # fmt: skip
     with _process_pool(scheduler):
         return _run_chunked(image, beta, scheduler=scheduler, **args)
+
+
+def _check_exact_boundary(boundary) -> None:
+    if boundary != "neumann":  # as the in-memory solver says it
+        raise ValueError(f"method='exact' does not support boundary={boundary!r}; it supports "
+                         "boundary 'neumann' only")  # fmt: skip
 
 
 def _exact_chunked(image, beta, *, scheduler, **kwargs) -> ChunkedResult:
@@ -570,6 +577,7 @@ def denoise_dask(image, beta, *, method, return_info, channel_axis, init, option
         if options:
             raise ValueError(f"options are not supported by the chunked exact solve, got "
                              f"{options!r}")  # fmt: skip
+        _check_exact_boundary(kwargs["boundary"])
         kwargs.update(connectivity=connectivity, weights=weights, levels=levels)
         kwargs.pop("tol"), kwargs.pop("max_num_iter"), kwargs.pop("tv"), kwargs.pop("boundary")
     elif options:

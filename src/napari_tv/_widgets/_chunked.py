@@ -269,7 +269,10 @@ def exact_chunked(info: ImageInfo, t: int | None, params: dict[str, Any], callba
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    extra = {**result.extra, "decided_at": decided, "store": str(folder)}
+    finally:  # the solve's own files (state on disk): copied, no longer read
+        if result.extra.get("state_dir"):
+            shutil.rmtree(result.extra["state_dir"], ignore_errors=True)
+    extra = {**result.extra, "decided_at": decided, "store": str(folder), "state_dir": None}
     return dataclasses.replace(result, u=u, extra=extra)
 
 
