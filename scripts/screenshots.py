@@ -4,7 +4,7 @@ Run under a virtual X server::
 
     xvfb-run -a .venv/bin/python scripts/screenshots.py
 
-Writes docs/images/{overview,denoise,gradient,levelsets,dichotomy,sweep,chunked}.png
+Writes docs/images/{overview,denoise,gradient,levelsets,dichotomy,sweep,chunked,chunked_exact}.png
 (``... screenshots.py overview`` or ``... chunked`` makes only that one).  Every picture is the
 real napari window driven through the widgets' own controls on the plugin's sample data.
 """
@@ -71,6 +71,9 @@ def main() -> int:
         return 0
     if sys.argv[1:] == ["chunked"]:
         chunked()
+        return 0
+    if sys.argv[1:] == ["chunked_exact"]:
+        chunked_exact()
         return 0
     viewer = open_viewer(sample="2d", show=True, run=False)
     viewer.window._qt_window.resize(*SIZE)
@@ -146,6 +149,7 @@ def main() -> int:
     viewer.close()
     overview()
     chunked()
+    chunked_exact()
     return 0
 
 
@@ -186,6 +190,38 @@ def chunked() -> None:
         viewer.reset_view()
         shot(viewer, "chunked")
         viewer.close()
+
+
+def chunked_exact() -> None:
+    """The Level sets widget's exact solve on a lazy (dask) layer of the 3D sample, in passes
+    over its blocks (forced: the sample would fit in memory and be solved at once): the exact
+    minimiser and, over it, the pass that decided each voxel."""
+    import dask.array as da
+
+    from napari_tv import SAMPLE_3D_SCALE, _exact_chunked, microscopy_3d
+    from napari_tv._widgets._launch import docked, open_viewer
+
+    noisy, _ = microscopy_3d()
+    viewer = open_viewer(show=True, run=False)
+    viewer.window._qt_window.resize(*SIZE)
+    name = "stack"
+    viewer.add_image(da.from_array(noisy, chunks=(16, 64, 64)), name=name,
+                     scale=SAMPLE_3D_SCALE)  # fmt: skip
+    levels = docked(viewer)["Level sets"]
+    front(levels)
+    levels.set_parameters(image=viewer.layers[name])
+    levels.set_parameters(levels=64, connectivity=1, beta=1.0, fidelity="l2")
+    saved, _exact_chunked.IN_MEMORY_SHARE = _exact_chunked.IN_MEMORY_SHARE, 0.0
+    try:
+        levels.run_dichotomy()
+        wait_until(lambda: not levels.runner.running)
+    finally:
+        _exact_chunked.IN_MEMORY_SHARE = saved
+    only(viewer, f"{name} dichotomy", f"{name} exact")
+    viewer.dims.set_current_step(0, noisy.shape[0] // 2)
+    viewer.reset_view()
+    shot(viewer, "chunked_exact")
+    viewer.close()
 
 
 def overview() -> None:
