@@ -104,10 +104,12 @@ changes its pairwise and neighbour terms by at most :math:`\beta\sum_d w_d`, so 
 cut violates a box.  This bound is local, so it does not grow with the volume as the Poisson
 one does.
 
-*Memory* per (padded) voxel: the max-flow's ``16K + 43`` bytes (:mod:`.maxflow`) plus the data
-``v`` and current slope (8 + 8), the interval ``lo``, ``hi`` (4 + 4), the two threads' node lists
-(8 + 8), the second thread's queues (8 + 8) and the last cut's source side (1): 132 B per pixel
-in 2-D (connectivity 1), 196 B per voxel in 3-D (connectivity 1; about 0.43 GB for 128³).
+*Memory* per (padded) voxel: the max-flow's ``16K + 27`` bytes (:mod:`.maxflow`; its queues
+shared by the threads) plus the data ``v`` and current slope (8 + 8), the interval ``lo``,
+``hi`` (4 + 4) and the node list (4, int32, shared by the threads in disjoint segments): 87 B
+per pixel in 2-D (connectivity 1), 103 B per voxel in 3-D (connectivity 1; about 0.22 GB for
+128³); measured at 160³ uint8, 115 B per voxel with the result (docs/benchmarks.md).  The
+residual capacities are the bulk: 16 B per neighbour, two float64 arcs per edge.
 
 *Threads.*  From the second round on, a round's groups are independent problems: they are dealt
 into ``CHUNKS`` runs of consecutive intervals holding about equal numbers of voxels, and two
