@@ -312,3 +312,38 @@ def test_two_threads_give_the_serial_result(monkeypatch, fidelity):
     assert {c[0] for c in helper} != {threading.get_ident()}
     np.testing.assert_array_equal(both.u, serial.u)
     assert both.energy == serial.energy
+
+
+@pytest.mark.parametrize("fidelity", FIDELITIES)
+@pytest.mark.parametrize("shape, connectivity", [((7, 9), 2), ((4, 5, 6), 1), ((30, 34), 1)])
+def test_fresh_balanced_rounds_with_routing_stay_exact(monkeypatch, fidelity, shape,
+                                                       connectivity):  # fmt: skip
+    """Balanced rounds restart from fresh capacities and route their excess first (the
+    thresholds lowered so that small images take that path): the brute-force / standard
+    optimum all the same."""
+    import napari_tv.solvers.exact as exact_mod
+    import napari_tv.solvers.maxflow as maxflow_mod
+
+    rng = np.random.default_rng(zlib.crc32(repr((fidelity, shape)).encode()))
+    v = _data(rng, shape, fidelity)
+    kw = {"fidelity": fidelity, "connectivity": connectivity, "levels": 16}
+    standard = solve_exact(v, 0.7, **kw)
+    monkeypatch.setattr(exact_mod, "FRESH_MIN_NODES", 1)
+    monkeypatch.setattr(exact_mod, "FRESH_BALANCE", 0.0)
+    monkeypatch.setattr(maxflow_mod, "ROUTE_MIN_NODES", 1)
+    monkeypatch.setattr(maxflow_mod, "ROUTE_BALANCE", 0.0)
+    routes = []
+    real = maxflow_mod.GridFlowState.maxflow
+
+    def spy(self, nodes=None, queues=None, route=False):
+        routes.append(route)
+        return real(self, nodes, queues, route)
+
+    monkeypatch.setattr(maxflow_mod.GridFlowState, "maxflow", spy)
+    routed = solve_exact(v, 0.7, **kw)
+    assert any(routes)  # the fresh, routed path ran
+    assert routed.energy == pytest.approx(standard.energy, rel=1e-10, abs=1e-10)
+    off = neighbour_offsets(len(shape), connectivity)
+    naive = energy_naive(routed.u, v, 0.7, fidelity, off, resolve_weights(len(shape),
+                                                                           connectivity, None))
+    assert naive == pytest.approx(routed.energy, rel=1e-9)
