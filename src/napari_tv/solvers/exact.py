@@ -88,7 +88,7 @@ and the augmenting paths must cross the plateau.  Resumed flow does not help the
 with a group of ``FRESH_MIN_NODES`` voxels or more, and excess and deficit within
 ``FRESH_BALANCE`` of each other is set up as a fresh round would be, and its max-flow first
 carries excess to deficits along breadth-first distances (:meth:`.GridFlowState.maxflow`,
-``route``).  Measured on the 128³ sample: that round 7.3 s -> 4.3 s, the solve 10.5 -> 6.8 s
+``route``).  Measured on the 128³ sample: that round 7.3 s -> 4.3 s, the solve 10.4 -> 6.7 s
 (docs/benchmarks.md).  Both are valid reparametrisations, so the cut is the same.
 
 *Poisson.*  :math:`f(0, v>0) = +\infty`, so :math:`c_s(k) = -\infty` ("u must go up") at the
