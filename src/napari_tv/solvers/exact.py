@@ -114,11 +114,14 @@ cut violates a box.  This bound is local, so it does not grow with the volume as
 one does.
 
 *Memory* per (padded) voxel: the max-flow's ``16K + 27`` bytes (:mod:`.maxflow`; its queues
-shared by the threads) plus the data ``v`` and current slope (8 + 8), the interval ``lo``,
-``hi`` (4 + 4) and the node list (4, int32, shared by the threads in disjoint segments): 87 B
-per pixel in 2-D (connectivity 1), 103 B per voxel in 3-D (connectivity 1; about 0.22 GB for
-128³); measured at 160³ uint8, 115 B per voxel with the result (docs/benchmarks.md).  The
-residual capacities are the bulk: 16 B per neighbour, two float64 arcs per edge.
+shared by the threads) plus the data ``v`` (4 bytes for float32 data, which integer images of 16
+bits or less become, else 8), the interval ``lo``, ``hi`` (4 + 4) and the node list (4, int32,
+shared by the threads in disjoint segments): 75 B per pixel in 2-D (connectivity 1), 91 B per
+voxel in 3-D (connectivity 1; about 0.19 GB for 128³); measured at 160³ uint8, 100 B per voxel
+with the input's float32 copy and the result (docs/benchmarks.md).  The previous round's slope,
+which the reparametrisation subtracts, is recomputed rather than stored: its level is known
+from the side of the last cut each voxel fell on.  The residual capacities are the bulk: 16 B
+per neighbour, two float64 arcs per edge.
 
 *Threads.*  From the second round on, a round's groups are independent problems: they are dealt
 into ``CHUNKS`` runs of consecutive intervals holding about equal numbers of voxels, and two
@@ -214,8 +217,8 @@ def _boxed_slope(c, i, m, blo, bhi, cbox):
 
 
 @jit
-def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes, blo, bhi,
-                       boxed, cbox):  # fmt: skip
+def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, nodes, blo, bhi, boxed,
+                       cbox):  # fmt: skip
     """Capacities of a fresh level graph: every pixel cut at its interval's midpoint.
 
     Lists the undecided voxels in ``nodes``; returns their number."""
@@ -229,10 +232,9 @@ def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes
         nodes[n] = i
         n += 1
         m = (lo[i] + hi[i]) // 2
-        slope[i] = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
+        a = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
         if boxed:
-            slope[i] = _boxed_slope(slope[i], i, m, blo, bhi, cbox)
-        a = slope[i]
+            a = _boxed_slope(a, i, m, blo, bhi, cbox)
         for d in range(nbr.shape[0]):
             j = i + nbr[d]
             if lo[j] < 0:
@@ -248,10 +250,14 @@ def _build_first_round(v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, nodes
 
 
 @jit
-def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, last, nodes,
-                   blo, bhi, boxed, cbox):  # fmt: skip
+def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, parent, is_sink, first, last,
+                   nodes, blo, bhi, boxed, cbox):  # fmt: skip
     """Turn the previous round's residual graph into the next round's (module Notes), for the
     undecided voxels whose interval starts in ``[first, last]``.
+
+    The previous round's slope is recomputed, not stored (8 bytes per voxel less): its level
+    is ``lo - 1`` for a voxel that went up (the source tree of the previous cut, which is still
+    in place for these voxels) and ``hi`` for one that went down.
 
     Lists them in ``nodes``; returns their number.  Arcs to other groups are zeroed in both
     directions, so two threads may each prepare and solve their own groups at once."""
@@ -263,10 +269,12 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, slope, first, l
         n += 1
         m = (lo[i] + hi[i]) // 2
         c = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
+        m = lo[i] - 1 if parent[i] != FREE and not is_sink[i] else hi[i]
+        c_old = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
         if boxed:
-            c = _boxed_slope(c, i, m, blo, bhi, cbox)
-        tr[i] -= c - slope[i]
-        slope[i] = c
+            c = _boxed_slope(c, i, (lo[i] + hi[i]) // 2, blo, bhi, cbox)
+            c_old = _boxed_slope(c_old, i, m, blo, bhi, cbox)
+        tr[i] -= c - c_old
         for d in range(nbr.shape[0]):
             j = i + nbr[d]
             if lo[j] != lo[i]:  # arcs into the other half were saturated; drop the reverse
@@ -289,17 +297,15 @@ def _balanced(nodes, tr, share):
 
 
 @jit
-def _rebuild_fresh(nodes, v, lo, hi, grid, code, big, bw, nbr, rc, tr, slope, blo, bhi,
-                   boxed, cbox):  # fmt: skip
+def _rebuild_fresh(nodes, v, lo, hi, grid, code, big, bw, nbr, rc, tr, blo, bhi, boxed,
+                   cbox):  # fmt: skip
     """The capacities of ``nodes`` (whole groups) as a fresh round would set them: the flow
     the previous rounds left there is dropped."""
     for i in nodes:
         m = (lo[i] + hi[i]) // 2
-        c = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
+        a = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
         if boxed:
-            c = _boxed_slope(c, i, m, blo, bhi, cbox)
-        slope[i] = c
-        a = c
+            a = _boxed_slope(a, i, m, blo, bhi, cbox)
         for d in range(nbr.shape[0]):
             j = i + nbr[d]
             rc[i, d] = 0.0
@@ -362,13 +368,14 @@ def _finite_slope_bound(v, grid, code):
     return total
 
 
-def _infinity_stand_in(v, grid, code, bw) -> float:
+def _infinity_stand_in(image, grid, code, bw) -> float:
     """A finite capacity exceeding every finite cut of every round (module Notes, Poisson).
 
     A round's finite capacities are the unary terms, at most ``max_k |c_s(k)| + sum_d bw_d``
     per pixel, plus the pairwise arcs, at most ``sum_d bw_d`` per pixel."""
     if code != FIDELITY_CODE["poisson"] or len(grid) < 2:
         return np.inf  # never used: l1 and l2 slopes are finite
+    v = np.asarray(image, dtype=np.float64).ravel()  # (a copy only for Poisson)
     total = _finite_slope_bound(v, grid, code) + 2.0 * float(np.sum(bw)) * v.size
     return 2.0 * total + 1.0
 
@@ -398,15 +405,15 @@ class _Dichotomy:
         self.pshape, self.inner, self.nbr, self.rev = st.pshape, st.inner, st.nbr, st.rev
         self.bw = beta * np.concatenate([w, w])
         n = int(np.prod(self.pshape))
-        self.v = np.zeros(n)
+        #: float32 data (float32 input, or integers of 16 bits or less) stay float32: the
+        #: slopes are computed in float64 from them, the same numbers
+        self.v = np.zeros(n, dtype=np.float32 if image.dtype == np.float32 else np.float64)
         self.v.reshape(self.pshape)[self.inner] = image
         self.lo = np.full(n, -1, dtype=np.int32)
         self.hi = np.full(n, -1, dtype=np.int32)
-        self.slope = np.zeros(n)
         self.grid = grid
         self.code = FIDELITY_CODE[fidelity]
-        self.big = _infinity_stand_in(np.asarray(image, dtype=np.float64).ravel(), grid,
-                                      self.code, self.bw)  # fmt: skip
+        self.big = _infinity_stand_in(image, grid, self.code, self.bw)
         self.counts = np.zeros(len(grid), dtype=np.int64)
         #: grid-index box per voxel (module Notes, *Boxes*), forced by slopes of at least cbox
         self.boxed = bounds is not None
@@ -438,13 +445,13 @@ class _Dichotomy:
         stop = start + int(self.counts[first : last + 1].sum())
         nodes = self.nodes[start:stop]
         n = _reparametrise(self.v, self.lo, self.hi, self.grid, self.code, self.big, self.nbr,
-                           self.rev, st.rc, st.tr, self.slope, first, last, nodes,
+                           self.rev, st.rc, st.tr, st.parent, st.is_sink, first, last, nodes,
                            self.blo, self.bhi, self.boxed, self.cbox)  # fmt: skip
         fresh = (int(self.counts[first : last + 1].max()) >= FRESH_MIN_NODES
                  and _balanced(nodes[:n], st.tr, FRESH_BALANCE))  # fmt: skip
         if fresh:
             _rebuild_fresh(nodes[:n], self.v, self.lo, self.hi, self.grid, self.code, self.big,
-                           self.bw, self.nbr, st.rc, st.tr, self.slope, self.blo, self.bhi,
+                           self.bw, self.nbr, st.rc, st.tr, self.blo, self.bhi,
                            self.boxed, self.cbox)  # fmt: skip
         if n:  # resumed from the previous round's residual graph, or fresh and routed
             st.maxflow(nodes[:n], st.queues.part(start, stop), route=fresh)
@@ -467,7 +474,7 @@ class _Dichotomy:
         if self.fresh:
             nodes = self.nodes
             n = _build_first_round(self.v, self.lo, self.hi, self.grid, self.code, self.big,
-                                   self.bw, self.nbr, st.rc, st.tr, self.slope, nodes,
+                                   self.bw, self.nbr, st.rc, st.tr, nodes,
                                    self.blo, self.bhi, self.boxed, self.cbox)  # fmt: skip
             self.fresh = False
             if n:
@@ -483,6 +490,12 @@ class _Dichotomy:
                 self._solve_chunk(0, len(self.grid) - 1)
         _split_intervals(self.lo, self.hi, st.parent, st.is_sink, self.counts)
         return groups
+
+    def result(self) -> np.ndarray:
+        """The lower ends of the intervals (the solution once the rounds are done), copied
+        after the max-flow's arrays are released: the copy does not add to the peak."""
+        self.flow = None
+        return self.lo.reshape(self.pshape)[self.inner].copy()
 
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
         lo = self.lo.reshape(self.pshape)[self.inner].copy()
@@ -552,7 +565,7 @@ def solve_indices(arr, beta, grid, *, fidelity="l2", connectivity=1, weights=Non
             cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, pool)
     else:
         cancelled = _run_rounds(dic, n_rounds, extra, history, callback, t0, None)
-    return dic.interval()[0], cancelled
+    return dic.result(), cancelled
 
 
 def solve_exact(
