@@ -20,11 +20,11 @@ A Qt-free library (importing it loads no Qt, napari, magicgui or vispy) and a na
 * sample data: :func:`microscopy_2d`, :func:`microscopy_3d`.
 """
 
-import importlib
-
 #: where each public name lives; imported on first use (PEP 562), so that ``import
-#: napari_tv`` is instant (the command line installs its Ctrl-C handling before anything heavy
-#: is loaded) and loads no Numba kernel module until one is needed
+#: napari_tv`` is instant and imports nothing, not even ``importlib`` (the command line
+#: installs its Ctrl-C handling right after this package's ``__init__``: a signal during an
+#: import here would still meet Python's default handler, and its traceback) and loads no
+#: Numba kernel module until one is needed
 _WHERE = {
     "SAMPLE_3D_SCALE": "_sample_data",
     "microscopy_2d": "_sample_data",
@@ -69,6 +69,8 @@ def __getattr__(name: str):
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'napari_tv' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(f"napari_tv.{module}"), name)
     globals()[name] = value
     return value
