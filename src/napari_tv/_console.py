@@ -42,7 +42,20 @@ class Terminated(BaseException):
 
 
 def on_signal(signum, frame):
-    """Record the signal and raise ``KeyboardInterrupt`` (SIGINT) or :class:`Terminated`."""
+    """Record the signal and raise ``KeyboardInterrupt`` (SIGINT) or :class:`Terminated`.
+
+    Inside a weak-reference callback (importlib's module-lock ``cb`` runs them during lazy
+    imports) an exception would be printed as "Exception ignored" and the signal lost: there
+    the signal is delivered again, and handled once the callback has returned."""
+    if (
+        frame is not None
+        and frame.f_code.co_name == "cb"
+        and frame.f_code.co_filename.startswith("<frozen importlib")
+    ):
+        import _thread
+
+        _thread.interrupt_main(signum)
+        return
     RECEIVED.append(signum)
     if signum == signal.SIGTERM:
         raise Terminated
@@ -79,7 +92,8 @@ def report(code: int) -> None:
 
 
 def console() -> None:
-    install()
+    # ``_before_start`` stays in place during the imports (nothing to clean up yet: one line
+    # and exit); ``main`` installs ``on_signal`` when it starts
     try:
         from napari_tv.cli import main
 

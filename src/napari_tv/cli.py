@@ -709,8 +709,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     parser = build_parser()
-    previous = _console.install()
+    previous: dict = {}
     try:
+        previous = _console.install()  # (a signal during it is handled below, as any other)
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version
