@@ -335,7 +335,8 @@ def solve_exact_chunked(
         target = EXACT_BLOCK_VOXELS
         avail = available_bytes()
         if avail is not None:
-            per_voxel = estimate_bytes("exact", fidelity, (1,), 8)
+            per_voxel = estimate_bytes("exact", fidelity, (1,) * x.ndim, 8,
+                                       connectivity=connectivity)  # fmt: skip
             target = max(4096, min(target, int(HEADROOM * avail) // (2 * tasks * per_voxel)))
         blocks = solve_chunks(x.chunks, target, min_blocks=tasks)
     else:
@@ -352,7 +353,8 @@ def solve_exact_chunked(
     if budget is None:
         avail = available_bytes()
         budget = None if avail is None else int(HEADROOM * avail)
-    whole = estimate_bytes("exact", fidelity, V.shape, 8, n_levels=n_levels)
+    whole = estimate_bytes("exact", fidelity, V.shape, 8, n_levels=n_levels,
+                           connectivity=connectivity)  # fmt: skip
     if in_memory is None:  # the chunked passes cost 2-4x a solve: only when it does not fit
         on_cluster = callable(getattr(scheduler, "nthreads", None))
         in_memory = chunks is None and not on_cluster and (
@@ -421,7 +423,8 @@ def solve_exact_chunked(
         box = (tuple(slice(0, n) for n in V.shape) if in_memory
                else _undecided_box(B, scheduler))  # fmt: skip
         shape = tuple(s.stop - s.start for s in box)
-        need = estimate_bytes("exact", fidelity, shape, 8, n_levels=n_levels)
+        need = estimate_bytes("exact", fidelity, shape, 8, n_levels=n_levels,
+                              connectivity=connectivity)  # fmt: skip
         if in_memory or budget is None or need <= budget:
             v_r = np.asarray(compute(V[box], scheduler=scheduler)[0])
             lo_r, hi_r = unpack(compute(B[box], scheduler=scheduler)[0])

@@ -12,7 +12,8 @@ primal_dual        7     7     10       u, ū, the dual (one per axis), scratch
 chambolle          7     –     –        the dual (one per axis), its update, u
 bregman            21    –     –        d, b (one per axis each), Gauss–Seidel terms
 gradient_descent   16    16    16       u, momentum, fluxes (one per axis), scratch
-exact              170 bytes per voxel (any dtype) + 32 bytes per grey level
+exact              64 + 16 K bytes per voxel (any dtype; K edges per voxel: 2 in 2-D, 3 in 3-D
+                   with connectivity 1, 4/9/13 with more) + 32 bytes per grey level
 =================  ====  ====  =======  ==========================================
 
 plus one word per voxel for the result and one for a converted input (integers, float16).
@@ -37,8 +38,16 @@ WORDS_PER_VOXEL: dict[str, dict[str, int]] = {
     "bregman": {"l2": 21},
     "gradient_descent": {"l2": 16, "l1": 16, "poisson": 16},
 }
-#: the exact solver: bytes per voxel (its graph is float64 whatever the data) and per level
-EXACT_BYTES = {"voxel": 170, "level": 32}
+#: the exact solver: bytes per voxel, per voxel and edge of its neighbourhood (two float64
+#: residual arcs) and per level; measured 100 B per voxel at 160³ uint8 with connectivity 1
+#: (K = 3: 112 estimated; docs/benchmarks.md, issue 18)
+EXACT_BYTES = {"voxel": 64, "edge": 16, "level": 32}
+
+
+def edges_per_voxel(ndim: int, connectivity: int) -> int:
+    """K, the neighbours ``s + o`` of the exact solver's graph per voxel: half the offsets in
+    {-1, 0, 1}^ndim with 1 to ``connectivity`` non-zero entries."""
+    return sum(math.comb(ndim, k) * 2**k for k in range(1, min(connectivity, ndim) + 1)) // 2
 
 
 #: the share of the available memory one call may plan to use (the rest: the viewer, other
@@ -103,12 +112,17 @@ def estimate_bytes(
     n_levels: int = 0,
     channels: int = 1,
     converted: bool = False,
+    connectivity: int = 1,
 ) -> int:
     """Peak bytes beyond the input for ``denoise_tv`` on an image of ``shape`` (one
-    channel of ``channels``) in a working dtype of ``itemsize`` bytes."""
+    channel of ``channels``) in a working dtype of ``itemsize`` bytes (``connectivity``: the
+    exact solver's neighbourhood)."""
     voxels = math.prod(int(n) for n in shape)
     if method == "exact":
-        work = voxels * EXACT_BYTES["voxel"] + n_levels * EXACT_BYTES["level"]
+        per_voxel = EXACT_BYTES["voxel"] + EXACT_BYTES["edge"] * edges_per_voxel(
+            len(shape), connectivity
+        )
+        work = voxels * per_voxel + n_levels * EXACT_BYTES["level"]
     else:
         work = voxels * itemsize * WORDS_PER_VOXEL[method][fidelity]
     total = voxels * channels

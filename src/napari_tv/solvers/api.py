@@ -333,7 +333,7 @@ def denoise_tv(
             n_levels = level_count(channel_raw, levels)
             require(
                 estimate_bytes("exact", fidelity, channel_arr.shape, channel_arr.itemsize,
-                               n_levels=n_levels),
+                               n_levels=n_levels, connectivity=connectivity),
                 f"method='exact' with {n_levels} grey levels on {channel_arr.size} voxels",
                 "pass fewer levels (levels=256 is exact up to 1/255 of the range), a smaller "
                 "region, or use an iterative method such as method='primal_dual'",
