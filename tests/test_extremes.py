@@ -293,6 +293,17 @@ def test_exact_on_512_cubed_with_12_gib(monkeypatch):
         denoise_tv(big, 0.5, method="exact")
 
 
+def test_the_guard_counts_the_exact_solvers_connectivity(monkeypatch):
+    """256³ with connectivity 1 needs about 1.8 GiB, with connectivity 3 about 4.3 GiB."""
+    from napari_tv.solvers.api import _guard_memory
+
+    monkeypatch.setenv("NAPARI_TV_MEMORY_LIMIT", str(3 * 2**30))
+    big = np.broadcast_to(np.float32(0), (256,) * 3)  # no memory behind it
+    _guard_memory(big, "exact", "l2", None, 256, False, 1)  # fits: no error
+    with pytest.raises(MemoryError, match="method='exact'"):
+        _guard_memory(big, "exact", "l2", None, 256, False, 3)
+
+
 def test_a_dask_array_larger_than_memory_is_solved_chunked_with_its_state_on_disk(
     monkeypatch,
 ):

@@ -241,7 +241,8 @@ def _run_denoise(args) -> int:
     tol = 1e-4 if args.tol is None else args.tol
     lazy = isinstance(img, ZarrImage) or args.chunks is not None
     if not lazy:
-        too_big = _in_memory_too_big(img.data, args.method, args.fidelity, channel_axis)
+        too_big = _in_memory_too_big(img.data, args.method, args.fidelity, channel_axis,
+                                     args.connectivity or 1)  # fmt: skip
         if too_big:
             _note(f"{too_big}; solving it chunk by chunk (--chunks sets the chunks)")
             lazy = True
@@ -317,7 +318,8 @@ def _run_denoise(args) -> int:
     return 0
 
 
-def _in_memory_too_big(data, method: str, fidelity: str, channel_axis) -> str:
+def _in_memory_too_big(data, method: str, fidelity: str, channel_axis,
+                       connectivity: int = 1) -> str:  # fmt: skip
     """Why the in-memory solve would not fit (the memory guard's estimate, as
     :mod:`napari_tv._memory`), or ``""`` when it fits (or cannot be estimated)."""
     from napari_tv._memory import HEADROOM, available_bytes, estimate_bytes
@@ -329,7 +331,8 @@ def _in_memory_too_big(data, method: str, fidelity: str, channel_axis) -> str:
     work = float_dtype(data.dtype)
     try:
         needed = estimate_bytes(method, fidelity, shape, work.itemsize, channels=channels,
-                                converted=work != data.dtype)  # fmt: skip
+                                converted=work != data.dtype,
+                                connectivity=connectivity)  # fmt: skip
     except KeyError:  # an unknown method or fidelity: the library says so
         return ""
     try:

@@ -85,7 +85,7 @@ class MemoryEstimate:
 
 def memory_estimate(
     info: ImageInfo, method: str, fidelity: str, *, levels: int | None = None,
-    all_frames: bool = False,
+    all_frames: bool = False, connectivity: int = 1,
 ) -> MemoryEstimate:  # fmt: skip
     """The peak memory of ``denoise_tv`` on the layer, as ``solvers.api._guard_memory`` counts
     it: the method's working words per voxel (:data:`napari_tv._memory.WORDS_PER_VOXEL`), the
@@ -105,7 +105,7 @@ def memory_estimate(
     try:
         needed = estimate_bytes(
             method, fidelity, shape, work.itemsize, n_levels=n_levels, channels=channels,
-            converted=work != dtype,
+            converted=work != dtype, connectivity=min(connectivity, len(shape)),
         )  # fmt: skip
     except KeyError:  # a fidelity the method does not take: the run says so
         needed = 0

@@ -129,7 +129,7 @@ class DenoiseWidget(TVForm):
         # the chunked results whose stores the output layers read (kept while the form lives)
         self._chunked_results: dict[str, list] = {}
         self.save_button.changed.connect(lambda *_: self.save_zarr())
-        for control in (self.fidelity, self.levels, self.all_frames):
+        for control in (self.fidelity, self.levels, self.connectivity, self.all_frames):
             control.changed.connect(self._refresh_memory)
         self.chunked.changed.connect(lambda *_: self._refresh_memory(auto=False))
         self.beta_slider = self.beta.native
@@ -265,8 +265,9 @@ class DenoiseWidget(TVForm):
             every = info.time_axis is not None and bool(self.all_frames.value)
             levels = None if self.levels.value <= 1 else int(self.levels.value)
             self.estimate = est = memory_estimate(
-                info, self.method.value, self.fidelity.value, levels=levels, all_frames=every
-            )
+                info, self.method.value, self.fidelity.value, levels=levels, all_frames=every,
+                connectivity=int(self.connectivity.value),
+            )  # fmt: skip
         except (LayerError, ValueError) as exc:
             self.estimate = None
             self.memory_label.value = "" if isinstance(exc, LayerError) else str(exc)

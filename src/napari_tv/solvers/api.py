@@ -305,7 +305,7 @@ def denoise_tv(
     elif init is not None and not isinstance(init, TVResult):
         init = as_float_array(init, "init", ndims=(1, 2, 3, 4))
 
-    _guard_memory(image, method, fidelity, channel_axis, levels, coarse)
+    _guard_memory(image, method, fidelity, channel_axis, levels, coarse, connectivity)
     raw = np.asarray(image)
     channel_axis = _check_channel_axis(channel_axis, raw.ndim)
     _check_layout(raw, channel_axis)
@@ -383,7 +383,8 @@ def denoise_tv(
     return (result.u, result) if return_info else result.u
 
 
-def _guard_memory(image, method, fidelity, channel_axis, levels, coarse) -> None:
+def _guard_memory(image, method, fidelity, channel_axis, levels, coarse,
+                  connectivity=1) -> None:  # fmt: skip
     """MemoryError before anything is allocated (a dask array is not computed yet) when the
     call would need more memory than is available (:mod:`napari_tv._memory`)."""
     shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", None)
@@ -402,6 +403,7 @@ def _guard_memory(image, method, fidelity, channel_axis, levels, coarse) -> None
     needed = estimate_bytes(
         method, fidelity, shape, work.itemsize, n_levels=int(n_levels or 0), channels=channels,
         converted=work != dtype,
+        connectivity=connectivity if isinstance(connectivity, int) else 1,  # (checked later)
     )  # fmt: skip
     voxels = math.prod(shape) * channels
     if not isinstance(image, np.ndarray):
