@@ -105,7 +105,7 @@ def memory_estimate(
     try:
         needed = estimate_bytes(
             method, fidelity, shape, work.itemsize, n_levels=n_levels, channels=channels,
-            converted=work != dtype, connectivity=min(connectivity, len(shape)),
+            converted=work != dtype, connectivity=connectivity,
         )  # fmt: skip
     except KeyError:  # a fidelity the method does not take: the run says so
         needed = 0

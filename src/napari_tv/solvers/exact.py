@@ -268,12 +268,12 @@ def _reparametrise(v, lo, hi, grid, code, big, nbr, rev, rc, tr, parent, is_sink
         nodes[n] = i
         n += 1
         m = (lo[i] + hi[i]) // 2
+        m_old = lo[i] - 1 if parent[i] != FREE and not is_sink[i] else hi[i]
         c = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
-        m = lo[i] - 1 if parent[i] != FREE and not is_sink[i] else hi[i]
-        c_old = _clamped_slope(v[i], grid[m], grid[m + 1], code, big)
+        c_old = _clamped_slope(v[i], grid[m_old], grid[m_old + 1], code, big)
         if boxed:
-            c = _boxed_slope(c, i, (lo[i] + hi[i]) // 2, blo, bhi, cbox)
-            c_old = _boxed_slope(c_old, i, m, blo, bhi, cbox)
+            c = _boxed_slope(c, i, m, blo, bhi, cbox)
+            c_old = _boxed_slope(c_old, i, m_old, blo, bhi, cbox)
         tr[i] -= c - c_old
         for d in range(nbr.shape[0]):
             j = i + nbr[d]
